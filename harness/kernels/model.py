@@ -1,0 +1,52 @@
+"""The values that describe a kernel as it moves from a name to a bootable entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Package:
+    """A Debian package pinned to one version, as the signed index lists it."""
+
+    name: str
+    version: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel resolved to a concrete release; not necessarily on disk yet.
+
+    ``spec`` is what the user asked for (``"6.1"`` or a path); ``origin`` is
+    ``"debian"``, ``"snapshot"`` or ``"local"``.
+    """
+
+    spec: str
+    series: str | None
+    release: str
+    origin: str
+    packages: tuple[Package, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """A kernel ready to boot and to build against.
+
+    ``image`` is what ``vng -r`` boots (the uncompressed vmlinux where the kernel
+    has a PVH entry). ``modules`` is ``<root>/lib/modules/<release>`` beside the
+    image's ``<root>/boot/``, as virtme-ng finds it, or None when everything is
+    built in. ``headers`` is an include directory holding that release's UAPI
+    headers (``linux/``, ``asm/``), or None when the kernel brings none.
+    """
+
+    kernel: Kernel
+    image: Path
+    modules: Path | None
+    config: Path | None
+    headers: Path | None
+
+    @property
+    def release(self) -> str:
+        return self.kernel.release

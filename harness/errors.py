@@ -124,3 +124,8 @@ class KernelPanicError(VmError):
 
 class GuestError(VmError):
     """The guest scenario ran and reported a failure of its own."""
+
+
+# Results and reports.
+class ResultsError(HarnessError):
+    """A results file (the JUnit XML of a run) is missing or cannot be read."""

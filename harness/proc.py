@@ -151,6 +151,35 @@ class SubprocessRunner:
         return result
 
 
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a command that runs while the caller does something else.
+
+    For programs driven over their standard streams (stdin, stdout and stderr are
+    pipes). The child leads its own session; the caller must end it with
+    :func:`kill_group` (in a ``finally``) unless it has waited for it.
+    """
+    args = tuple(str(a) for a in argv)
+    log.debug("spawn: %s", shlex.join(args))
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissingError(f"cannot run {args[0]}: not found; build it or check PATH") from exc
+
+
 def command_failed(result: Completed, what: str | None = None) -> CommandError:
     """A :class:`CommandError` for a command that exited non-zero."""
     output = (result.stderr + result.stdout).strip()

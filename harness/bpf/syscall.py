@@ -1,0 +1,236 @@
+"""The bpf(2) system call through ctypes.
+
+One ctypes structure per member of the kernel's ``union bpf_attr`` that is used,
+named after it; every call goes through :func:`bpf`, which turns errno into a typed
+error. Only the fields this harness needs are declared: the kernel accepts a shorter
+attribute than its own as long as what it does not know is absent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+from harness.errors import BpfPermissionError, LoaderError, VerifierError
+
+#: bpf(2) on x86_64 (arch/x86/entry/syscalls/syscall_64.tbl).
+NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+# enum bpf_cmd
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_PROG_LOAD = 5
+
+# enum bpf_map_type, enum bpf_prog_type
+BPF_MAP_TYPE_ARRAY = 2
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+
+BPF_ANY = 0
+BPF_OBJ_NAME_LEN = 16
+
+#: Verifier log sizes: start small, grow on ENOSPC up to the kernel's own limit.
+LOG_SIZE_FIRST = 64 * 1024
+LOG_SIZE_MAX = 16 * 1024 * 1024 - 1
+
+_COMMAND_NAMES = {
+    BPF_MAP_CREATE: "BPF_MAP_CREATE",
+    BPF_MAP_LOOKUP_ELEM: "BPF_MAP_LOOKUP_ELEM",
+    BPF_MAP_UPDATE_ELEM: "BPF_MAP_UPDATE_ELEM",
+    BPF_PROG_LOAD: "BPF_PROG_LOAD",
+}
+
+
+class MapCreateAttr(ctypes.Structure):
+    """The anonymous struct of ``union bpf_attr`` used by BPF_MAP_CREATE."""
+
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+    ]
+
+
+class MapElemAttr(ctypes.Structure):
+    """The struct used by the BPF_MAP_*_ELEM commands (``__aligned_u64`` pointers)."""
+
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class ProgLoadAttr(ctypes.Structure):
+    """The struct used by BPF_PROG_LOAD, up to ``expected_attach_type``."""
+
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+    ]
+
+
+Attr = MapCreateAttr | MapElemAttr | ProgLoadAttr
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class BpfCallError(LoaderError):
+    """bpf(2) failed with an errno that means neither a permission problem nor a rejection."""
+
+    def __init__(self, message: str, *, errno_value: int) -> None:
+        super().__init__(message)
+        self.errno = errno_value
+
+
+def bpf(cmd: int, attr: Attr) -> int:
+    """Call bpf(2) with ``attr``; the result (an fd or 0), or a typed error."""
+    machine = platform.machine()
+    number = NR_BPF.get(machine)
+    if number is None:
+        raise LoaderError(f"bpf(2) is not known on {machine}; the Python loader supports x86_64")
+    result = _syscall(
+        ctypes.c_long(number),
+        ctypes.c_int(cmd),
+        ctypes.byref(attr),
+        ctypes.c_uint(ctypes.sizeof(attr)),
+    )
+    if result >= 0:
+        return int(result)
+    code = ctypes.get_errno()
+    name = _COMMAND_NAMES.get(cmd, f"command {cmd}")
+    if code in (errno.EPERM, errno.EACCES):
+        raise BpfPermissionError(
+            f"bpf({name}) was refused ({errno.errorcode.get(code, code)}: "
+            f"{os.strerror(code)}); run as root or with CAP_BPF"
+        )
+    raise BpfCallError(
+        f"bpf({name}) failed: {errno.errorcode.get(code, code)}: {os.strerror(code)}",
+        errno_value=code,
+    )
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int) -> int:
+    """A new map; its fd."""
+    attr = MapCreateAttr(map_type, key_size, value_size, max_entries, flags)
+    try:
+        return bpf(BPF_MAP_CREATE, attr)
+    except BpfCallError as exc:
+        raise BpfCallError(
+            f"{exc} (map type {map_type}, key {key_size} B, value {value_size} B, "
+            f"{max_entries} entries, flags {flags:#x})",
+            errno_value=exc.errno,
+        ) from exc
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value stored under ``key``, or None when there is none."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value_size)
+    attr = MapElemAttr(
+        map_fd=fd,
+        key=ctypes.addressof(key_buf),
+        value=ctypes.addressof(value_buf),
+    )
+    try:
+        bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    except BpfCallError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return value_buf.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    """Store ``value`` under ``key``."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr = MapElemAttr(
+        map_fd=fd,
+        key=ctypes.addressof(key_buf),
+        value=ctypes.addressof(value_buf),
+        flags=flags,
+    )
+    bpf(BPF_MAP_UPDATE_ELEM, attr)
+
+
+def prog_load(
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    *,
+    name: str = "",
+    kern_version: int = 0,
+) -> int:
+    """Load a program; its fd. A rejection raises :class:`VerifierError` with the log.
+
+    The verifier log goes into a buffer; when the kernel says the buffer is too
+    small (ENOSPC), the load is tried again with a bigger one.
+    """
+    insns_buf = ctypes.create_string_buffer(insns, len(insns))
+    license_buf = ctypes.create_string_buffer(license.encode("ascii", "replace"))
+    log_size = LOG_SIZE_FIRST
+    while True:
+        log_buf = ctypes.create_string_buffer(log_size)
+        attr = ProgLoadAttr(
+            prog_type=prog_type,
+            insn_cnt=len(insns) // 8,
+            insns=ctypes.addressof(insns_buf),
+            license=ctypes.addressof(license_buf),
+            log_level=1,
+            log_size=log_size,
+            log_buf=ctypes.addressof(log_buf),
+            kern_version=kern_version,
+            prog_name=_object_name(name),
+        )
+        try:
+            return bpf(BPF_PROG_LOAD, attr)
+        except BpfCallError as exc:
+            if exc.errno == errno.ENOSPC and log_size < LOG_SIZE_MAX:
+                log_size = min(log_size * 4, LOG_SIZE_MAX)
+                continue
+            log = _text(log_buf)
+            if log:
+                raise VerifierError(
+                    f"the kernel's verifier rejected program {name or '?'} ({exc}); "
+                    f"its log:\n{log}",
+                    log=log,
+                ) from exc
+            raise
+        except BpfPermissionError as exc:
+            # Verifier rejections of pointer arithmetic and the like come back as
+            # EACCES with a log; a missing privilege comes back without one.
+            log = _text(log_buf)
+            if log:
+                raise VerifierError(
+                    f"the kernel's verifier rejected program {name or '?'}; its log:\n{log}",
+                    log=log,
+                ) from exc
+            raise
+
+
+def _object_name(name: str) -> bytes:
+    """A name the kernel accepts for an object: letters, digits, ``_`` and ``.``, 15 chars."""
+    kept = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "_."))
+    return kept[: BPF_OBJ_NAME_LEN - 1].encode("ascii")
+
+
+def _text(buf: ctypes.Array[ctypes.c_char]) -> str:
+    return buf.value.decode("utf-8", "replace").strip()

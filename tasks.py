@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke import Collection, Context, Exit, task
@@ -55,3 +56,63 @@ ns.add_collection(kernels_ns)
 # --- test ---------------------------------------------------------------------------
 
 # --- report -------------------------------------------------------------------------
+
+#: Where ``invoke test`` leaves its JUnit file, relative to harness.paths.results_dir().
+JUNIT_NAME = "junit.xml"
+
+
+@task(
+    help={
+        "junit": "the JUnit file of a run (default: build/results/junit.xml)",
+        "format": "table (for a terminal, the default) or markdown (for a GitHub job summary)",
+        "output": "write the report to FILE instead of standard output",
+        "title": "the headline of the Markdown summary",
+        "check": "exit with status 1 when a case failed (5 when none ran), like pytest",
+    }
+)
+@_reports_errors
+def report(
+    c: Context,
+    junit: str = "",
+    format: str = "table",
+    output: str = "",
+    title: str = "sockex1 on each kernel",
+    check: bool = False,
+) -> None:
+    """Show the results of a run: a table, or a Markdown summary for CI."""
+    from harness import paths
+    from harness import report as results
+    from harness.errors import ConfigError
+
+    if format not in ("table", "markdown"):
+        raise ConfigError(f"unknown report format {format!r}; use one of: table, markdown")
+    path = Path(junit) if junit else paths.results_dir() / JUNIT_NAME
+    cases = results.parse_junit(path)
+    if format == "markdown":
+        text = results.render_markdown(cases, title=title)
+    else:
+        text = results.render_table(cases)
+    if output:
+        _write_file(Path(output), text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if check and (code := results.summary_exit_code(cases)):
+        raise Exit(code=code)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    from harness.errors import ConfigError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        temp.replace(path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
+
+
+ns.add_task(report, name="report")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from invoke import Context, Exit
 
 from harness.errors import HarnessError, ResultsError
+from harness.paths import PROJECT_ROOT
 from harness.report import (
     EXIT_FAILED,
     EXIT_NO_CASES,
@@ -367,3 +372,61 @@ def test_exit_codes_are_pytests() -> None:
         pytest.ExitCode.TESTS_FAILED,
         pytest.ExitCode.NO_TESTS_COLLECTED,
     )
+
+
+# --- invoke report -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tasks(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The project's tasks.py, the front door (it sits beside the package, not in it)."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT))
+    return importlib.import_module("tasks")
+
+
+def test_invoke_report_prints_the_table(
+    tasks: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tasks.report(Context(), junit=str(JUNIT / "all_passed.xml"))
+
+    expected = (JUNIT / "all_passed.table.txt").read_text(encoding="utf-8")
+    assert capsys.readouterr().out == expected
+
+
+def test_invoke_report_writes_markdown_to_a_file(tasks: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "summary" / "report.md"
+    tasks.report(Context(), junit=str(JUNIT / "mixed.xml"), format="markdown", output=str(out))
+
+    assert out.read_text(encoding="utf-8") == render_markdown(
+        parse_junit(JUNIT / "mixed.xml"), title="sockex1 on each kernel"
+    )
+    assert [p.name for p in out.parent.iterdir()] == ["report.md"]
+
+
+@pytest.mark.parametrize(("name", "code"), [("mixed.xml", 1), ("no_cases.xml", 5)])
+def test_invoke_report_check_exits_like_pytest(tasks: ModuleType, name: str, code: int) -> None:
+    with pytest.raises(Exit) as info:
+        tasks.report(Context(), junit=str(JUNIT / name), check=True, output=os.devnull)
+
+    assert info.value.code == code
+
+
+def test_invoke_report_check_passes_a_good_run(tasks: ModuleType) -> None:
+    tasks.report(Context(), junit=str(JUNIT / "all_passed.xml"), check=True, output=os.devnull)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"junit": str(JUNIT / "missing.xml")}, "error: no JUnit file at"),
+        ({"junit": str(JUNIT / "all_passed.xml"), "format": "html"}, "unknown report format"),
+    ],
+)
+def test_invoke_report_errors_are_clear(
+    tasks: ModuleType, options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(Exit) as info:
+        tasks.report(Context(), **options)
+
+    assert info.value.code == 1
+    assert message in str(info.value.message)

@@ -116,3 +116,16 @@ def _write_file(path: Path, text: str) -> None:
 
 
 ns.add_task(report, name="report")
+
+
+@task(help={"kernel": 'a series of kernels/catalog.toml, such as "6.1"', "verbose": "log details"})
+@_reports_errors
+def kernels_resolve(c: Context, kernel: str, verbose: bool = False) -> None:
+    """Print the release a kernel series resolves to now (CI keys its kernel cache on it)."""
+    from harness import kernels, paths
+
+    found = kernels.resolve(kernel, kernels.KernelOptions(cache=paths.cache_dir()))
+    print(found.release)
+
+
+kernels_ns.add_task(kernels_resolve, name="resolve")

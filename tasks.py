@@ -53,6 +53,42 @@ ns.add_collection(kernels_ns)
 
 # --- build --------------------------------------------------------------------------
 
+
+@task(
+    help={
+        "kernel": 'what to build for: "host" (the default: the running kernel and the host\'s '
+        'headers), a series such as "6.1", several as "5.10,6.1", or a path to a kernel',
+        "verbose": "log details",
+    }
+)
+@_reports_errors
+def build(c: Context, kernel: str = "host", verbose: bool = False) -> None:
+    """Build sockex1 (BPF object and C loader) against a kernel's UAPI headers."""
+    import os
+
+    from harness import paths
+    from harness.build import build_sample
+
+    for spec in [s.strip() for s in kernel.split(",") if s.strip()]:
+        if spec == "host":
+            release, headers = os.uname().release, None
+        else:
+            from harness import kernels
+
+            entry = kernels.prepare(
+                spec, kernels.KernelOptions(cache=paths.cache_dir()), progress=_say
+            )
+            release, headers = entry.release, entry.headers
+        built = build_sample(release, headers)
+        for command in built.commands:
+            print(f"$ {command}")
+        state = "built" if built.rebuilt else "up to date, nothing rebuilt"
+        where = built.include_dir or "the host's /usr/include"
+        print(f"sockex1 for {release}: {state} in {built.directory} (UAPI headers: {where})")
+
+
+ns.add_task(build, name="build")
+
 # --- test ---------------------------------------------------------------------------
 
 # --- report -------------------------------------------------------------------------

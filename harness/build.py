@@ -161,9 +161,11 @@ def build_sample(
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as tmp:
         work = Path(tmp)
+        # Run in the scratch directory with bare output names, so the commands
+        # logged are the ones a user can rerun in the build directory.
         commands = [
-            bpf_argv(clang, headers, kern, work / OBJECT_NAME),
-            loader_argv(cc, headers, user, work / LOADER_NAME),
+            bpf_argv(clang, headers, kern, Path(OBJECT_NAME)),
+            loader_argv(cc, headers, user, Path(LOADER_NAME)),
         ]
         transcript = []
         for argv in commands:
@@ -171,7 +173,7 @@ def build_sample(
             log.info("build %s for %s: %s", SAMPLE, release, line)
             transcript.append(f"$ {line}\n")
             try:
-                done = runner.run(argv, cwd=source_dir)
+                done = runner.run(argv, cwd=work)
             except CommandError as exc:
                 _write(output.log_path, "".join(transcript) + exc.output + "\n")
                 raise BuildError(

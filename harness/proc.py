@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: How many characters of a failed command's output an error message quotes.
 _TAIL_CHARS = 2000
+#: Seconds to wait for a logged command's output to drain after it ended.
+_COPY_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,15 @@ class SubprocessRunner:
         args = tuple(str(a) for a in argv)
         log.debug("run: %s", shlex.join(args))
         full_env = None if env is None else {**os.environ, **env}
-        out: int | IO[str] = subprocess.PIPE
+        # With a log file, the output still goes through a pipe that a thread copies
+        # into the file: a child that reopens its /proc/self/fd/1 (qemu's "file"
+        # chardevs, as vng sets them up) would otherwise truncate the log and write
+        # over it from offset 0.
         log_file: IO[str] | None = None
+        copier: threading.Thread | None = None
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-            out = log_file
         try:
             try:
                 proc = subprocess.Popen(
@@ -115,7 +121,7 @@ class SubprocessRunner:
                     cwd=cwd,
                     env=full_env,
                     stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                    stdout=out,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT if log_file is not None else subprocess.PIPE,
                     text=True,
                     errors="replace",
@@ -126,7 +132,13 @@ class SubprocessRunner:
                     f"cannot run {args[0]}: not found; install it or check PATH"
                 ) from exc
             try:
-                stdout, stderr = proc.communicate(input=input, timeout=timeout)
+                if log_file is not None:
+                    copier = _start_copy(proc, log_file)
+                    _feed(proc, input)
+                    proc.wait(timeout=timeout)
+                    stdout, stderr = "", ""
+                else:
+                    stdout, stderr = proc.communicate(input=input, timeout=timeout)
             except subprocess.TimeoutExpired as exc:
                 kill_group(proc)
                 where = f"; output in {log_path}" if log_path else ""
@@ -140,6 +152,9 @@ class SubprocessRunner:
                 kill_group(proc)
                 raise
         finally:
+            if copier is not None:
+                # The pipe closes when the last process of the group holding it ends.
+                copier.join(timeout=_COPY_GRACE)
             if log_file is not None:
                 log_file.close()
         if log_path is not None:
@@ -178,6 +193,32 @@ def spawn(
         )
     except FileNotFoundError as exc:
         raise ToolMissingError(f"cannot run {args[0]}: not found; build it or check PATH") from exc
+
+
+def _start_copy(proc: subprocess.Popen[str], log_file: IO[str]) -> threading.Thread:
+    """Copy ``proc``'s output into ``log_file`` line by line until the pipe closes."""
+    source = proc.stdout
+    assert source is not None
+
+    def copy() -> None:
+        for line in source:
+            log_file.write(line)
+            log_file.flush()
+
+    thread = threading.Thread(target=copy, name="log-copier", daemon=True)
+    thread.start()
+    return thread
+
+
+def _feed(proc: subprocess.Popen[str], input: str | None) -> None:
+    if proc.stdin is None:
+        return
+    try:
+        if input:
+            proc.stdin.write(input)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
 
 
 def command_failed(result: Completed, what: str | None = None) -> CommandError:

@@ -1,0 +1,457 @@
+"""Booting a cached kernel in a virtme-ng VM and telling apart how the run ended.
+
+``vng`` is used as a program (an argv list), never imported. The guest shares the
+host's root read-only over 9p (or virtiofs) and gets one directory read-write, where
+the guest scenario writes its JSON results. The serial console and the guest
+command's output go to one log file.
+
+How a run ends, from best to worst:
+
+* the guest wrote its result files: :class:`VmResult` (the results may still report a
+  failing loader; the caller reads them);
+* the guest command failed before writing a result: :class:`GuestError`;
+* the console shows ``Kernel panic - not syncing``: :class:`KernelPanicError`;
+* the VM ended and nothing was written: :class:`VmLostError`;
+* the VM ran past its time limit and was killed: :class:`VmTimeoutError`.
+
+Each error carries the console's last lines and the log's path.
+
+The accelerator: ``/dev/kvm`` may exist and still not run a guest (nested setups
+where qemu aborts with ``failed to set MSR 0x10a``, or the guest spins at kernel
+entry). :func:`probe_accel` therefore boots a few bytes of real-mode code under KVM
+with the CPU model ``vng`` itself asks for, and, given a kernel, boots that kernel
+under KVM too. The answer is remembered per host boot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import paths
+from harness.errors import (
+    CommandTimeoutError,
+    ConfigError,
+    GuestError,
+    KernelPanicError,
+    ToolMissingError,
+    VmError,
+    VmLostError,
+    VmTimeoutError,
+)
+from harness.kernels.model import KernelEntry
+from harness.proc import Runner, SubprocessRunner
+
+log = logging.getLogger(__name__)
+
+ACCELS = ("kvm", "tcg")
+
+#: Seconds a whole run (boot, guest scenario, shutdown) may take. Under TCG a Debian
+#: kernel boots in 8-20 s on an idle machine and about four times slower with four
+#: VMs sharing two cores; the guest scenario adds the Python start-up and the traffic.
+DEFAULT_TIMEOUTS = {"kvm": 120.0, "tcg": 480.0}
+
+#: Console lines an error quotes.
+TAIL_LINES = 40
+
+#: Kernel options added to every boot. virtme-ng already asks for ``panic=-1``
+#: (with qemu's ``-no-reboot`` a panic ends the VM at once); repeating it here keeps
+#: that true whatever a later virtme-ng defaults to.
+BASE_APPEND = ("panic=-1",)
+
+#: Exit status vng gives when the VM itself failed (qemu died, the kernel panicked,
+#: the guest's init never ran the command).
+VNG_FAILED = 255
+
+QEMU = "qemu-system-x86_64"
+
+#: The isa-debug-exit device turns a byte ``v`` written to its port into qemu's exit
+#: status ``(v << 1) | 1``.
+_PROBE_PORT = 0xF4
+_PROBE_VALUE = 0x10
+PROBE_OK_STATUS = (_PROBE_VALUE << 1) | 1
+#: Seconds the real-mode probe may take: a working KVM answers in well under one.
+PROBE_TIMEOUT = 15.0
+#: Seconds the confirming kernel boot under KVM may take (about 3 s where KVM works).
+PROBE_BOOT_TIMEOUT = 60.0
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+KVM_DEVICE = Path("/dev/kvm")
+
+#: Where virtme-ng looks for the Rust virtiofsd (without it, it waits about 3 s and
+#: then falls back to 9p; ``--force-9p`` skips the wait).
+_VIRTIOFSD_PATHS = (
+    "/usr/libexec/virtiofsd",
+    "/usr/lib/virtiofsd/virtiofsd",
+    "/usr/lib/virtiofsd",
+)
+
+
+@dataclass(frozen=True)
+class VmResult:
+    """A VM run whose guest wrote its results."""
+
+    accel: str
+    seconds: float
+    returncode: int
+    console_log: Path
+    results_dir: Path
+
+
+@dataclass(frozen=True)
+class ConsoleVerdict:
+    """What a console log says about the boot.
+
+    ``panic`` is the panic line (``Kernel panic - not syncing: ...``) or "";
+    ``oopses`` are kernel oops/BUG lines; ``reached_init`` is True once virtme-ng's
+    init ran in the guest (the root filesystem was mounted).
+    """
+
+    panic: str
+    oopses: tuple[str, ...]
+    reached_init: bool
+    root_mount_failed: bool
+    tail: str
+
+    @property
+    def panicked(self) -> bool:
+        return bool(self.panic)
+
+
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
+_PANIC = re.compile(r"Kernel panic - not syncing:?.*")
+_OOPS = re.compile(r"(?:BUG: .*|Oops: .*|general protection fault.*|kernel BUG at .*)")
+#: virtme-ng-init (Rust) and the older shell init both announce themselves.
+_INIT_MARKERS = ("virtme-ng-init:", "virtme-init:")
+_ROOT_MOUNT_FAILED = "Failed to mount real root"
+
+
+def parse_console(text: str, *, tail_lines: int = TAIL_LINES) -> ConsoleVerdict:
+    """Read a console log (kernel messages and guest output mixed) into a verdict."""
+    panic = ""
+    oopses: list[str] = []
+    reached_init = False
+    root_mount_failed = False
+    lines = text.splitlines()
+    for raw in lines:
+        line = _TIMESTAMP.sub("", raw.rstrip("\r"))
+        if not panic:
+            found = _PANIC.search(line)
+            if found:
+                panic = found.group(0).strip()
+        oops = _OOPS.match(line)
+        if oops:
+            oopses.append(oops.group(0).strip())
+        if any(marker in line for marker in _INIT_MARKERS):
+            reached_init = True
+        if _ROOT_MOUNT_FAILED in line:
+            root_mount_failed = True
+    tail = "\n".join(lines[-tail_lines:])
+    return ConsoleVerdict(panic, tuple(oopses), reached_init, root_mount_failed, tail)
+
+
+def have_virtiofsd() -> bool:
+    """Whether a virtiofsd that virtme-ng would use is installed."""
+    return shutil.which("virtiofsd") is not None or any(
+        os.access(path, os.X_OK) for path in _VIRTIOFSD_PATHS
+    )
+
+
+def vng_argv(
+    entry: KernelEntry,
+    guest_argv: Sequence[str],
+    *,
+    accel: str,
+    results_dir: Path,
+    memory: str = "1G",
+    cpus: int = 2,
+    virtiofs: bool = False,
+    append: Sequence[str] = (),
+    cwd: Path = paths.PROJECT_ROOT,
+    vng: str = "vng",
+) -> list[str]:
+    """The ``vng`` command that boots ``entry`` and runs ``guest_argv`` in it.
+
+    ``--verbose`` sends the kernel's console to vng's stderr, so the log holds the
+    boot messages as well as the guest command's output. The guest command runs in
+    ``cwd`` (the project root, so ``python3 -m harness.guest`` finds the package) and
+    can write only in ``results_dir``.
+    """
+    if accel not in ACCELS:
+        raise ConfigError(f"unknown accelerator {accel!r}; use one of {', '.join(ACCELS)}")
+    if not guest_argv:
+        raise ConfigError("no guest command given to run in the VM")
+    argv = [vng, "--run", str(entry.image), "--verbose"]
+    if accel == "tcg":
+        argv.append("--disable-kvm")
+    if not virtiofs:
+        argv.append("--force-9p")
+    argv += ["--memory", memory, "--cpus", str(cpus)]
+    argv += [f"--rwdir={results_dir}", f"--cwd={cwd}"]
+    for option in (*BASE_APPEND, *append):
+        argv += ["--append", option]
+    # --exec takes one shell command line; quoting it here keeps every argument whole
+    # (positional arguments would be re-joined by vng and "O=..." taken for itself).
+    argv += ["--exec", shlex.join(guest_argv)]
+    return argv
+
+
+def default_timeout(accel: str) -> float:
+    """Seconds a VM run may take under ``accel``."""
+    return DEFAULT_TIMEOUTS[accel]
+
+
+def run_vm(
+    entry: KernelEntry,
+    guest_argv: Sequence[str],
+    results_dir: Path,
+    *,
+    accel: str,
+    expect: Sequence[str],
+    timeout: float | None = None,
+    memory: str = "1G",
+    cpus: int = 2,
+    append: Sequence[str] = (),
+    console_log: Path | None = None,
+    runner: Runner | None = None,
+) -> VmResult:
+    """Boot ``entry``, run ``guest_argv`` in it and wait for the files ``expect``.
+
+    ``results_dir`` is created (results of an earlier run in it are removed first) and
+    shared read-write with the guest; the console goes to ``console_log`` (default
+    ``results_dir/console.log``). Raises a :class:`VmError` subclass when the guest
+    wrote none of the ``expect`` files; see the module's docstring.
+    """
+    runner = runner or SubprocessRunner()
+    limit = timeout if timeout is not None else default_timeout(accel)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name in expect:
+        (results_dir / name).unlink(missing_ok=True)
+    log_path = console_log or results_dir / "console.log"
+    argv = vng_argv(
+        entry,
+        guest_argv,
+        accel=accel,
+        results_dir=results_dir,
+        memory=memory,
+        cpus=cpus,
+        virtiofs=have_virtiofsd(),
+        append=append,
+    )
+    log.info("booting %s (%s): %s", entry.release, accel, shlex.join(argv))
+    started = time.monotonic()
+    try:
+        done = runner.run(
+            argv, check=False, timeout=limit, log_path=log_path, cwd=paths.PROJECT_ROOT
+        )
+    except CommandTimeoutError as exc:
+        verdict = parse_console(_read(log_path))
+        what = f"panicked ({verdict.panic}) and then " if verdict.panicked else ""
+        raise VmTimeoutError(
+            f"the VM for kernel {entry.release} ({accel}) {what}did not finish within "
+            f"{limit:.0f} s and was killed; {_stage(verdict)}; console log: {log_path}"
+            f"\n--- last console lines ---\n{verdict.tail}",
+            console_tail=verdict.tail,
+            log_path=log_path,
+        ) from exc
+    seconds = time.monotonic() - started
+    verdict = parse_console(_read(log_path))
+    found = [name for name in expect if (results_dir / name).is_file()]
+    if found:
+        return VmResult(accel, seconds, done.returncode, log_path, results_dir)
+    raise _no_result_error(entry, accel, done.returncode, verdict, log_path)
+
+
+def _no_result_error(
+    entry: KernelEntry, accel: str, returncode: int, verdict: ConsoleVerdict, log_path: Path
+) -> VmError:
+    where = f"console log: {log_path}\n--- last console lines ---\n{verdict.tail}"
+    kernel = f"kernel {entry.release} ({accel})"
+    if verdict.panicked:
+        hint = ""
+        if verdict.root_mount_failed:
+            hint = (
+                " because it could not mount the host's root filesystem; the kernel needs "
+                "9p or virtiofs (CONFIG_NET_9P, CONFIG_9P_FS; Debian's cloud flavour has "
+                "neither, use the generic amd64 flavour)"
+            )
+        return KernelPanicError(
+            f"{kernel} panicked{hint}: {verdict.panic}; {where}",
+            console_tail=verdict.tail,
+            log_path=log_path,
+        )
+    if returncode not in (0, VNG_FAILED):
+        return GuestError(
+            f"the guest command on {kernel} failed with exit status {returncode} before "
+            f"writing a result; {where}",
+            console_tail=verdict.tail,
+            log_path=log_path,
+        )
+    return VmLostError(
+        f"the VM for {kernel} ended (vng exit status {returncode}) without the guest "
+        f"reporting a result; {_stage(verdict)}; {where}",
+        console_tail=verdict.tail,
+        log_path=log_path,
+    )
+
+
+def _stage(verdict: ConsoleVerdict) -> str:
+    if verdict.oopses:
+        return f"the kernel oopsed: {verdict.oopses[0]}"
+    if verdict.root_mount_failed:
+        return "the guest could not mount the host's root filesystem (no 9p/virtiofs?)"
+    if verdict.reached_init:
+        return "the guest's init had started"
+    return "the guest never reached its init"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+# --- the accelerator ------------------------------------------------------------------
+
+
+def probe_bios() -> bytes:
+    """A 64 KiB firmware image whose reset vector writes to the isa-debug-exit port.
+
+    The CPU starts in real mode at physical 0xFFFFFFF0, the last 16 bytes of the
+    image; ``mov al, 0x10; out 0xf4, al`` makes qemu exit with status 33, and
+    ``hlt; jmp $-1`` keeps a guest that missed the port from running wild.
+    """
+    code = bytes([0xB0, _PROBE_VALUE, 0xE6, _PROBE_PORT, 0xF4, 0xEB, 0xFD])
+    image = bytearray(b"\xf4" * 0x10000)
+    image[0xFFF0 : 0xFFF0 + len(code)] = code
+    return bytes(image)
+
+
+def probe_qemu_argv(bios: Path, *, qemu: str = QEMU) -> list[str]:
+    """qemu under KVM with the CPU model ``vng`` uses there (``-cpu host``)."""
+    return [
+        qemu,
+        "-machine",
+        "q35,accel=kvm",
+        "-cpu",
+        "host",
+        "-bios",
+        str(bios),
+        "-device",
+        f"isa-debug-exit,iobase={_PROBE_PORT:#x},iosize=0x04",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+    ]
+
+
+def probe_accel(
+    requested: str = "auto",
+    *,
+    image: KernelEntry | None = None,
+    cache: Path | None = None,
+    runner: Runner | None = None,
+    boot_id_path: Path = BOOT_ID_PATH,
+    kvm_device: Path = KVM_DEVICE,
+) -> str:
+    """``"kvm"`` where KVM really runs a guest on this host, else ``"tcg"``.
+
+    ``requested`` ``"kvm"`` or ``"tcg"`` is returned as is. For ``"auto"``, a verdict
+    remembered for this host boot is used; otherwise KVM must boot the real-mode
+    probe and, when ``image`` is given, that kernel (``vng -- true``).
+    """
+    if requested in ACCELS:
+        return requested
+    if requested != "auto":
+        raise ConfigError(
+            f"unknown accelerator {requested!r}; use kvm, tcg or auto (probe for KVM)"
+        )
+    runner = runner or SubprocessRunner()
+    memo = _memo_path(cache or paths.cache_dir(), boot_id_path)
+    if memo is not None:
+        try:
+            remembered = memo.read_text(encoding="utf-8").strip()
+        except OSError:
+            remembered = ""
+        if remembered in ACCELS:
+            log.debug("accelerator for this boot: %s (remembered in %s)", remembered, memo)
+            return remembered
+    accel = "kvm" if _kvm_runs(kvm_device, image, runner) else "tcg"
+    if memo is not None:
+        _write_atomically(memo, accel + "\n")
+    return accel
+
+
+def _memo_path(cache: Path, boot_id_path: Path) -> Path | None:
+    try:
+        boot_id = boot_id_path.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    return cache / "accel" / boot_id if boot_id else None
+
+
+def _kvm_runs(kvm_device: Path, image: KernelEntry | None, runner: Runner) -> bool:
+    if not os.access(kvm_device, os.R_OK | os.W_OK):
+        log.info("%s is missing or not usable by this user: using TCG", kvm_device)
+        return False
+    with tempfile.TemporaryDirectory(prefix="harness-kvm-probe-") as tmp:
+        bios = Path(tmp) / "probe.bin"
+        bios.write_bytes(probe_bios())
+        try:
+            done = runner.run(probe_qemu_argv(bios), check=False, timeout=PROBE_TIMEOUT)
+        except CommandTimeoutError:
+            log.info("KVM probe: the guest did not reach its exit port: using TCG")
+            return False
+        except ToolMissingError:
+            log.info("KVM probe: %s is not installed: using TCG", QEMU)
+            return False
+        if done.returncode != PROBE_OK_STATUS:
+            output = (done.stderr + done.stdout).strip().splitlines()
+            log.info(
+                "KVM probe: qemu exited with status %d (%s): using TCG",
+                done.returncode,
+                output[-1] if output else "no output",
+            )
+            return False
+        if image is None:
+            return True
+        # Real mode working is not proof enough: on some hosts the guest hangs as soon
+        # as the kernel switches to long mode. Boot the kernel itself.
+        results = Path(tmp) / "results"
+        results.mkdir()
+        argv = vng_argv(image, ["true"], accel="kvm", results_dir=results, cpus=1)
+        try:
+            booted = runner.run(argv, check=False, timeout=PROBE_BOOT_TIMEOUT)
+        except CommandTimeoutError:
+            log.info("KVM probe: kernel %s hung under KVM: using TCG", image.release)
+            return False
+        if booted.returncode != 0:
+            log.info("KVM probe: vng exited with status %d: using TCG", booted.returncode)
+            return False
+        return True
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        # Not remembering only costs another probe next time.
+        log.warning("could not remember the accelerator in %s: %s", path, exc)

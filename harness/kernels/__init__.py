@@ -1,0 +1,263 @@
+"""Kernels: from a name (``6.1``) or a path to an entry virtme-ng can boot.
+
+The public API::
+
+    options = KernelOptions(cache=cache_dir())
+    expand_specs("5.10,6.12", options)   # -> ["5.10", "6.12"]
+    entry = prepare("6.1", options)     # resolve, fetch and cache if needed, check config
+    list_kernels(options)               # what is known, resolved and cached
+
+A series resolves through apt with a private configuration (:mod:`.apt`) against the
+suites the catalog names (:mod:`.catalog`), on the mirrors of the host's apt sources or
+explicit ones (:mod:`.sources`); the packages are turned into a cache entry
+(:mod:`.cache`). A path is the user's own kernel (:mod:`.local`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import KernelError, MirrorError, UnknownSeriesError
+from harness.kernels import apt, cache, kconfig, local
+from harness.kernels.catalog import Series, load_catalog
+from harness.kernels.model import Kernel, KernelEntry, KernelStatus, Package
+from harness.kernels.sources import HOST_APT_DIR, Mirrors, choose_mirrors
+from harness.paths import CATALOG_PATH, cache_dir
+from harness.proc import Runner, SubprocessRunner
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Kernel",
+    "KernelEntry",
+    "KernelOptions",
+    "KernelStatus",
+    "Package",
+    "catalog_series",
+    "default_series",
+    "expand_specs",
+    "is_path_spec",
+    "list_kernels",
+    "prepare",
+    "resolve",
+]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KernelOptions:
+    """Where kernels come from and where they are kept.
+
+    Each mirror: the option, else its environment variable (``HARNESS_MIRROR``,
+    ``HARNESS_SECURITY_MIRROR``, ``HARNESS_SNAPSHOT_MIRROR``), else the host's apt
+    sources. ``snapshot_mirror`` is the snapshot archive's base URL (the part before
+    ``/archive/debian/...``).
+    """
+
+    cache: Path = field(default_factory=cache_dir)
+    mirror: str | None = None
+    security_mirror: str | None = None
+    snapshot_mirror: str | None = None
+    refresh: bool = False
+    apt_dir: Path = HOST_APT_DIR
+    catalog: Path = CATALOG_PATH
+
+    def mirrors(self) -> Mirrors:
+        return choose_mirrors(
+            mirror=self.mirror,
+            security_mirror=self.security_mirror,
+            snapshot_mirror=self.snapshot_mirror,
+            apt_dir=self.apt_dir,
+        )
+
+
+def _catalog(options: KernelOptions | None = None) -> dict[str, Series]:
+    return load_catalog(options.catalog if options else CATALOG_PATH)
+
+
+def catalog_series(options: KernelOptions | None = None) -> list[str]:
+    """Every series the catalog knows, in catalog order."""
+    return list(_catalog(options))
+
+
+def is_path_spec(spec: str) -> bool:
+    """True when ``spec`` names a file or directory rather than a series."""
+    return os.sep in spec or spec.startswith(("~", ".")) or os.path.exists(spec)
+
+
+def _apt_root(options: KernelOptions, series: str) -> apt.AptRoot:
+    return apt.AptRoot(options.cache / "apt" / series)
+
+
+def default_series(options: KernelOptions) -> list[str]:
+    """The catalog's series whose archives answer from here (or were indexed before)."""
+    mirrors = options.mirrors()
+    answers: dict[str, str | None] = {}
+    chosen = []
+    for name, series in _catalog(options).items():
+        try:
+            sources = apt.sources_for(series, mirrors)
+        except MirrorError as exc:
+            log.info("leaving out series %s: %s", name, exc)
+            continue
+        for source in sources:
+            if source.release_url not in answers:
+                answers[source.release_url] = apt.probe(source.release_url)
+        problems = [f"{s.release_url}: {answers[s.release_url]}" for s in sources]
+        problems = [p for p, s in zip(problems, sources, strict=True) if answers[s.release_url]]
+        if not problems:
+            chosen.append(name)
+        elif _apt_root(options, name).has_index():
+            log.warning("series %s: %s; using its earlier index", name, "; ".join(problems))
+            chosen.append(name)
+        else:
+            log.warning("leaving out series %s: not reachable (%s)", name, "; ".join(problems))
+    return chosen
+
+
+def expand_specs(text: str, options: KernelOptions) -> list[str]:
+    """The kernels named by a ``--kernel`` value: series and paths, comma-separated.
+
+    ``""`` or ``"all"`` is every series reachable from here; paths are kept as given.
+    """
+    text = text.strip()
+    if text in ("", "all"):
+        chosen = default_series(options)
+        if not chosen:
+            raise MirrorError(
+                "no kernel series is reachable from here: the Debian archives of the "
+                "host's apt sources do not answer; set HARNESS_MIRROR (or --mirror) to a "
+                "reachable mirror, or give your own kernel with --kernel PATH"
+            )
+        return chosen
+    known = _catalog(options)
+    specs = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part in known or is_path_spec(part):
+            specs.append(part)
+        else:
+            raise _unknown(part, known)
+    return list(dict.fromkeys(specs))
+
+
+def _unknown(spec: str, known: dict[str, Series]) -> UnknownSeriesError:
+    return UnknownSeriesError(
+        f"no kernel series {spec!r} in the catalog (available: {', '.join(known)}); "
+        "give a path to your own image with --kernel PATH"
+    )
+
+
+def _series(spec: str, options: KernelOptions) -> Series:
+    known = _catalog(options)
+    if spec not in known:
+        raise _unknown(spec, known)
+    return known[spec]
+
+
+def _resolve_series(series: Series, options: KernelOptions, runner: Runner) -> apt.Resolved:
+    sources = apt.sources_for(series, options.mirrors())
+    root = _apt_root(options, series.name)
+    with apt.locked(root.root / "lock"):
+        apt.update_index(root, series, sources, runner, refresh=options.refresh)
+        return apt.query(root, series, runner)
+
+
+def _kernel(spec: str, series: Series, resolved: apt.Resolved) -> Kernel:
+    return Kernel(
+        spec=spec,
+        series=series.name,
+        release=resolved.release,
+        origin=series.origin,
+        packages=tuple(Package(p.name, p.version, p.sha256, p.size) for p in resolved.packages),
+    )
+
+
+def resolve(spec: str, options: KernelOptions, *, runner: Runner | None = None) -> Kernel:
+    """The concrete kernel a series resolves to now (the newest in its suites).
+
+    A path resolves through :func:`prepare`'s local route; here it is an error.
+    """
+    runner = runner or SubprocessRunner()
+    series = _series(spec, options)
+    return _kernel(spec, series, _resolve_series(series, options, runner))
+
+
+def prepare(
+    spec: str,
+    options: KernelOptions,
+    *,
+    runner: Runner | None = None,
+    progress: Progress | None = None,
+) -> KernelEntry:
+    """A kernel ready to boot: resolved, fetched and cached if needed, config checked."""
+    runner = runner or SubprocessRunner()
+    if is_path_spec(spec) and spec not in _catalog(options):
+        entry = local.entry_from_path(Path(spec).expanduser(), runner)
+    else:
+        series = _series(spec, options)
+        resolved = _resolve_series(series, options, runner)
+        kernel = _kernel(spec, series, resolved)
+        root = _apt_root(options, series.name)
+
+        def download(dest: Path) -> dict[str, Path]:
+            with apt.locked(root.root / "lock"):
+                return apt.download(root, resolved.packages, dest, runner, progress)
+
+        entry = cache.ensure_entry(
+            kernel, series, options.cache, download, runner=runner, progress=progress
+        )
+    kconfig.check_entry(entry)
+    return entry
+
+
+def list_kernels(options: KernelOptions, *, runner: Runner | None = None) -> list[KernelStatus]:
+    """Each catalog series with what it resolves to and whether that is cached, then any
+    other cached entries (older releases, a series no longer resolvable)."""
+    runner = runner or SubprocessRunner()
+    rows: list[KernelStatus] = []
+    shown: set[str] = set()
+    for name, series in _catalog(options).items():
+        try:
+            kernel = _kernel(name, series, _resolve_series(series, options, runner))
+        except KernelError as exc:
+            rows.append(KernelStatus(name, None, (), False, 0, None, str(exc)))
+            continue
+        entry = cache.entry_dir(options.cache, kernel.release)
+        problem = cache.entry_problem(entry, kernel)
+        manifest = cache.read_manifest(entry) if problem is None else None
+        packages = manifest.packages if manifest else kernel.packages
+        size = cache.disk_usage(entry) if manifest else 0
+        rows.append(
+            KernelStatus(
+                name,
+                kernel.release,
+                packages,
+                manifest is not None,
+                size,
+                entry if manifest else None,
+                None if manifest else problem,
+            )
+        )
+        shown.add(kernel.release)
+    for entry, manifest in cache.cached_entries(options.cache):
+        if manifest.release in shown:
+            continue
+        rows.append(
+            KernelStatus(
+                manifest.series,
+                manifest.release,
+                manifest.packages,
+                True,
+                cache.disk_usage(entry),
+                entry,
+                "cached; not the newest of its series",
+            )
+        )
+    return rows

@@ -13,6 +13,7 @@ class Package:
     name: str
     version: str
     sha256: str = ""
+    size: int = 0  # bytes of the .deb
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,20 @@ class KernelEntry:
     @property
     def release(self) -> str:
         return self.kernel.release
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    """One row of ``invoke kernels.list``: a series, what it resolves to, what is cached.
+
+    ``release`` is None when the series could not be resolved (``problem`` says why);
+    ``size`` is the entry's size on disk in bytes, 0 when not cached.
+    """
+
+    series: str | None
+    release: str | None
+    packages: tuple[Package, ...]
+    cached: bool
+    size: int
+    path: Path | None
+    problem: str | None = None

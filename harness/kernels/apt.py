@@ -1,0 +1,563 @@
+"""apt with a private configuration: resolve a series to packages, download them.
+
+Each series gets its own apt state under ``<cache>/apt/<series>/``: a sources list of
+just the suites the catalog names, the downloaded index, an empty dpkg status and an
+archives directory. The host's apt state is never read or written beyond its
+configuration (a proxy set there still applies), and no root is needed. The hooks the
+host's configuration may attach to ``apt-get update`` (cleaning the system's caches,
+notifying PackageKit) are cleared. Signatures are checked against Debian's archive
+keyring; ``apt-get download`` checks each ``.deb`` against the signed index.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
+from harness.kernels.catalog import Series, Suite
+from harness.kernels.sources import Mirrors
+from harness.proc import Runner, require
+
+log = logging.getLogger(__name__)
+
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+KEYRING_PACKAGE = "debian-archive-keyring"
+#: The index is downloaded again when older than this.
+INDEX_MAX_AGE = 24 * 3600.0
+#: How long a reachability probe of an archive may take.
+PROBE_TIMEOUT = 5.0
+#: apt-get update / download time limits (large kernels on a slow link take minutes).
+UPDATE_TIMEOUT = 600.0
+DOWNLOAD_TIMEOUT = 3600.0
+HEADERS_PACKAGE = "linux-libc-dev"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One line of the private sources list."""
+
+    uri: str
+    suite: str
+    check_valid_until: bool = True
+
+    def line(self, keyring: Path) -> str:
+        options = [f"signed-by={keyring}", "target=Packages"]
+        if not self.check_valid_until:
+            options.append("check-valid-until=no")
+        return f"deb [{' '.join(options)}] {self.uri} {self.suite} main"
+
+    @property
+    def release_url(self) -> str:
+        return f"{self.uri}/dists/{self.suite}/InRelease"
+
+
+@dataclass(frozen=True)
+class IndexPackage:
+    """One version of one package, as the signed index lists it."""
+
+    name: str
+    version: str
+    source: str
+    source_version: str
+    size: int
+    sha256: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A series resolved against the index: the kernel's packages and its headers."""
+
+    series: str
+    version: str
+    release: str
+    kernel_packages: tuple[IndexPackage, ...]
+    headers: IndexPackage
+
+    @property
+    def packages(self) -> tuple[IndexPackage, ...]:
+        return (*self.kernel_packages, self.headers)
+
+
+# --- Debian version comparison (deb-version(7)) ---------------------------------------
+
+
+def _order(char: str) -> int:
+    if char == "~":
+        return -1
+    if char.isdigit():
+        return 0
+    if char.isalpha():
+        return ord(char)
+    return ord(char) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """Compare an upstream version or revision: alternating non-digit and digit runs."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ca = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
+            cb = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
+            if ca != cb:
+                return -1 if ca < cb else 1
+            i += 1
+            j += 1
+        start_i, start_j = i, j
+        while i < len(a) and a[i].isdigit():
+            i += 1
+        while j < len(b) and b[j].isdigit():
+            j += 1
+        na = int(a[start_i:i] or 0)
+        nb = int(b[start_j:j] or 0)
+        if na != nb:
+            return -1 if na < nb else 1
+    return 0
+
+
+def _split_version(version: str) -> tuple[int, str, str]:
+    epoch = 0
+    if ":" in version:
+        head, version = version.split(":", 1)
+        epoch = int(head)
+    upstream, _, revision = version.rpartition("-") if "-" in version else (version, "", "")
+    return epoch, upstream, revision
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as Debian version ``a`` sorts before, equal to or after ``b``."""
+    ea, ua, ra = _split_version(a)
+    eb, ub, rb = _split_version(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
+
+
+# --- parsing apt-cache output ---------------------------------------------------------
+
+
+def parse_stanzas(text: str) -> list[dict[str, str]]:
+    """The control stanzas of ``apt-cache show`` output (continuation lines dropped)."""
+    stanzas: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if current:
+                stanzas.append(current)
+            current = {}
+        elif line[0] not in " \t" and ":" in line:
+            key, value = line.split(":", 1)
+            current[key.strip()] = value.strip()
+    if current:
+        stanzas.append(current)
+    return stanzas
+
+
+_SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^)]+)\))?$")
+_BUILT_USING_LINUX = re.compile(r"(?:^|,)\s*linux\s+\(=\s*(?P<version>[^)\s]+)\)")
+
+
+def index_package(stanza: dict[str, str]) -> IndexPackage:
+    """An :class:`IndexPackage` from one stanza.
+
+    The source version is that of the ``linux`` source package the binary was built
+    from: a signed image names ``linux-signed-amd64`` as its source and ``linux`` in
+    ``Built-Using``.
+    """
+    version = stanza.get("Version", "")
+    source_field = stanza.get("Source", stanza.get("Package", ""))
+    match = _SOURCE.match(source_field)
+    source = match.group("name") if match else source_field
+    source_version = (match.group("version") if match else None) or version
+    built = _BUILT_USING_LINUX.search(stanza.get("Built-Using", ""))
+    if source != "linux" and built:
+        source, source_version = "linux", built.group("version")
+    return IndexPackage(
+        name=stanza.get("Package", ""),
+        version=version,
+        source=source,
+        source_version=source_version,
+        size=int(stanza.get("Size", "0") or 0),
+        sha256=stanza.get("SHA256", ""),
+        filename=stanza.get("Filename", ""),
+    )
+
+
+def newest(packages: Sequence[IndexPackage]) -> IndexPackage:
+    """The package with the highest version (the first seen among equals)."""
+    best = packages[0]
+    for pkg in packages[1:]:
+        if compare_versions(pkg.version, best.version) > 0:
+            best = pkg
+    return best
+
+
+def select_kernel(
+    series: Series, names: Sequence[str], show: Callable[[Sequence[str]], str]
+) -> Resolved:
+    """The newest kernel of ``series`` among the package ``names`` the index has.
+
+    ``show`` returns ``apt-cache show`` output for some package names; it is the seam
+    tests answer from recorded output.
+    """
+    pattern = series.version_regex()
+    matching = sorted(n for n in names if pattern.match(n))
+    if not matching:
+        raise KernelError(
+            f"no {series.packages[0].format(version=series.name + '.*')} package in "
+            f"{_suite_names(series.suites)}; the series may have left these suites"
+        )
+    stanzas = [index_package(s) for s in parse_stanzas(show(matching))]
+    images = [p for p in stanzas if p.name in matching]
+    if not images:
+        raise KernelError(f"apt-cache show gave no stanza for {', '.join(matching)}")
+    image = newest(images)
+    match = pattern.match(image.name)
+    assert match is not None
+    version = match.group("version")
+    names_needed = series.package_names(version)
+    rest = [n for n in names_needed if n != image.name]
+    kernel_packages = [image]
+    if rest:
+        others = [index_package(s) for s in parse_stanzas(show(rest))]
+        for name in rest:
+            same = [p for p in others if p.name == name and p.version == image.version]
+            if not same:
+                raise KernelError(
+                    f"{image.name} {image.version} needs {name} of the same version, "
+                    f"which the index of {_suite_names(series.suites)} does not have"
+                )
+            kernel_packages.append(same[0])
+    linux_built = next((p for p in kernel_packages if p.source == "linux"), image)
+    source_version = linux_built.source_version
+    headers = [
+        p
+        for p in (index_package(s) for s in parse_stanzas(show([HEADERS_PACKAGE])))
+        if p.name == HEADERS_PACKAGE and p.version == source_version
+    ]
+    if not headers:
+        raise KernelError(
+            f"no {HEADERS_PACKAGE} {source_version} (the source version of {image.name}) "
+            f"in {_suite_names(series.suites)}; run again with --refresh, the index "
+            "may have changed between two uploads"
+        )
+    return Resolved(
+        series=series.name,
+        version=version,
+        release=series.release(version),
+        kernel_packages=tuple(kernel_packages),
+        headers=headers[0],
+    )
+
+
+def _suite_names(suites: Sequence[Suite]) -> str:
+    return ", ".join(s.name for s in suites)
+
+
+# --- the private apt state ------------------------------------------------------------
+
+
+def sources_for(series: Series, mirrors: Mirrors) -> tuple[AptSource, ...]:
+    """The sources list of ``series``; a :class:`MirrorError` if an archive is unknown."""
+    result = []
+    for suite in series.suites:
+        if suite.archive == "snapshot":
+            if not mirrors.snapshot:
+                raise MirrorError(
+                    f"series {series.name} comes from the Debian snapshot archive, which is "
+                    "not configured: set HARNESS_SNAPSHOT_MIRROR to its base URL, or give "
+                    "your own kernel with --kernel PATH"
+                )
+            uri = f"{mirrors.snapshot}/archive/debian/{series.timestamp}"
+            result.append(AptSource(uri, suite.name, check_valid_until=False))
+        else:
+            uri_or_none = mirrors.main if suite.archive == "main" else mirrors.security
+            if not uri_or_none:
+                var = "HARNESS_MIRROR" if suite.archive == "main" else "HARNESS_SECURITY_MIRROR"
+                raise MirrorError(
+                    f"no Debian {suite.archive} archive in the host's apt sources for "
+                    f"{suite.name}: set {var} (or --mirror) to the archive's URL"
+                )
+            result.append(AptSource(uri_or_none, suite.name))
+    return tuple(result)
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when ``url`` answers, else why not (one short HTTP HEAD request)."""
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        return str(exc.reason)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+
+
+@dataclass(frozen=True)
+class AptRoot:
+    """The private apt state of one series, under ``<cache>/apt/<series>``."""
+
+    root: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "apt.conf"
+
+    @property
+    def sources_list(self) -> Path:
+        return self.root / "sources.list"
+
+    @property
+    def lists(self) -> Path:
+        return self.root / "lists"
+
+    @property
+    def stamp(self) -> Path:
+        """Written after a successful update; holds the sources list it was made from."""
+        return self.root / "updated"
+
+    def argv(self, program: str, *args: str) -> list[str]:
+        return [program, "-c", str(self.conf), *args]
+
+    def has_index(self) -> bool:
+        return self.stamp.is_file() and any(self.lists.glob("*Packages*"))
+
+
+def config_text(root: AptRoot) -> str:
+    """The private apt configuration, read after the host's (``apt-get -c``)."""
+    r = root.root
+    settings = {
+        "Dir::Etc::sourcelist": str(root.sources_list),
+        "Dir::Etc::sourceparts": "-",
+        "Dir::Etc::preferences": str(r / "preferences"),
+        "Dir::Etc::preferencesparts": str(r / "preferences.d"),
+        "Dir::State": str(r),
+        "Dir::State::lists": str(root.lists),
+        "Dir::State::status": str(r / "status"),
+        "Dir::State::extended_states": str(r / "extended_states"),
+        "Dir::Cache": str(r / "cache"),
+        "Dir::Cache::archives": str(r / "archives"),
+        # No binary cache files: apt builds them in memory, so runs never race on them.
+        "Dir::Cache::pkgcache": "",
+        "Dir::Cache::srcpkgcache": "",
+        "Dir::Log": str(r / "log"),
+        "APT::Architecture": "amd64",
+        "Acquire::Languages": "none",
+    }
+    lines = ["// Private apt configuration of the kernel cache; rewritten on every run."]
+    lines += [f'{key} "{value}";' for key, value in settings.items()]
+    lines.append('APT::Architectures { "amd64"; };')
+    if os.geteuid() == 0:
+        # As root apt would drop to the _apt user, who cannot enter a cache under /root.
+        lines.append('APT::Sandbox::User "root";')
+    # Hooks of the host's configuration act on the host's apt state: not ours to run.
+    for hook in (
+        "APT::Update::Pre-Invoke",
+        "APT::Update::Post-Invoke",
+        "APT::Update::Post-Invoke-Success",
+        "DPkg::Pre-Invoke",
+        "DPkg::Post-Invoke",
+        "DPkg::Pre-Install-Pkgs",
+    ):
+        lines.append(f"#clear {hook};")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(root: AptRoot, sources: Sequence[AptSource], keyring: Path = KEYRING) -> str:
+    """Create the private apt tree; return the sources list text."""
+    if not keyring.is_file():
+        raise ToolMissingError(
+            f"Debian's archive keyring {keyring} is missing; install the Debian package "
+            f"{KEYRING_PACKAGE} (apt-get install {KEYRING_PACKAGE})"
+        )
+    for sub in ("lists/partial", "archives/partial", "cache", "preferences.d", "log"):
+        (root.root / sub).mkdir(parents=True, exist_ok=True)
+    status = root.root / "status"
+    if not status.exists():
+        status.write_text("")
+    _write_if_changed(root.conf, config_text(root))
+    text = "".join(s.line(keyring) + "\n" for s in sources)
+    _write_if_changed(root.sources_list, text)
+    return text
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def index_is_fresh(root: AptRoot, sources_text: str, now: float) -> bool:
+    """True when the index was updated from this sources list less than a day ago."""
+    try:
+        if root.stamp.read_text() != sources_text:
+            return False
+        return now - root.stamp.stat().st_mtime < INDEX_MAX_AGE
+    except OSError:
+        return False
+
+
+def update_index(
+    root: AptRoot,
+    series: Series,
+    sources: Sequence[AptSource],
+    runner: Runner,
+    *,
+    refresh: bool = False,
+    now: Callable[[], float] = time.time,
+    check: Callable[[str], str | None] | None = None,
+) -> None:
+    """Bring the index of ``series`` up to date (caller holds the root's lock).
+
+    When the archive cannot be reached but an older index exists, that index is used
+    (with a warning), so cached kernels stay usable offline.
+    """
+    check = check or probe
+    text = write_config(root, sources)
+    if not refresh and index_is_fresh(root, text, now()):
+        return
+    problems = [f"{s.release_url}: {p}" for s in sources if (p := check(s.release_url))]
+    if problems:
+        error = _unreachable(series, problems)
+    else:
+        require("apt-get", "apt")
+        log.info("updating the package index of series %s", series.name)
+        try:
+            result = runner.run(root.argv("apt-get", "update"), timeout=UPDATE_TIMEOUT)
+        except CommandError as exc:
+            error = MirrorError(f"updating the package index of series {series.name}: {exc}")
+        else:
+            failed = update_failures(result.stdout + "\n" + result.stderr)
+            if not failed:
+                root.stamp.write_text(text)
+                return
+            error = MirrorError(
+                f"updating the package index of series {series.name} failed:\n" + "\n".join(failed)
+            )
+    if root.has_index() and root.stamp.read_text() == text:
+        log.warning("%s; using the index downloaded before", error)
+        return
+    raise error
+
+
+def update_failures(output: str) -> list[str]:
+    """The lines of ``apt-get update`` output that say an index was not updated.
+
+    apt exits 0 when a source cannot be fetched (it keeps the old index, or none).
+    """
+    return [
+        line
+        for line in output.splitlines()
+        if line.startswith("E:")
+        or (line.startswith("W:") and ("Failed to fetch" in line or "GPG error" in line))
+    ]
+
+
+def _unreachable(series: Series, problems: Sequence[str]) -> MirrorError:
+    joined = "; ".join(problems)
+    if series.origin == "snapshot":
+        return MirrorError(
+            f"series {series.name} comes from the Debian snapshot archive, which is not "
+            f"reachable from here ({joined}). Set HARNESS_SNAPSHOT_MIRROR to a reachable "
+            "copy of it, run where it is reachable, or give your own kernel with "
+            "--kernel PATH"
+        )
+    return MirrorError(
+        f"the Debian archive for series {series.name} is not reachable ({joined}); "
+        "check the network, or set HARNESS_MIRROR / --mirror (and "
+        "HARNESS_SECURITY_MIRROR) to a reachable mirror"
+    )
+
+
+def query(root: AptRoot, series: Series, runner: Runner) -> Resolved:
+    """Resolve ``series`` against its (already updated) index."""
+    require("apt-cache", "apt")
+    names = runner.run(root.argv("apt-cache", "pkgnames", series.name_prefix())).stdout.split()
+
+    def show(packages: Sequence[str]) -> str:
+        return runner.run(root.argv("apt-cache", "show", *packages)).stdout
+
+    return select_kernel(series, names, show)
+
+
+def download(
+    root: AptRoot,
+    packages: Sequence[IndexPackage],
+    dest: Path,
+    runner: Runner,
+    progress: Progress | None = None,
+    *,
+    interval: float = 1.0,
+) -> dict[str, Path]:
+    """Download ``packages`` into ``dest``; apt checks each against the signed index.
+
+    Returns the ``.deb`` of each package by name. While apt runs, ``progress`` hears
+    how many bytes have arrived, about once per ``interval`` seconds.
+    """
+    require("apt-get", "apt")
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = root.argv("apt-get", "download", *(f"{p.name}={p.version}" for p in packages))
+    total = sum(p.size for p in packages)
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            runner.run(argv, cwd=dest, timeout=DOWNLOAD_TIMEOUT)
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    names = ", ".join(p.name for p in packages)
+    if progress:
+        progress(f"downloading {names} ({total / 1e6:.0f} MB)")
+    worker = threading.Thread(target=fetch, name="apt-get download", daemon=True)
+    worker.start()
+    while not done.wait(interval):
+        if progress:
+            have = sum(f.stat().st_size for f in dest.iterdir() if f.is_file())
+            progress(f"downloaded {have / 1e6:.0f} of {total / 1e6:.0f} MB")
+    worker.join()
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, CommandError):
+            raise MirrorError(f"downloading {names} failed: {exc}") from exc
+        raise exc
+    found: dict[str, Path] = {}
+    for pkg in packages:
+        debs = sorted(dest.glob(f"{pkg.name}_*.deb"))
+        if not debs:
+            raise MirrorError(f"apt-get download reported success but left no .deb of {pkg.name}")
+        found[pkg.name] = debs[0]
+    return found

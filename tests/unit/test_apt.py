@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from kernels_fakes import FakeRunner, recorded_apt_cache
+
+from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
+from harness.kernels import apt
+from harness.kernels.catalog import load_catalog
+from harness.kernels.sources import Mirrors
+
+CATALOG = load_catalog()
+MIRRORS = Mirrors(
+    main="http://mirror.example/debian",
+    security="http://mirror.example/debian-security",
+    snapshot="http://snapshot.example",
+)
+
+VERSION_PAIRS = [
+    ("6.1.192-2", "6.1.190-1"),
+    ("6.1.0-56", "6.1.0-9"),
+    ("1.0~rc1-1", "1.0-1"),
+    ("1.0-1", "1.0-1"),
+    ("1:0.9", "2.0"),
+    ("6.6.13-1~bpo12+1", "6.6.13-1"),
+    ("6.12.118-1", "6.12.9-1"),
+    ("1.0a-1", "1.0+-1"),
+    ("1.0-1", "1.0"),
+    ("2.0~~a", "2.0~"),
+    ("7.2.13-1", "7.2.13-1+b1"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), VERSION_PAIRS)
+def test_version_order_is_dpkgs(a: str, b: str) -> None:
+    if shutil.which("dpkg") is None:
+        pytest.skip("dpkg is not installed")
+
+    def dpkg_says(op: str) -> bool:
+        return subprocess.run(["dpkg", "--compare-versions", a, op, b], check=False).returncode == 0
+
+    expected = -1 if dpkg_says("lt") else 1 if dpkg_says("gt") else 0
+    assert apt.compare_versions(a, b) == expected
+    assert apt.compare_versions(b, a) == -expected
+
+
+def test_a_signed_binary_takes_its_source_version_from_built_using() -> None:
+    stanza = {
+        "Package": "linux-binary-7.2.13+deb14-amd64",
+        "Source": "linux-signed-amd64 (7.2.13+1)",
+        "Version": "7.2.13-1",
+        "Built-Using": "linux (= 7.2.13-1)",
+        "Size": "14252084",
+    }
+    pkg = apt.index_package(stanza)
+    assert (pkg.source, pkg.source_version, pkg.size) == ("linux", "7.2.13-1", 14252084)
+    unsigned = apt.index_package(
+        {"Package": "linux-image-x", "Source": "linux", "Version": "6.1.1-1"}
+    )
+    assert (unsigned.source, unsigned.source_version) == ("linux", "6.1.1-1")
+
+
+@pytest.mark.parametrize(
+    ("series", "release", "names", "headers"),
+    [
+        ("5.10", "5.10.0-46-amd64", ["linux-image-5.10.0-46-amd64-unsigned"], "5.10.262-1"),
+        ("6.1", "6.1.0-56-amd64", ["linux-image-6.1.0-56-amd64-unsigned"], "6.1.192-2"),
+        (
+            "6.12",
+            "6.12.118+deb13-amd64",
+            ["linux-image-6.12.118+deb13-amd64-unsigned"],
+            "6.12.118-1",
+        ),
+        (
+            "7.2",
+            "7.2.13+deb14-amd64",
+            [
+                "linux-binary-7.2.13+deb14-amd64",
+                "linux-modules-7.2.13+deb14-amd64",
+                "linux-base-7.2.13+deb14-amd64",
+            ],
+            "7.2.13-1",
+        ),
+    ],
+)
+def test_recorded_index_resolves_to_the_newest_generic_kernel(
+    tmp_path: Path, series: str, release: str, names: list[str], headers: str
+) -> None:
+    runner = FakeRunner({"apt-cache": recorded_apt_cache(series)})
+    resolved = apt.query(apt.AptRoot(tmp_path), CATALOG[series], runner)
+    assert resolved.release == release
+    assert [p.name for p in resolved.kernel_packages] == names
+    assert resolved.headers.name == "linux-libc-dev"
+    assert resolved.headers.version == headers
+    assert all(p.sha256 and p.size > 0 for p in resolved.packages)
+    assert all(call[1:3] == ("-c", str(tmp_path / "apt.conf")) for call in runner.calls)
+
+
+def test_the_newest_wins_whatever_the_order(tmp_path: Path) -> None:
+    def show(names: Sequence[str]) -> str:
+        stanzas = {
+            "linux-image-6.1.0-9-amd64-unsigned": "6.1.27-1",
+            "linux-image-6.1.0-56-amd64-unsigned": "6.1.192-2",
+            "linux-image-6.1.0-10-amd64-unsigned": "6.1.38-1",
+            "linux-libc-dev": "6.1.192-2",
+        }
+        return "\n".join(
+            f"Package: {n}\nSource: linux\nVersion: {stanzas[n]}\nSize: 1\nSHA256: ab\n"
+            for n in names
+        )
+
+    names = [
+        "linux-image-6.1.0-9-amd64-unsigned",
+        "linux-image-6.1.0-56-amd64-unsigned",
+        "linux-image-6.1.0-10-amd64-unsigned",
+        "linux-image-6.1.0-56-cloud-amd64-unsigned",
+    ]
+    resolved = apt.select_kernel(CATALOG["6.1"], names, show)
+    assert resolved.release == "6.1.0-56-amd64"
+
+
+def test_headers_of_another_source_version_are_refused() -> None:
+    def show(names: Sequence[str]) -> str:
+        version = "6.1.190-1" if names == ["linux-libc-dev"] else "6.1.192-2"
+        return "".join(f"Package: {n}\nSource: linux\nVersion: {version}\n\n" for n in names)
+
+    with pytest.raises(KernelError, match=r"no linux-libc-dev 6\.1\.192-2"):
+        apt.select_kernel(CATALOG["6.1"], ["linux-image-6.1.0-56-amd64-unsigned"], show)
+
+
+def test_a_series_absent_from_its_suites_says_so() -> None:
+    with pytest.raises(KernelError, match="bookworm, bookworm-security"):
+        apt.select_kernel(CATALOG["6.1"], ["linux-image-6.1.0-56-cloud-amd64-unsigned"], str)
+
+
+def test_sources_come_from_the_mirrors_and_the_snapshot_timestamp() -> None:
+    (bookworm, security) = apt.sources_for(CATALOG["6.1"], MIRRORS)
+    assert bookworm.line(apt.KEYRING) == (
+        f"deb [signed-by={apt.KEYRING} target=Packages] http://mirror.example/debian bookworm main"
+    )
+    assert security.uri == "http://mirror.example/debian-security"
+    (snapshot,) = apt.sources_for(CATALOG["6.6"], MIRRORS)
+    assert snapshot.uri == f"http://snapshot.example/archive/debian/{CATALOG['6.6'].timestamp}"
+    assert "check-valid-until=no" in snapshot.line(apt.KEYRING)
+
+
+def test_an_unconfigured_archive_names_the_variable_to_set() -> None:
+    with pytest.raises(MirrorError, match="HARNESS_SNAPSHOT_MIRROR"):
+        apt.sources_for(
+            CATALOG["6.6"], Mirrors(main="http://m.example/debian", security=None, snapshot=None)
+        )
+    with pytest.raises(MirrorError, match="HARNESS_SECURITY_MIRROR"):
+        apt.sources_for(
+            CATALOG["5.10"], Mirrors(main="http://m.example/debian", security=None, snapshot=None)
+        )
+
+
+def test_private_config_keeps_apt_off_the_host_state(tmp_path: Path) -> None:
+    root = apt.AptRoot(tmp_path / "apt")
+    apt.write_config(root, apt.sources_for(CATALOG["6.1"], MIRRORS))
+    conf = root.conf.read_text()
+    for setting in ("Dir::State::lists", "Dir::State::status", "Dir::Cache::archives"):
+        (line,) = [x for x in conf.splitlines() if x.startswith(setting + " ")]
+        assert str(tmp_path) in line
+    assert 'Dir::Etc::sourceparts "-";' in conf
+    assert "#clear APT::Update::Post-Invoke;" in conf
+    assert (root.root / "status").read_text() == ""
+    assert root.sources_list.read_text().count("\n") == 2
+
+
+def test_a_missing_keyring_names_its_package(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError, match="debian-archive-keyring"):
+        apt.write_config(apt.AptRoot(tmp_path), (), keyring=tmp_path / "none.gpg")
+
+
+def _updating_runner(root: apt.AptRoot, stderr_lines: str = "") -> FakeRunner:
+    def update(argv: Sequence[str], cwd: Path | None) -> str:
+        assert argv[1:] == ["-c", str(root.conf), "update"]
+        (root.lists / "x_Packages.lz4").write_text("index")
+        return stderr_lines
+
+    return FakeRunner({"apt-get": update})
+
+
+def test_index_updated_when_missing_then_kept_for_a_day(tmp_path: Path) -> None:
+    root = apt.AptRoot(tmp_path)
+    series, sources = CATALOG["6.1"], apt.sources_for(CATALOG["6.1"], MIRRORS)
+    runner = _updating_runner(root)
+    apt.update_index(root, series, sources, runner, check=lambda url: None)
+    assert len(runner.calls) == 1
+    apt.update_index(root, series, sources, runner, check=lambda url: None)
+    assert len(runner.calls) == 1
+    later = root.stamp.stat().st_mtime + apt.INDEX_MAX_AGE + 1
+    apt.update_index(root, series, sources, runner, now=lambda: later, check=lambda url: None)
+    assert len(runner.calls) == 2
+    apt.update_index(root, series, sources, runner, refresh=True, check=lambda url: None)
+    assert len(runner.calls) == 3
+    other = apt.sources_for(
+        CATALOG["6.1"], Mirrors("http://other.example/debian", MIRRORS.security, None)
+    )
+    apt.update_index(root, series, other, runner, check=lambda url: None)
+    assert len(runner.calls) == 4
+
+
+def test_unreachable_snapshot_fails_before_apt_runs(tmp_path: Path) -> None:
+    root = apt.AptRoot(tmp_path)
+    series = CATALOG["6.6"]
+    runner = _updating_runner(root)
+    with pytest.raises(
+        MirrorError, match="snapshot archive, which is not reachable from here"
+    ) as err:
+        apt.update_index(
+            root,
+            series,
+            apt.sources_for(series, MIRRORS),
+            runner,
+            check=lambda url: "Name or service not known",
+        )
+    assert "--kernel PATH" in str(err.value)
+    assert runner.calls == []
+
+
+def test_unreachable_archive_falls_back_to_an_earlier_index(tmp_path: Path) -> None:
+    root = apt.AptRoot(tmp_path)
+    series, sources = CATALOG["6.1"], apt.sources_for(CATALOG["6.1"], MIRRORS)
+    apt.update_index(root, series, sources, _updating_runner(root), check=lambda url: None)
+    runner = _updating_runner(root)
+    apt.update_index(root, series, sources, runner, refresh=True, check=lambda url: "timed out")
+    assert runner.calls == []
+
+
+def test_fetch_failures_reported_by_apt_are_errors(tmp_path: Path) -> None:
+    root = apt.AptRoot(tmp_path)
+    series, sources = CATALOG["6.1"], apt.sources_for(CATALOG["6.1"], MIRRORS)
+    runner = _updating_runner(
+        root, "W: Failed to fetch http://mirror.example/debian/dists/bookworm/InRelease  404\n"
+    )
+    with pytest.raises(MirrorError, match="Failed to fetch"):
+        apt.update_index(root, series, sources, runner, check=lambda url: None)
+
+
+def test_download_reports_progress_and_returns_each_deb(tmp_path: Path) -> None:
+    packages = [
+        apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", ""),
+        apt.IndexPackage("linux-libc-dev", "1-1", "linux", "1-1", 6, "", ""),
+    ]
+
+    def download(argv: Sequence[str], cwd: Path | None) -> str:
+        assert cwd is not None
+        assert argv[3:] == ["download", "linux-image-x=1-1", "linux-libc-dev=1-1"]
+        (cwd / "linux-image-x_1-1_amd64.deb").write_bytes(b"abcd")
+        (cwd / "linux-libc-dev_1-1_amd64.deb").write_bytes(b"abcdef")
+        return ""
+
+    heard: list[str] = []
+    debs = apt.download(
+        apt.AptRoot(tmp_path),
+        packages,
+        tmp_path / "debs",
+        FakeRunner({"apt-get": download}),
+        heard.append,
+    )
+    assert debs["linux-libc-dev"].read_bytes() == b"abcdef"
+    assert "(0 MB)" in heard[0]
+
+
+def test_a_failed_download_is_a_mirror_error(tmp_path: Path) -> None:
+    def fail(argv: Sequence[str], cwd: Path | None) -> str:
+        raise CommandError("apt-get download failed with exit status 100", argv=tuple(argv))
+
+    package = apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", "")
+    with pytest.raises(MirrorError, match="downloading linux-image-x failed"):
+        apt.download(
+            apt.AptRoot(tmp_path), [package], tmp_path / "debs", FakeRunner({"apt-get": fail})
+        )

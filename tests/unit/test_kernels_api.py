@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from kernels_fakes import DATA, FakeRunner
+from test_cache import TREES, dpkg_deb
+
+import harness.kernels as kernels
+from harness.errors import CommandError, MirrorError, UnknownSeriesError
+from harness.kernels import KernelOptions, apt, cache
+from harness.kernels.model import KernelEntry
+
+APT_SOURCES = DATA / "apt-sources" / "deb822"
+RELEASE_612 = "6.12.118+deb13-amd64"
+
+
+@pytest.fixture
+def options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KernelOptions:
+    for var in ("HARNESS_MIRROR", "HARNESS_SECURITY_MIRROR", "HARNESS_SNAPSHOT_MIRROR"):
+        monkeypatch.delenv(var, raising=False)
+    # The snapshot archive does not answer; the main and security archives do.
+    monkeypatch.setattr(
+        apt, "probe", lambda url: "Name or service not known" if "snapshot" in url else None
+    )
+    return KernelOptions(cache=tmp_path / "cache", apt_dir=APT_SOURCES)
+
+
+def apt_cache(argv: Sequence[str], cwd: Path | None) -> str:
+    """Answers from the recorded output of the series whose private config is used."""
+    series = Path(argv[2]).parent.name
+    recorded = json.loads((DATA / "apt" / f"{series}.json").read_text())
+    key = " ".join(argv[3:])
+    if key not in recorded:
+        raise CommandError(f"no recorded answer for {key}", argv=tuple(argv))
+    return str(recorded[key])
+
+
+def apt_get(argv: Sequence[str], cwd: Path | None) -> str:
+    if argv[3] == "update":
+        lists = Path(argv[2]).parent / "lists"
+        (lists / "x_Packages.lz4").write_text("index")
+        return ""
+    assert argv[3] == "download" and cwd is not None
+    for spec in argv[4:]:
+        name, version = spec.split("=")
+        tree = TREES[name] if name in TREES else TREES["linux-image-6.12.118+deb13-amd64-unsigned"]
+        (cwd / f"{name}_{version}_amd64.deb").write_text(json.dumps(tree))
+    return ""
+
+
+def runner() -> FakeRunner:
+    return FakeRunner({"apt-cache": apt_cache, "apt-get": apt_get, "dpkg-deb": dpkg_deb})
+
+
+def test_catalog_series_are_the_catalogs() -> None:
+    assert kernels.catalog_series() == ["5.10", "6.1", "6.6", "6.12", "7.2"]
+
+
+def test_all_is_every_reachable_series(options: KernelOptions) -> None:
+    assert kernels.expand_specs("all", options) == ["5.10", "6.1", "6.12", "7.2"]
+    assert kernels.expand_specs("", options) == ["5.10", "6.1", "6.12", "7.2"]
+
+
+def test_nothing_reachable_is_a_mirror_error(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(apt, "probe", lambda url: "timed out")
+    with pytest.raises(MirrorError, match="HARNESS_MIRROR"):
+        kernels.expand_specs("all", options)
+
+
+def test_named_series_and_paths_are_kept_in_order(options: KernelOptions, tmp_path: Path) -> None:
+    image = tmp_path / "bzImage"
+    assert kernels.expand_specs(f"6.12, 5.10,{image},6.12", options) == ["6.12", "5.10", str(image)]
+
+
+def test_an_unknown_series_lists_the_known_ones(options: KernelOptions) -> None:
+    with pytest.raises(UnknownSeriesError) as err:
+        kernels.expand_specs("6.1,9.9", options)
+    message = str(err.value)
+    assert "'9.9'" in message
+    assert "5.10, 6.1, 6.6, 6.12, 7.2" in message
+    assert "--kernel PATH" in message
+
+
+def test_resolve_uses_the_private_index(options: KernelOptions) -> None:
+    fake = runner()
+    kernel = kernels.resolve("6.12", options, runner=fake)
+    assert kernel.release == RELEASE_612
+    assert kernel.origin == "debian"
+    assert [p.name for p in kernel.packages][-1] == "linux-libc-dev"
+    assert fake.programs()[0] == "apt-get"
+    sources = (options.cache / "apt" / "6.12" / "sources.list").read_text()
+    assert "http://mirror.example.org/debian trixie main" in sources
+    assert "http://mirror.example.org/debian-security trixie-security main" in sources
+
+
+def test_the_snapshot_series_fails_fast_here(options: KernelOptions) -> None:
+    fake = runner()
+    with pytest.raises(MirrorError, match="snapshot archive, which is not reachable") as err:
+        kernels.resolve("6.6", options, runner=fake)
+    assert "http://snapshot.example.org/archive/debian/" in str(err.value)
+    assert fake.calls == []
+
+
+def _fake_boot_pieces(monkeypatch: pytest.MonkeyPatch) -> list[KernelEntry]:
+    def trim(full: Path, dest_root: Path, release: str, *, runner: object) -> list[str]:
+        (dest_root / "lib" / "modules" / release).mkdir(parents=True)
+        return []
+
+    # The fake .debs are not the real ones: take their sha256 to be what the index says.
+    index = {
+        (s["Package"], s["Version"]): s["SHA256"]
+        for s in apt.parse_stanzas(
+            "\n".join(json.loads((DATA / "apt" / "6.12.json").read_text()).values())
+        )
+        if "SHA256" in s
+    }
+    monkeypatch.setattr(cache, "_sha256", lambda deb: index[tuple(deb.name.split("_")[:2])])
+    checked: list[KernelEntry] = []
+    monkeypatch.setattr(
+        "harness.kernels.image.extract_vmlinux", lambda image, dest, runner=None: False
+    )
+    monkeypatch.setattr("harness.kernels.modules.trim_modules", trim)
+    monkeypatch.setattr("harness.kernels.kconfig.check_entry", checked.append)
+    return checked
+
+
+def test_prepare_fetches_once_and_checks_the_config(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = _fake_boot_pieces(monkeypatch)
+    fake = runner()
+    heard: list[str] = []
+    entry = kernels.prepare("6.12", options, runner=fake, progress=heard.append)
+    assert (
+        entry.image == options.cache / "kernels" / RELEASE_612 / "boot" / f"vmlinuz-{RELEASE_612}"
+    )
+    assert checked == [entry]
+    assert any("downloading" in line for line in heard)
+    downloads = [c for c in fake.calls if c[3:4] == ("download",)]
+    assert len(downloads) == 1
+    again = kernels.prepare("6.12", options, runner=fake)
+    assert again == entry
+    assert len([c for c in fake.calls if c[3:4] == ("download",)]) == 1
+
+
+def test_list_shows_resolved_cached_and_unreachable(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_boot_pieces(monkeypatch)
+    kernels.prepare("6.12", options, runner=runner())
+    rows = {row.series: row for row in kernels.list_kernels(options, runner=runner())}
+    assert list(rows) == ["5.10", "6.1", "6.6", "6.12", "7.2"]
+    assert rows["6.12"].cached and rows["6.12"].size > 0
+    assert rows["6.12"].path == options.cache / "kernels" / RELEASE_612
+    assert rows["6.1"].release == "6.1.0-56-amd64" and not rows["6.1"].cached
+    assert rows["6.6"].release is None
+    assert "snapshot" in (rows["6.6"].problem or "")

@@ -109,6 +109,12 @@ class CSample:
                 else:
                     self.err += chunk
         status = self.child.poll()
+        if status is None and not streams:
+            # Both pipes closed: the child is exiting; give it a moment to be reaped.
+            try:
+                status = self.child.wait(5)
+            except subprocess.TimeoutExpired:
+                status = None
         reason = f"exited with status {status}" if status is not None else "timed out"
         message = self.err.decode(errors="replace").strip() or "(nothing on stderr)"
         raise LoaderError(f"the C loader {self.binary} {reason} before {what}: {message}")

@@ -93,9 +93,6 @@ ns.add_task(build, name="build")
 
 # --- report -------------------------------------------------------------------------
 
-#: Where ``invoke test`` leaves its JUnit file, relative to harness.paths.results_dir().
-JUNIT_NAME = "junit.xml"
-
 
 @task(
     help={
@@ -116,13 +113,12 @@ def report(
     check: bool = False,
 ) -> None:
     """Show the results of a run: a table, or a Markdown summary for CI."""
-    from harness import paths
     from harness import report as results
     from harness.errors import ConfigError
 
     if format not in ("table", "markdown"):
         raise ConfigError(f"unknown report format {format!r}; use one of: table, markdown")
-    path = Path(junit) if junit else paths.results_dir() / JUNIT_NAME
+    path = Path(junit) if junit else results.junit_path()
     cases = results.parse_junit(path)
     if format == "markdown":
         text = results.render_markdown(cases, title=title)

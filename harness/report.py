@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import paths
 from harness.errors import ResultsError
 
 #: Properties every VM test case records (values are strings in the JUnit file).
@@ -39,6 +40,15 @@ class CaseResult:
     outcome: str  # "passed", "failed", "error", "skipped"
     message: str
     properties: dict[str, str]
+
+
+#: The JUnit file ``invoke test`` writes and ``invoke report`` reads, in the results directory.
+JUNIT_NAME = "junit.xml"
+
+
+def junit_path() -> Path:
+    """Where a run's JUnit file is: ``build/results/junit.xml`` unless configured otherwise."""
+    return paths.results_dir() / JUNIT_NAME
 
 
 #: Exit status of a run, from its cases: the same numbers pytest uses.

@@ -20,6 +20,7 @@ from harness.report import (
     MESSAGE_LINES,
     PROPERTIES,
     CaseResult,
+    junit_path,
     parse_junit,
     render_markdown,
     render_table,
@@ -430,3 +431,26 @@ def test_invoke_report_errors_are_clear(
 
     assert info.value.code == 1
     assert message in str(info.value.message)
+
+
+def test_the_default_junit_file_is_in_the_results_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HARNESS_BUILD_DIR", str(tmp_path))
+
+    assert junit_path() == tmp_path / "results" / "junit.xml"
+
+
+def test_invoke_report_reads_the_default_junit_file(
+    tasks: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HARNESS_BUILD_DIR", str(tmp_path))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "junit.xml").write_bytes((JUNIT / "mixed.xml").read_bytes())
+
+    tasks.report(Context(), format="markdown", title="here")
+
+    assert capsys.readouterr().out.startswith("### ❌ here: 1 passed, 2 failed")

@@ -13,14 +13,17 @@ The offsets are those of the x86 boot protocol (Documentation/arch/x86/boot.rst)
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import logging
 import lzma
+import mmap
 import os
 import re
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +90,7 @@ def is_elf(head: bytes) -> bool:
     return head[:4] == ELF_MAGIC
 
 
-def _read_head(path: Path, size: int = 0x1000) -> bytes:
+def read_head(path: Path, size: int = 0x1000) -> bytes:
     try:
         with path.open("rb") as stream:
             return stream.read(size)
@@ -306,16 +309,30 @@ def _release_from_bzimage(data: bytes) -> str | None:
 
 def image_release(path: Path) -> str | None:
     """The kernel release (``uname -r``) of a bzImage or an ELF vmlinux, if it says."""
-    head = _read_head(path)
+    head = read_head(path)
     if is_bzimage(head):
         return _release_from_bzimage(_read(path)[:0x10000])
     if is_elf(head):
-        match = _BANNER.search(_read(path))
-        return match.group(1).decode("ascii", errors="replace") if match else None
+        with _mapped(path) as data:
+            match = _BANNER.search(data)
+            return match.group(1).decode("ascii", errors="replace") if match else None
     return None
 
 
-def _config_in(data: bytes) -> str | None:
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap]:
+    """The file mapped read-only: an unstripped vmlinux can be hundreds of MB."""
+    try:
+        with (
+            path.open("rb") as stream,
+            mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data,
+        ):
+            yield data
+    except (OSError, ValueError) as exc:
+        raise NotAKernelError(f"cannot read {path}: {exc}") from exc
+
+
+def _config_in(data: bytes | mmap.mmap) -> str | None:
     start = data.find(_IKCONFIG_START)
     if start < 0:
         return None
@@ -333,12 +350,13 @@ def _config_in(data: bytes) -> str | None:
 
 def embedded_config(path: Path, *, runner: Runner | None = None) -> str | None:
     """The ``.config`` built into a kernel with ``CONFIG_IKCONFIG``, or None."""
-    head = _read_head(path)
+    head = read_head(path)
     data: bytes | None
     if is_bzimage(head):
         data = _decompressed(path, runner or SubprocessRunner())
     elif is_elf(head):
-        data = _read(path)
+        with _mapped(path) as mapped:
+            return _config_in(mapped)
     else:
         return None
     return None if data is None else _config_in(data)

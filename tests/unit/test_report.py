@@ -207,7 +207,7 @@ def test_reads_what_pytest_itself_writes(pytester: pytest.Pytester) -> None:
             for name, value in VALUES.items():
                 record_property(name, value)
             if loader == "c":
-                pytest.fail("c loader:\n  - tcp: map 1 != capture 2", pytrace=False)
+                pytest.fail("c loader:\\n  - tcp: map 1 != capture 2", pytrace=False)
         """
     )
     junit = pytester.path / "junit.xml"

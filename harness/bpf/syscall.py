@@ -208,22 +208,36 @@ def prog_load(
                 continue
             log = _text(log_buf)
             if log:
-                raise VerifierError(
-                    f"the kernel's verifier rejected program {name or '?'} ({exc}); "
-                    f"its log:\n{log}",
-                    log=log,
-                ) from exc
+                raise _rejected(name, log) from exc
             raise
         except BpfPermissionError as exc:
             # Verifier rejections of pointer arithmetic and the like come back as
             # EACCES with a log; a missing privilege comes back without one.
             log = _text(log_buf)
             if log:
-                raise VerifierError(
-                    f"the kernel's verifier rejected program {name or '?'}; its log:\n{log}",
-                    log=log,
-                ) from exc
+                raise _rejected(name, log) from exc
             raise
+
+
+#: Summary lines the verifier appends after the reason it stopped.
+_LOG_TRAILERS = ("processed ", "verification time", "stack depth", "max_states_per_insn")
+
+
+def verifier_reason(log: str) -> str:
+    """The line of a verifier log that says why it stopped (the last one before its summary)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith(_LOG_TRAILERS):
+            return line
+    return lines[-1] if lines else "no reason given"
+
+
+def _rejected(name: str, log: str) -> VerifierError:
+    return VerifierError(
+        f"the kernel's verifier rejected program {name or '?'}: {verifier_reason(log)}\n"
+        f"verifier log:\n{log}",
+        log=log,
+    )
 
 
 def _object_name(name: str) -> bytes:

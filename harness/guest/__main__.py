@@ -48,10 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for loader in loaders:
         result = run(loader, options)
-        write_result(args.out, result)
+        path = write_result(args.out, result)
         if result.error is not None:
             first_line = result.error.splitlines()[0] if result.error else "failed"
-            print(f"error: {loader} loader: {first_line}", file=sys.stderr, flush=True)
+            print(
+                f"error: {loader} loader: {first_line} (details in {path})",
+                file=sys.stderr,
+                flush=True,
+            )
             status = 1
     return status
 

@@ -134,6 +134,27 @@ static int relocate(struct bpf_insn *insns, size_t insn_count, Elf_Data *rels,
 	return 0;
 }
 
+/* The line of the verifier log that says why it stopped: the last one before its summary. */
+static void print_reason(const char *log)
+{
+	const char *line = log, *reason = NULL, *end;
+	size_t reason_len = 0;
+
+	while (*line) {
+		end = strchr(line, '\n');
+		if (!end)
+			end = line + strlen(line);
+		if (end > line && strncmp(line, "processed ", 10) &&
+		    strncmp(line, "verification time", 17) && strncmp(line, "stack depth", 11)) {
+			reason = line;
+			reason_len = end - line;
+		}
+		line = *end ? end + 1 : end;
+	}
+	if (reason)
+		fprintf(stderr, ": %.*s", (int)reason_len, reason);
+}
+
 static int load_program(const char *section, struct bpf_insn *insns, size_t insn_count,
 			const char *license)
 {
@@ -158,9 +179,13 @@ static int load_program(const char *section, struct bpf_insn *insns, size_t insn
 	if (fd < 0) {
 		int err = errno;
 
-		if (bpf_log_buf[0])
-			fprintf(stderr, "%s: the kernel's verifier rejected program %s (%s); its log:\n%s\n",
-				object_path, section, strerror(err), bpf_log_buf);
+		if (bpf_log_buf[0]) {
+			/* errno is EACCES or EINVAL here: the log, not errno, says why. */
+			fprintf(stderr, "%s: the kernel's verifier rejected program %s",
+				object_path, section);
+			print_reason(bpf_log_buf);
+			fprintf(stderr, "\nverifier log:\n%s\n", bpf_log_buf);
+		}
 		else
 			fprintf(stderr, "%s: cannot load program %s: %s%s\n", object_path, section,
 				strerror(err),

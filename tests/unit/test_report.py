@@ -455,3 +455,16 @@ def test_invoke_report_reads_the_default_junit_file(
     tasks.report(Context(), format="markdown", title="here")
 
     assert capsys.readouterr().out.startswith("### ❌ here: 1 passed, 2 failed")
+
+
+def test_a_recorded_vm_run_carries_the_whole_contract() -> None:
+    """A JUnit file from a real `invoke test --kernel 6.1` (both loaders, under TCG)."""
+    cases = parse_junit(JUNIT / "recorded_6.1_tcg.xml")
+
+    assert [(c.properties["loader"], c.outcome) for c in cases] == [
+        ("python", "passed"),
+        ("c", "passed"),
+    ]
+    assert all(set(c.properties) == set(PROPERTIES) for c in cases)
+    assert summary_exit_code(cases) == EXIT_OK
+    assert "| 6.1 | 6.1.0-56-amd64 | tcg | 28.8 | c | 526960 = 526960 |" in render_markdown(cases)

@@ -91,6 +91,121 @@ ns.add_task(build, name="build")
 
 # --- test ---------------------------------------------------------------------------
 
+#: Traffic ``invoke test`` asks of the guest (see tests/vm/conftest.py for pytest's own).
+TEST_UDP_BYTES = 64 * 1024
+TEST_ICMP_COUNT = 16
+
+
+def _test_progress(line: str) -> None:
+    # Byte counts of downloads are too many lines for a log; the rest is progress.
+    if not line.startswith("downloaded "):
+        _say(f"  {line}")
+
+
+@task(
+    help={
+        "kernel": 'kernels to test: "all" (the default: every series reachable from the '
+        'configured sources), one series such as "6.1", several as "5.10,6.12", or a path '
+        "to your own kernel image",
+        "loader": "python, c, or both (the default): which loader of the sample to test",
+        "jobs": "VMs to run in parallel (pytest-xdist; a kernel's cases stay on one worker)",
+        "accel": "kvm, tcg, or auto (the default: KVM where a short probe shows it works)",
+        "tcp_bytes": "TCP payload the guest sends over loopback (default 256 KiB)",
+        "udp": "send UDP as well (default on; --no-udp to leave it out)",
+        "icmp": "send ICMP echoes as well (default on; --no-icmp to leave them out)",
+        "timeout": "seconds one VM may run (default 0: 480 under TCG, 120 under KVM)",
+        "mirror": "URL of the Debian archive to use instead of the host's apt sources "
+        "(also $HARNESS_MIRROR)",
+        "pytest_args": "more arguments for pytest, as one string (e.g. '-x -vv')",
+        "verbose": "log details",
+    },
+)
+@_reports_errors
+def test(
+    c: Context,
+    kernel: str = "all",
+    loader: str = "both",
+    jobs: int = 1,
+    accel: str = "auto",
+    tcp_bytes: int = 256 * 1024,
+    udp: bool = True,
+    icmp: bool = True,
+    timeout: float = 0.0,
+    mirror: str | None = None,
+    pytest_args: str = "",
+    verbose: bool = False,
+) -> None:
+    """Boot each kernel in a VM, run sockex1 under loopback traffic, check its counts."""
+    import shlex
+    import time
+
+    import pytest
+
+    from harness import kernels, paths, vm
+    from harness import report as results
+    from harness.build import build_sample
+    from harness.errors import ConfigError
+
+    if loader not in ("python", "c", "both"):
+        raise ConfigError(f"unknown loader {loader!r}; use python, c or both")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, not {jobs}")
+    options = kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror)
+    specs = kernels.expand_specs(kernel, options)
+    # Kernels and builds first, one after the other: a kernel that cannot be had ends
+    # the run here, with the kernels' own message, before any VM boots.
+    entries = []
+    for spec in specs:
+        start = time.monotonic()
+        _say(f"kernel {spec}: preparing")
+        entry = kernels.prepare(spec, options, progress=_test_progress)
+        built = build_sample(entry.release, entry.headers)
+        state = "built" if built.rebuilt else "up to date"
+        _say(
+            f"kernel {spec}: {entry.release} ready, sockex1 {state} "
+            f"({time.monotonic() - start:.1f} s)"
+        )
+        entries.append(entry)
+    chosen = vm.probe_accel(accel, image=entries[0] if entries else None)
+    _say(f"accelerator: {chosen}" + (" (probed)" if accel == "auto" else ""))
+
+    junit = results.junit_path()
+    junit.unlink(missing_ok=True)
+    args = [
+        str(paths.PROJECT_ROOT / "tests" / "vm"),
+        f"--kernel={','.join(specs)}",
+        f"--loader={loader}",
+        f"--accel={chosen}",
+        f"--tcp-bytes={tcp_bytes}",
+        f"--udp-bytes={TEST_UDP_BYTES if udp else 0}",
+        f"--icmp-count={TEST_ICMP_COUNT if icmp else 0}",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit1",
+        "-p",
+        "no:cacheprovider",
+    ]
+    if mirror:
+        args.append(f"--mirror={mirror}")
+    if timeout:
+        args.append(f"--vm-timeout={timeout}")
+    if jobs > 1:
+        args += ["-n", str(min(jobs, len(specs))), "--dist", "loadgroup"]
+    args += shlex.split(pytest_args)
+    _say(f"$ pytest {shlex.join(args)}")
+    code = pytest.main(args)
+    if code == pytest.ExitCode.INTERRUPTED:
+        raise Exit("interrupted", code=130)
+    cases = results.parse_junit(junit)
+    print()
+    sys.stdout.write(results.render_table(cases))
+    print(f"\nJUnit: {junit}\nconsole logs and results: {paths.results_dir()}/<release>/")
+    if code != pytest.ExitCode.OK or results.summary_exit_code(cases):
+        raise Exit(code=1)
+
+
+ns.add_task(test, name="test")
+
 # --- report -------------------------------------------------------------------------
 
 

@@ -35,6 +35,8 @@ struct map_def {
 int map_fd[MAX_MAPS];
 int prog_fd[MAX_PROGS];
 int map_count;
+unsigned int map_key_size[MAX_MAPS];
+unsigned int map_value_size[MAX_MAPS];
 int prog_count;
 char bpf_log_buf[BPF_LOG_SIZE];
 
@@ -87,6 +89,8 @@ static int create_maps(Elf_Data *data)
 		attr.value_size = defs[i].value_size;
 		attr.max_entries = defs[i].max_entries;
 		attr.map_flags = defs[i].map_flags;
+		map_key_size[i] = defs[i].key_size;
+		map_value_size[i] = defs[i].value_size;
 		map_fd[i] = sys_bpf(BPF_MAP_CREATE, &attr);
 		if (map_fd[i] < 0) {
 			fprintf(stderr, "%s: cannot create map %d: %s%s\n", object_path, i,

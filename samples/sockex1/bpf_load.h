@@ -15,6 +15,9 @@
 extern int map_fd[MAX_MAPS];
 extern int prog_fd[MAX_PROGS];
 extern int map_count;
+/* Key and value sizes of each map, as its definition gave them. */
+extern unsigned int map_key_size[MAX_MAPS];
+extern unsigned int map_value_size[MAX_MAPS];
 extern int prog_count;
 /* The verifier's log of the last program loaded (empty if it said nothing). */
 extern char bpf_log_buf[BPF_LOG_SIZE];

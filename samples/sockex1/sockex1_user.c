@@ -104,6 +104,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: no map to read the counts from\n", object);
 		return 1;
 	}
+	/* The counts are read into an int key and a long long value: the map must match. */
+	if (map_key_size[0] != sizeof(int) || map_value_size[0] != sizeof(long long)) {
+		fprintf(stderr, "%s: my_map has %u-byte keys and %u-byte values; sockex1 needs "
+			"%zu and %zu\n", object, map_key_size[0], map_value_size[0],
+			sizeof(int), sizeof(long long));
+		return 1;
+	}
 
 	sock = open_raw_socket("lo");
 	if (sock < 0)

@@ -245,3 +245,36 @@ def _sample_bytes() -> bytes:
             built = build_sample("host", None, build_root=Path(root))
             _SAMPLE_CACHE["sample"] = built.bpf_object.read_bytes()
     return _SAMPLE_CACHE["sample"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_c_program_on_mutated_objects_fails_cleanly(data: st.DataObject) -> None:
+    """The C loader on corrupted objects: a clean exit status, never a crash by a signal."""
+    image = bytearray(_sample_bytes())
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(image) - 1))
+        image[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(image))))
+    with tempfile.TemporaryDirectory() as scratch:
+        mutated = Path(scratch) / "mutated_kern.o"
+        mutated.write_bytes(bytes(image[:cut]))
+        done = SubprocessRunner().run(
+            ["unshare", "-n", str(_c_loader()), "--harness", str(mutated)],
+            check=False,
+            input="",
+            timeout=60,
+        )
+    assert done.returncode in (0, 1), done.stderr
+    if done.returncode == 1:
+        assert done.stderr.strip(), "a failure must say why"
+
+
+def _c_loader() -> Path:
+    if "c_loader" not in _C_LOADER:
+        root = Path(tempfile.mkdtemp())
+        _C_LOADER["c_loader"] = build_sample("host", None, build_root=root).c_loader
+    return _C_LOADER["c_loader"]
+
+
+_C_LOADER: dict[str, Path] = {}

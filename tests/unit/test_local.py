@@ -9,7 +9,9 @@ import kernel_fixtures as fx
 import pytest
 
 from harness.errors import NotAKernelError
+from harness.kernels.kconfig import check_entry
 from harness.kernels.local import entry_from_path, rootfs_of_image
+from harness.paths import cache_dir
 from harness.proc import SubprocessRunner
 
 RELEASE = "6.1.0-99-amd64"
@@ -182,3 +184,18 @@ def test_rootfs_lookup_matches_virtme_ng(tmp_path: Path, image: str, dirs: list[
     ours = rootfs_of_image(path)
 
     assert str(ours) == run.get_rootfs_from_kernel_path(str(path))
+
+
+def _cached_images() -> list[Path]:
+    return sorted((cache_dir() / "kernels").glob("*/boot/vmlinu[xz]-*"))
+
+
+@pytest.mark.skipif(not _cached_images(), reason="no kernel in the cache (invoke kernels.fetch)")
+def test_cached_kernels_are_found_as_virtme_ng_finds_them_and_pass_the_check() -> None:
+    for image in _cached_images():
+        entry = entry_from_path(image, RUNNER)
+        release = image.name.split("-", 1)[1]
+        assert entry.release == release
+        assert entry.modules == image.parent.parent / "lib" / "modules" / release
+        assert entry.config == image.parent / f"config-{release}"
+        check_entry(entry)

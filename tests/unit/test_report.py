@@ -9,7 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from invoke import Context, Exit
+from invoke.context import Context
+from invoke.exceptions import Exit
 
 from harness.errors import HarnessError, ResultsError
 from harness.paths import PROJECT_ROOT

@@ -116,12 +116,19 @@ def _require_bzimage(path: Path, data: bytes) -> None:
 
 def find_payload(data: bytes) -> Payload | None:
     """The compressed payload of bzImage ``data``, or None if no known format is found."""
+    if len(data) < _PAYLOAD_LENGTH + 4:
+        return None
     setup_sects = data[_SETUP_SECTS] or 4  # 0 means 4, says the boot protocol
     protected_mode_start = (setup_sects + 1) * 512
     (protocol,) = struct.unpack_from("<H", data, _PROTOCOL_VERSION)
     if protocol >= _PROTOCOL_WITH_PAYLOAD_FIELDS:
         offset, length = struct.unpack_from("<II", data, _PAYLOAD_OFFSET)
         start = protected_mode_start + offset
+        if start + length > len(data):
+            raise KernelError(
+                f"the image is truncated: its header places the payload up to byte "
+                f"{start + length}, the file has {len(data)}; download or build it again"
+            )
         raw = data[start : start + length]
         for name, magic in _PAYLOAD_MAGICS:
             if raw.startswith(magic) and len(raw) > 4:
@@ -150,7 +157,10 @@ def _decompress_stream(payload: Payload) -> bytes:
         decompressor = bz2.BZ2Decompressor()
     else:  # gzip
         decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    return decompressor.decompress(payload.data)
+    data = decompressor.decompress(payload.data)
+    if not decompressor.eof:
+        raise EOFError("the compressed stream ends early")
+    return data
 
 
 def _decompress_with_program(
@@ -174,10 +184,18 @@ def decompress_payload(payload: Payload, *, runner: Runner, scratch: Path) -> by
     """The decompressed payload, or None for a compression this host cannot undo."""
     try:
         if payload.compression in ("xz", "lzma", "bzip2", "gzip"):
-            return _decompress_stream(payload)
-        if payload.compression in _PROGRAMS:
+            data = _decompress_stream(payload)
+        elif payload.compression in _PROGRAMS:
             program, package = _PROGRAMS[payload.compression]
-            return _decompress_with_program(payload, program, package, runner, scratch)
+            data = _decompress_with_program(payload, program, package, runner, scratch)
+        else:
+            log.warning("no decompressor for a %s-compressed kernel", payload.compression)
+            return None
+        if payload.uncompressed_size and len(data) != payload.uncompressed_size:
+            raise EOFError(
+                f"{len(data)} bytes out where the image announces {payload.uncompressed_size}"
+            )
+        return data
     except ToolMissingError as exc:
         log.warning("cannot decompress a %s kernel: %s", payload.compression, exc)
         return None
@@ -187,8 +205,6 @@ def decompress_payload(payload: Payload, *, runner: Runner, scratch: Path) -> by
             f"decompressed ({exc}); "
             "download or build the image again"
         ) from exc
-    log.warning("no decompressor for a %s-compressed kernel", payload.compression)
-    return None
 
 
 def _elf_extent(elf: ELFFile) -> int:
@@ -261,7 +277,10 @@ def _decompressed(image: Path, runner: Runner) -> bytes | None:
     """The payload of bzImage ``image`` decompressed, or None when that is not possible."""
     data = _read(image)
     _require_bzimage(image, data)
-    payload = find_payload(data)
+    try:
+        payload = find_payload(data)
+    except KernelError as exc:
+        raise KernelError(f"{image}: {exc}") from exc
     if payload is None:
         log.warning("%s: no compressed payload of a known format found", image)
         return None

@@ -162,11 +162,13 @@ def bzimage(
     method: str = "xz",
     release: str | None = "6.1.0-99-amd64",
     relocs: bytes = b"RELOCS" * 10,
+    cut_stream: int = 0,
 ) -> bytes:
     """A bzImage: setup header, some decompressor code, the payload, trailing data.
 
     As in the kernel's build, the payload is the ELF followed by its relocations,
     compressed, with the uncompressed size appended as 4 little-endian bytes.
+    ``cut_stream`` drops that many bytes from the end of the compressed stream.
     """
     setup_sects = 1
     setup = bytearray((setup_sects + 1) * 512)
@@ -178,7 +180,8 @@ def bzimage(
         setup[0x300 : 0x300 + len(version)] = version
         struct.pack_into("<H", setup, 0x20E, 0x300 - 0x200)
     plain = payload_plain + relocs
-    packed = compress(plain, method) + struct.pack("<I", len(plain))
+    stream = compress(plain, method)
+    packed = stream[: len(stream) - cut_stream] + struct.pack("<I", len(plain))
     decompressor = b"\xcc" * 0x100
     struct.pack_into("<II", setup, 0x248, len(decompressor), len(packed))
     return bytes(setup) + decompressor + packed + b"\0" * 64

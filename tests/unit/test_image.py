@@ -97,6 +97,25 @@ def test_a_damaged_payload_is_a_kernel_error(tmp_path: Path) -> None:
     assert not (tmp_path / "vmlinux").exists()
 
 
+@pytest.mark.parametrize("method", ["xz", "gzip", "zstd"])
+def test_a_truncated_image_is_a_kernel_error(tmp_path: Path, method: str) -> None:
+    whole = fx.bzimage(fx.vmlinux(), method=method)
+    bz = write(tmp_path / "vmlinuz", whole[:-200])
+
+    with pytest.raises(KernelError, match=r"vmlinuz: the image is truncated"):
+        extract_vmlinux(bz, tmp_path / "vmlinux")
+    assert not (tmp_path / "vmlinux").exists()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_stream_that_ends_early_is_a_kernel_error(tmp_path: Path, method: str) -> None:
+    bz = write(tmp_path / "vmlinuz", fx.bzimage(fx.vmlinux(), method=method, cut_stream=40))
+
+    with pytest.raises(KernelError, match="could not be decompressed"):
+        extract_vmlinux(bz, tmp_path / "vmlinux")
+    assert not (tmp_path / "vmlinux").exists()
+
+
 def test_without_the_decompressor_program_the_image_boots_compressed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,19 +19,23 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 from harness import proc
-from harness.bpf import loader as bpf_loader
 from harness.errors import HarnessError, LoaderError
 from harness.guest.capture import Capture
 from harness.guest.result import PROTOCOL_NUMBERS, PROTOCOLS, ProtocolCount, SampleResult
 from harness.guest.traffic import bring_up, send_icmp, send_tcp, send_udp
+
+if TYPE_CHECKING:
+    from harness.bpf import loader as bpf_loader
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class PythonSample:
         self.loaded = loaded
 
     def read(self) -> dict[str, int]:
+        from harness.bpf import loader as bpf_loader
+
         loaded_map = self.loaded.maps.get(MAP_NAME)
         if loaded_map is None:
             raise LoaderError(f"{self.loaded.source.path}: no map {MAP_NAME}")
@@ -131,6 +137,7 @@ class CSample:
 def attach(loader: str, options: Options) -> Iterator[AttachedSample]:
     """sockex1 loaded and attached to ``options.interface`` by ``loader``."""
     if loader == "python":
+        bpf_loader = _python_loader()
         with bpf_loader.load(options.bpf_object) as loaded:
             sock = bpf_loader.attach_socket(loaded.program_fd(PROGRAM_SECTION), options.interface)
             with sock:
@@ -155,6 +162,18 @@ def attach(loader: str, options: Options) -> Iterator[AttachedSample]:
             proc.kill_group(child)
     else:
         raise LoaderError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")
+
+
+def _python_loader() -> ModuleType:
+    # Imported here so that the C loader runs even where pyelftools is missing.
+    try:
+        from harness.bpf import loader
+    except ImportError as exc:
+        raise LoaderError(
+            f"the Python loader cannot be imported by {sys.executable} ({exc}); "
+            "run the scenario with the interpreter the harness is installed for"
+        ) from exc
+    return loader
 
 
 def run(loader: str, options: Options) -> SampleResult:

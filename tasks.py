@@ -51,6 +51,131 @@ ns.add_collection(kernels_ns)
 
 # --- kernels: kernels.list, kernels.fetch -------------------------------------------
 
+
+_MIRROR_HELP = (
+    "URL of the Debian archive to use instead of the host's apt sources "
+    "(also $HARNESS_MIRROR; $HARNESS_SECURITY_MIRROR and $HARNESS_SNAPSHOT_MIRROR "
+    "for the security and snapshot archives)"
+)
+
+
+def _kernel_options(mirror: str | None, refresh: bool) -> Any:
+    from harness import kernels, paths
+
+    return kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror, refresh=refresh)
+
+
+def _download_progress() -> Callable[[str], None]:
+    """Progress lines on stderr; byte counts overwrite each other on a terminal."""
+    tty = sys.stderr.isatty()
+    pending = False
+
+    def show(line: str) -> None:
+        nonlocal pending
+        counting = line.startswith("downloaded ")
+        if counting and not tty:
+            return
+        if tty and counting:
+            print(f"\r  {line}\033[K", end="", file=sys.stderr, flush=True)
+            pending = True
+            return
+        if pending:
+            print(file=sys.stderr)
+            pending = False
+        _say(line)
+
+    return show
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.0f} MB" if size else "-"
+
+
+@task(
+    help={
+        "refresh": "download the package index again even if it is less than a day old",
+        "mirror": _MIRROR_HELP,
+        "verbose": "log details",
+    }
+)
+@_reports_errors
+def kernels_list(
+    c: Context, refresh: bool = False, mirror: str | None = None, verbose: bool = False
+) -> None:
+    """List kernel series: resolved release, package versions, cached or not, size."""
+    from harness import kernels
+
+    options = _kernel_options(mirror, refresh)
+    rows = kernels.list_kernels(options)
+    table = [("series", "release", "packages", "cached", "size")]
+    notes = []
+    for row in rows:
+        packages = ", ".join(f"{p.name} {p.version}" for p in row.packages) or "-"
+        table.append(
+            (
+                row.series or "?",
+                row.release or "-",
+                packages,
+                "yes" if row.cached else "no",
+                _megabytes(row.size),
+            )
+        )
+        if row.problem and row.release is None:
+            notes.append(f"{row.series}: {row.problem}")
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
+    print(f"\ncache: {options.cache}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+@task(
+    help={
+        "kernel": 'series to fetch: "all" (the default: every series reachable from here), '
+        'one such as "6.1", or several as "5.10,6.12"; a path to your own kernel is checked',
+        "refresh": "download the package index again even if it is less than a day old",
+        "mirror": _MIRROR_HELP,
+        "verbose": "log details",
+    }
+)
+@_reports_errors
+def kernels_fetch(
+    c: Context,
+    kernel: str = "all",
+    refresh: bool = False,
+    mirror: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Download and cache kernels: vmlinux, trimmed modules, UAPI headers."""
+    import time
+
+    from harness import kernels
+    from harness.kernels.cache import disk_usage
+
+    options = _kernel_options(mirror, refresh)
+    failed = []
+    for spec in kernels.expand_specs(kernel, options):
+        start = time.monotonic()
+        try:
+            entry = kernels.prepare(spec, options, progress=_download_progress())
+        except HarnessError as exc:
+            _say(f"error: {spec}: {exc}")
+            failed.append(spec)
+            continue
+        root = entry.image.parent.parent
+        print(
+            f"{spec}: {entry.release} ready in {time.monotonic() - start:.1f} s, "
+            f"{_megabytes(disk_usage(root))} at {root}",
+            flush=True,
+        )
+    if failed:
+        raise Exit(f"error: could not fetch {', '.join(failed)}", code=1)
+
+
+kernels_ns.add_task(kernels_list, name="list")
+kernels_ns.add_task(kernels_fetch, name="fetch")
+
 # --- build --------------------------------------------------------------------------
 
 

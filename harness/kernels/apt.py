@@ -353,8 +353,8 @@ def config_text(root: AptRoot) -> str:
         "Dir::State::extended_states": str(r / "extended_states"),
         "Dir::Cache": str(r / "cache"),
         "Dir::Cache::archives": str(r / "archives"),
-        # No binary cache files: apt builds them in memory, so runs never race on them.
-        "Dir::Cache::pkgcache": "",
+        # Binary caches make each query fast; all queries run under the root's lock.
+        "Dir::Cache::pkgcache": str(r / "cache" / "pkgcache.bin"),
         "Dir::Cache::srcpkgcache": "",
         "Dir::Log": str(r / "log"),
         "APT::Architecture": "amd64",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
@@ -180,13 +180,17 @@ def _kernel(spec: str, series: Series, resolved: apt.Resolved) -> Kernel:
 
 
 def resolve(spec: str, options: KernelOptions, *, runner: Runner | None = None) -> Kernel:
-    """The concrete kernel a series resolves to now (the newest in its suites).
-
-    A path resolves through :func:`prepare`'s local route; here it is an error.
-    """
+    """The concrete kernel ``spec`` names now: the newest of a series in its suites, or
+    the user's own kernel at a path."""
     runner = runner or SubprocessRunner()
+    if _is_local(spec, options):
+        return local.entry_from_path(Path(spec).expanduser(), runner).kernel
     series = _series(spec, options)
     return _kernel(spec, series, _resolve_series(series, options, runner))
+
+
+def _is_local(spec: str, options: KernelOptions) -> bool:
+    return is_path_spec(spec) and spec not in _catalog(options)
 
 
 def prepare(
@@ -196,25 +200,55 @@ def prepare(
     runner: Runner | None = None,
     progress: Progress | None = None,
 ) -> KernelEntry:
-    """A kernel ready to boot: resolved, fetched and cached if needed, config checked."""
+    """A kernel ready to boot: resolved, fetched and cached if needed, config checked.
+
+    When the archive cannot be reached and no index was downloaded before, the newest
+    entry of the series already in the cache is used (with a warning).
+    """
     runner = runner or SubprocessRunner()
-    if is_path_spec(spec) and spec not in _catalog(options):
+    if _is_local(spec, options):
         entry = local.entry_from_path(Path(spec).expanduser(), runner)
     else:
         series = _series(spec, options)
-        resolved = _resolve_series(series, options, runner)
-        kernel = _kernel(spec, series, resolved)
-        root = _apt_root(options, series.name)
+        try:
+            resolved = _resolve_series(series, options, runner)
+        except MirrorError as exc:
+            cached = _newest_cached(spec, series, options)
+            if cached is None:
+                raise
+            log.warning("%s; using %s from the cache", exc, cached.release)
+            entry = cached
+        else:
+            kernel = _kernel(spec, series, resolved)
+            root = _apt_root(options, series.name)
 
-        def download(dest: Path) -> dict[str, Path]:
-            with apt.locked(root.root / "lock"):
-                return apt.download(root, resolved.packages, dest, runner, progress)
+            def download(dest: Path) -> dict[str, Path]:
+                with apt.locked(root.root / "lock"):
+                    return apt.download(root, resolved.packages, dest, runner, progress)
 
-        entry = cache.ensure_entry(
-            kernel, series, options.cache, download, runner=runner, progress=progress
-        )
+            entry = cache.ensure_entry(
+                kernel, series, options.cache, download, runner=runner, progress=progress
+            )
     kconfig.check_entry(entry)
     return entry
+
+
+def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelEntry | None:
+    """The complete cache entry of ``series`` built from the newest packages, if any."""
+    found = [(e, m) for e, m in cache.cached_entries(options.cache) if m.series == series.name]
+    if not found:
+        return None
+
+    def newer(a: tuple[Path, cache.Manifest], b: tuple[Path, cache.Manifest]) -> bool:
+        return apt.compare_versions(a[1].packages[0].version, b[1].packages[0].version) > 0
+
+    best = found[0]
+    for candidate in found[1:]:
+        if newer(candidate, best):
+            best = candidate
+    path, manifest = best
+    kernel = cache.kernel_of(manifest)
+    return cache.entry_of(path, manifest, replace(kernel, spec=spec))
 
 
 def list_kernels(options: KernelOptions, *, runner: Runner | None = None) -> list[KernelStatus]:

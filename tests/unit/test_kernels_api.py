@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,3 +161,21 @@ def test_list_shows_resolved_cached_and_unreachable(
     assert rows["6.1"].release == "6.1.0-56-amd64" and not rows["6.1"].cached
     assert rows["6.6"].release is None
     assert "snapshot" in (rows["6.6"].problem or "")
+
+
+def test_offline_prepare_falls_back_to_the_cached_entry(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_boot_pieces(monkeypatch)
+    entry = kernels.prepare("6.12", options, runner=runner())
+    shutil.rmtree(options.cache / "apt")
+    monkeypatch.setattr(apt, "probe", lambda url: "Name or service not known")
+    offline = runner()
+    again = kernels.prepare("6.12", options, runner=offline)
+    assert again.image == entry.image
+    manifest = cache.read_manifest(entry.image.parent.parent)
+    assert manifest is not None
+    assert again.kernel.packages == manifest.packages
+    assert offline.calls == []
+    with pytest.raises(MirrorError):
+        kernels.prepare("6.1", options, runner=offline)

@@ -95,7 +95,8 @@ def _apt_root(options: KernelOptions, series: str) -> apt.AptRoot:
 
 
 def default_series(options: KernelOptions) -> list[str]:
-    """The catalog's series whose archives answer from here (or were indexed before)."""
+    """The catalog's series whose archives answer from here (or that were indexed or
+    cached before, so that a machine gone offline still tests what it has)."""
     mirrors = options.mirrors()
     answers: dict[str, str | None] = {}
     chosen = []
@@ -108,12 +109,15 @@ def default_series(options: KernelOptions) -> list[str]:
         for source in sources:
             if source.release_url not in answers:
                 answers[source.release_url] = apt.probe(source.release_url)
-        problems = [f"{s.release_url}: {answers[s.release_url]}" for s in sources]
-        problems = [p for p, s in zip(problems, sources, strict=True) if answers[s.release_url]]
+        problems = [
+            f"{s.release_url}: {answers[s.release_url]}" for s in sources if answers[s.release_url]
+        ]
         if not problems:
             chosen.append(name)
-        elif _apt_root(options, name).has_index():
-            log.warning("series %s: %s; using its earlier index", name, "; ".join(problems))
+        elif _apt_root(options, name).has_index() or _newest_cached(name, series, options):
+            log.warning(
+                "series %s: %s; using what was downloaded before", name, "; ".join(problems)
+            )
             chosen.append(name)
         else:
             log.warning("leaving out series %s: not reachable (%s)", name, "; ".join(problems))

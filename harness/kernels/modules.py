@@ -125,10 +125,18 @@ def parse_modinfo(blob: bytes) -> dict[str, list[str]]:
 
 
 def module_dependencies(info: dict[str, list[str]]) -> list[str]:
-    """The modules a module needs: its ``depends=`` and its soft dependencies."""
+    """The modules a module cannot load without (its ``depends=``)."""
     names = [n for value in info.get("depends", []) for n in value.split(",") if n]
-    for value in info.get("softdep", []):
-        names += [w for w in value.split() if not w.endswith(":")]
+    return [n.replace("-", "_") for n in names]
+
+
+def soft_dependencies(info: dict[str, list[str]]) -> list[str]:
+    """The modules modprobe loads along with a module (``softdep=pre: a post: b``).
+
+    They may be absent or built in under another name, so they are kept only where
+    the tree has them.
+    """
+    names = [w for value in info.get("softdep", []) for w in value.split() if not w.endswith(":")]
     return [n.replace("-", "_") for n in names]
 
 
@@ -176,7 +184,9 @@ def dependency_closure(
         if name in keep:
             continue
         keep[name] = available[name]
-        for dep in module_dependencies(read_modinfo(available[name], runner=runner)):
+        info = read_modinfo(available[name], runner=runner)
+        pending += [soft for soft in soft_dependencies(info) if soft in available]
+        for dep in module_dependencies(info):
             if dep in available:
                 pending.append(dep)
             elif dep not in builtin:

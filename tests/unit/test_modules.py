@@ -20,6 +20,7 @@ from harness.kernels.modules import (
     parse_builtin,
     parse_modinfo,
     read_modinfo,
+    soft_dependencies,
     trim_modules,
 )
 from harness.proc import Completed, Runner, SubprocessRunner
@@ -87,8 +88,22 @@ def test_module_names() -> None:
 def test_modinfo_dependencies() -> None:
     info = parse_modinfo(b"name=9p\0depends=9pnet,netfs\0softdep=pre: crc32c post: x-y\0\0")
     assert info["name"] == ["9p"]
-    assert module_dependencies(info) == ["9pnet", "netfs", "crc32c", "x_y"]
+    assert module_dependencies(info) == ["9pnet", "netfs"]
+    assert soft_dependencies(info) == ["crc32c", "x_y"]
     assert module_dependencies(parse_modinfo(b"depends=\0")) == []
+    assert soft_dependencies(parse_modinfo(b"depends=\0")) == []
+
+
+def test_soft_dependencies_are_kept_where_the_tree_has_them(tmp_path: Path) -> None:
+    tree = dict(fx.TREE_6_1)
+    tree["kernel/fs/9p/9p.ko"] = ("9pnet,netfs,fscache", "pre: crc32c_helper post: ghost")
+    tree["kernel/lib/crc32c_helper.ko"] = ("", "")
+    full = fx.module_tree(tmp_path / "pkg", tree)
+
+    kept = trim_modules(full, tmp_path / "entry", RELEASE, runner=FakeDepmod())
+
+    assert "crc32c_helper" in kept
+    assert "ghost" not in kept
 
 
 @pytest.mark.parametrize("suffix", [".ko", ".ko.xz", ".ko.gz", ".ko.zst"])

@@ -469,3 +469,21 @@ def test_a_recorded_vm_run_carries_the_whole_contract() -> None:
     assert all(set(c.properties) == set(PROPERTIES) for c in cases)
     assert summary_exit_code(cases) == EXIT_OK
     assert "| 6.1 | 6.1.0-56-amd64 | tcg | 28.8 | c | 526960 = 526960 |" in render_markdown(cases)
+
+
+def test_a_recorded_run_of_four_kernels_reads_in_version_order() -> None:
+    """A JUnit file from a real `invoke test` of 5.10, 6.1, 6.12 and 7.2 under TCG."""
+    cases = parse_junit(JUNIT / "recorded_4_kernels_tcg.xml")
+    rows = render_table(cases).splitlines()[2:]
+
+    assert [row.split()[:2] for row in rows] == [
+        ["5.10", "5.10.0-46-amd64"],
+        ["5.10", "5.10.0-46-amd64"],
+        ["6.1", "6.1.0-56-amd64"],
+        ["6.1", "6.1.0-56-amd64"],
+        ["6.12", "6.12.118+deb13-amd64"],
+        ["6.12", "6.12.118+deb13-amd64"],
+        ["7.2", "7.2.13+deb14-amd64"],
+        ["7.2", "7.2.13+deb14-amd64"],
+    ]
+    assert render_markdown(cases).splitlines()[0] == "### ✅ sockex1 on each kernel: 8 passed"

@@ -9,14 +9,16 @@ for what the sample needs, so that a bad object fails here, before any VM boots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ HEADERS = ("bpf_load.h",)
 OBJECT_NAME = "sockex1_kern.o"
 LOADER_NAME = "sockex1"
 STAMP_NAME = ".stamp"
+LOCK_NAME = ".lock"
 LOG_NAME = "build.log"
 
 #: What the object must contain for the sample to work.
@@ -152,13 +155,29 @@ def build_sample(
             [_identity(clang), _identity(cc)],
         ],
     )
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two runs building for the same kernel (invoke build beside invoke test) take turns.
+    with _locked(directory / LOCK_NAME):
+        return _build_locked(output, stamp, kern, user, headers, clang, cc, runner)
+
+
+def _build_locked(
+    output: BuildOutput,
+    stamp: str,
+    kern: Path,
+    user: list[Path],
+    headers: Path | None,
+    clang: str,
+    cc: str,
+    runner: Runner,
+) -> BuildOutput:
+    release, directory = output.release, output.directory
     stamp_path = directory / STAMP_NAME
     if _read(stamp_path) == stamp and output.bpf_object.is_file() and output.c_loader.is_file():
         log.info("%s for %s is up to date in %s", SAMPLE, release, directory)
         check_object(output.bpf_object)
         return output
 
-    directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as tmp:
         work = Path(tmp)
         # Run in the scratch directory with bare output names, so the commands
@@ -213,6 +232,16 @@ def _stamp(files: Iterable[Path], headers: Path | None, argvs: Iterable[list[str
             digest.update(str(path.relative_to(base)).encode() + b"\0")
             digest.update(path.read_bytes())
     return digest.hexdigest() + "\n"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _identity(program: str) -> str:

@@ -10,6 +10,7 @@ the calls and answers from a table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -81,10 +82,8 @@ def require(program: str, package: str) -> str:
 
 def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     """Kill ``proc`` and everything it started (it leads its own session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 
@@ -143,7 +142,8 @@ class SubprocessRunner:
                 kill_group(proc)
                 where = f"; output in {log_path}" if log_path else ""
                 raise CommandTimeoutError(
-                    f"{shlex.join(args)} did not finish within {timeout:.0f} s and was killed{where}",
+                    f"{shlex.join(args)} did not finish within {timeout:.0f} s "
+                    f"and was killed{where}",
                     argv=args,
                     log_path=log_path,
                 ) from exc

@@ -11,6 +11,7 @@ keyring; ``apt-get download`` checks each ``.deb`` against the signed index.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -528,32 +529,31 @@ def download(
     dest.mkdir(parents=True, exist_ok=True)
     argv = root.argv("apt-get", "download", *(f"{p.name}={p.version}" for p in packages))
     total = sum(p.size for p in packages)
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def fetch() -> None:
-        try:
-            runner.run(argv, cwd=dest, timeout=DOWNLOAD_TIMEOUT)
-        except BaseException as exc:  # handed to the waiting thread
-            failure.append(exc)
-        finally:
-            done.set()
-
     names = ", ".join(p.name for p in packages)
+    stop = threading.Event()
+
+    def report() -> None:
+        assert progress is not None
+        while not stop.wait(interval):
+            have = 0
+            for deb in dest.iterdir():
+                with contextlib.suppress(OSError):  # apt may be renaming it
+                    have += deb.stat().st_size
+            progress(f"downloaded {have / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+    # apt runs in this thread, so a Ctrl-C reaches the runner, which kills it.
+    poller = threading.Thread(target=report, name="download progress", daemon=True)
     if progress:
         progress(f"downloading {names} ({total / 1e6:.0f} MB)")
-    worker = threading.Thread(target=fetch, name="apt-get download", daemon=True)
-    worker.start()
-    while not done.wait(interval):
-        if progress:
-            have = sum(f.stat().st_size for f in dest.iterdir() if f.is_file())
-            progress(f"downloaded {have / 1e6:.0f} of {total / 1e6:.0f} MB")
-    worker.join()
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, CommandError):
-            raise MirrorError(f"downloading {names} failed: {exc}") from exc
-        raise exc
+        poller.start()
+    try:
+        runner.run(argv, cwd=dest, timeout=DOWNLOAD_TIMEOUT)
+    except CommandError as exc:
+        raise MirrorError(f"downloading {names} failed: {exc}") from exc
+    finally:
+        stop.set()
+        if poller.is_alive():
+            poller.join()
     found: dict[str, Path] = {}
     for pkg in packages:
         debs = sorted(dest.glob(f"{pkg.name}_*.deb"))

@@ -12,6 +12,7 @@ keyring; ``apt-get download`` checks each ``.deb`` against the signed index.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -522,7 +523,8 @@ def download(
 ) -> dict[str, Path]:
     """Download ``packages`` into ``dest``; apt checks each against the signed index.
 
-    Returns the ``.deb`` of each package by name. While apt runs, ``progress`` hears
+    Returns the ``.deb`` of each package by name; a full disk is an ``OSError``
+    (``ENOSPC``) for the caller to report. While apt runs, ``progress`` hears
     how many bytes have arrived, about once per ``interval`` seconds.
     """
     require("apt-get", "apt")
@@ -549,6 +551,8 @@ def download(
     try:
         runner.run(argv, cwd=dest, timeout=DOWNLOAD_TIMEOUT)
     except CommandError as exc:
+        if "No space left on device" in exc.output:
+            raise OSError(errno.ENOSPC, f"no space left downloading {names} into {dest}") from exc
         raise MirrorError(f"downloading {names} failed: {exc}") from exc
     finally:
         stop.set()

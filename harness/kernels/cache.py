@@ -264,7 +264,7 @@ def _build(
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CacheError(
                 f"the disk holding {entry.parent} is full while caching {kernel.release}: "
-                f"{exc}; free some space (an entry needs about 120 MB, and about 500 MB "
+                f"{exc}; free some space (an entry takes about 70 MB, and up to 600 MB "
                 "while it is being built) or set HARNESS_CACHE_DIR to another disk"
             ) from exc
         raise CacheError(f"caching {kernel.release} in {entry} failed: {exc}") from exc

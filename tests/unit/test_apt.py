@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -277,3 +278,19 @@ def test_a_failed_download_is_a_mirror_error(tmp_path: Path) -> None:
         apt.download(
             apt.AptRoot(tmp_path), [package], tmp_path / "debs", FakeRunner({"apt-get": fail})
         )
+
+
+def test_a_full_disk_during_download_is_enospc(tmp_path: Path) -> None:
+    def full(argv: Sequence[str], cwd: Path | None) -> str:
+        raise CommandError(
+            "apt-get download failed",
+            argv=tuple(argv),
+            output="Err:1 ...\n  Error writing to file - write (28: No space left on device)",
+        )
+
+    package = apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", "")
+    with pytest.raises(OSError, match="no space left") as err:
+        apt.download(
+            apt.AptRoot(tmp_path), [package], tmp_path / "debs", FakeRunner({"apt-get": full})
+        )
+    assert err.value.errno == errno.ENOSPC

@@ -323,6 +323,13 @@ def assemble(
     """
     layout = series.layout(release)
     sources = {key: root / rel for key, rel in layout.items()}
+    if not sources["modules"].exists():
+        # Debian moved modules from /lib to /usr/lib during 6.x; a backport may differ
+        # from the series' usual layout.
+        other = _other_modules_dir(layout["modules"])
+        if (root / other).is_dir():
+            log.info("%s: modules in %s, not %s", release, other, layout["modules"])
+            layout["modules"], sources["modules"] = other, root / other
     for key in ("image", "config", "modules"):
         if not sources[key].exists():
             raise KernelError(
@@ -343,6 +350,11 @@ def assemble(
     kept = modules_mod.trim_modules(sources["modules"], staged, release, runner=runner)
     merge_headers(headers_root / "usr" / "include", staged / "include")
     return str(image.relative_to(staged)), kept
+
+
+def _other_modules_dir(rel: str) -> str:
+    """``usr/lib/modules/...`` for ``lib/modules/...`` and the other way round."""
+    return rel.removeprefix("usr/") if rel.startswith("usr/") else "usr/" + rel
 
 
 def merge_headers(usr_include: Path, dest: Path) -> None:

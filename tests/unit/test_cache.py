@@ -270,3 +270,16 @@ def test_a_deb_differing_from_the_index_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KernelError, match="signed index says"):
         cache.ensure_entry(bad, SERIES, tmp_path, Downloads(), runner=runner)
     assert leftovers(tmp_path) == []
+
+
+def test_modules_found_under_the_other_lib_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = {
+        (k.replace("usr/lib/modules", "lib/modules") if k.startswith("usr/lib/modules") else k): v
+        for k, v in TREES[IMAGE_PKG].items()
+    }
+    monkeypatch.setitem(TREES, IMAGE_PKG, tree)
+    entry = fetch(tmp_path, Downloads())
+    assert entry.modules is not None
+    assert (entry.modules / "kernel" / "fs" / "9p" / "9p.ko.xz").is_file()

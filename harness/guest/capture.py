@@ -79,7 +79,6 @@ class Capture:
         self._frames: dict[int, int] = {}
         self._other = 0
         self._total = 0
-        self._last_frame = time.monotonic()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._packets = 0
@@ -131,7 +130,6 @@ class Capture:
     def _count(self, head: bytearray, length: int) -> None:
         with self._lock:
             self._total += 1
-            self._last_frame = time.monotonic()
             if length > IP_PROTOCOL_OFFSET and struct.unpack_from("!H", head, 12)[0] == ETH_P_IP:
                 protocol = head[IP_PROTOCOL_OFFSET]
                 self._bytes[protocol] = self._bytes.get(protocol, 0) + length
@@ -146,17 +144,32 @@ class Capture:
             return CaptureCounts(dict(self._bytes), dict(self._frames), self._other, self._total)
 
     def wait_quiet(self, quiet: float = 0.3, limit: float = 20.0) -> bool:
-        """Wait until no frame arrived for ``quiet`` seconds; False if ``limit`` passed first."""
+        """Wait until every frame is read and none has come for ``quiet`` s; False after ``limit``.
+
+        Quiet is judged by the kernel's count of frames queued to the socket
+        (``PACKET_STATISTICS``), not by the reader thread alone: a reader that has
+        not been scheduled yet must not pass for an idle interface.
+        """
         deadline = time.monotonic() + limit
+        stable_since: float | None = None
+        last_queued = -1
         while True:
             self._raise_if_failed()
+            stats = self.statistics()
+            queued = stats.packets - stats.drops
             with self._lock:
-                idle = time.monotonic() - self._last_frame
-            if idle >= quiet:
+                read = self._total
+            now = time.monotonic()
+            if read != queued:
+                stable_since = None
+            elif queued != last_queued or stable_since is None:
+                stable_since = now
+            last_queued = queued
+            if stable_since is not None and now - stable_since >= quiet:
                 return True
-            if time.monotonic() >= deadline:
+            if now >= deadline:
                 return False
-            time.sleep(min(quiet - idle, 0.05) + 0.001)
+            time.sleep(0.02)
 
     def statistics(self) -> CaptureStats:
         """Frames offered to the socket and frames dropped, since it was opened."""

@@ -160,6 +160,9 @@ def attach(loader: str, options: Options) -> Iterator[AttachedSample]:
                 )
         finally:
             proc.kill_group(child)
+            for stream in (child.stdin, child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
     else:
         raise LoaderError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")
 
@@ -200,8 +203,12 @@ def _run(loader: str, options: Options, release: str) -> SampleResult:
             if not capture.wait_quiet():
                 details["quiet"] = f"{options.interface} never went quiet; counts may be in flight"
             details["quiet_seconds"] = f"{time.monotonic() - started:.3f}"
+            before = capture.counts()
             map_bytes = sample.read()
             seen = capture.counts()
+            if seen.total_frames != before.total_frames:
+                during = seen.total_frames - before.total_frames
+                details["frames_during_map_read"] = str(during)
         late = capture.counts().total_frames - seen.total_frames
         if late:
             details["late_frames"] = str(late)

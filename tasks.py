@@ -309,6 +309,7 @@ def test(
         "junit_family=xunit1",
         "-p",
         "no:cacheprovider",
+        "-v",
     ]
     if mirror:
         args.append(f"--mirror={mirror}")

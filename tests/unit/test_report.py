@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -407,15 +408,37 @@ def test_invoke_report_writes_markdown_to_a_file(tasks: ModuleType, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("name", "code"), [("mixed.xml", 1), ("no_cases.xml", 5)])
-def test_invoke_report_check_exits_like_pytest(tasks: ModuleType, name: str, code: int) -> None:
+def test_invoke_report_check_exits_like_pytest(
+    tasks: ModuleType, name: str, code: int, tmp_path: Path
+) -> None:
     with pytest.raises(Exit) as info:
-        tasks.report(Context(), junit=str(JUNIT / name), check=True, output=os.devnull)
+        tasks.report(Context(), junit=str(JUNIT / name), check=True, output=str(tmp_path / "r.md"))
 
     assert info.value.code == code
 
 
-def test_invoke_report_check_passes_a_good_run(tasks: ModuleType) -> None:
-    tasks.report(Context(), junit=str(JUNIT / "all_passed.xml"), check=True, output=os.devnull)
+def test_invoke_report_check_passes_a_good_run(tasks: ModuleType, tmp_path: Path) -> None:
+    tasks.report(
+        Context(), junit=str(JUNIT / "all_passed.xml"), check=True, output=str(tmp_path / "r.md")
+    )
+
+
+def test_invoke_report_writes_into_a_device_instead_of_replacing_it(
+    tasks: ModuleType, tmp_path: Path
+) -> None:
+    # A FIFO stands in for /dev/null or /dev/stdout: the report goes through it and the
+    # FIFO itself stays a FIFO. Its read end is open first, so the write cannot block.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        tasks.report(Context(), junit=str(JUNIT / "all_passed.xml"), output=str(fifo))
+        received = os.read(read_end, 1 << 16).decode()
+    finally:
+        os.close(read_end)
+
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert "PASS" in received
 
 
 @pytest.mark.parametrize(

@@ -305,8 +305,6 @@ def test(
         f"--udp-bytes={TEST_UDP_BYTES if udp else 0}",
         f"--icmp-count={TEST_ICMP_COUNT if icmp else 0}",
         f"--junitxml={junit}",
-        "-o",
-        "junit_family=xunit1",
         "-p",
         "no:cacheprovider",
         "-v",

@@ -255,7 +255,7 @@ def test(
     tcp_bytes: int = 256 * 1024,
     udp: bool = True,
     icmp: bool = True,
-    timeout: float = 0.0,
+    timeout: int = 0,
     mirror: str | None = None,
     pytest_args: str = "",
     verbose: bool = False,

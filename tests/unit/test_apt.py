@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kernels_fakes import FakeRunner, recorded_apt_cache
+from fakes import Call, FakeRunner, recorded_apt_cache
 
 from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
 from harness.kernels import apt
@@ -98,7 +98,7 @@ def test_recorded_index_resolves_to_the_newest_generic_kernel(
     assert resolved.headers.name == "linux-libc-dev"
     assert resolved.headers.version == headers
     assert all(p.sha256 and p.size > 0 for p in resolved.packages)
-    assert all(call[1:3] == ("-c", str(tmp_path / "apt.conf")) for call in runner.calls)
+    assert all(call.argv[1:3] == ("-c", str(tmp_path / "apt.conf")) for call in runner.calls)
 
 
 def test_the_newest_wins_whatever_the_order(tmp_path: Path) -> None:
@@ -179,8 +179,8 @@ def test_a_missing_keyring_names_its_package(tmp_path: Path) -> None:
 
 
 def _updating_runner(root: apt.AptRoot, stderr_lines: str = "") -> FakeRunner:
-    def update(argv: Sequence[str], cwd: Path | None) -> str:
-        assert argv[1:] == ["-c", str(root.conf), "update"]
+    def update(call: Call) -> str:
+        assert call.argv[1:] == ("-c", str(root.conf), "update")
         (root.lists / "x_Packages.lz4").write_text("index")
         return stderr_lines
 
@@ -250,9 +250,10 @@ def test_download_reports_progress_and_returns_each_deb(tmp_path: Path) -> None:
         apt.IndexPackage("linux-libc-dev", "1-1", "linux", "1-1", 6, "", ""),
     ]
 
-    def download(argv: Sequence[str], cwd: Path | None) -> str:
+    def download(call: Call) -> str:
+        cwd = call.cwd
         assert cwd is not None
-        assert argv[3:] == ["download", "linux-image-x=1-1", "linux-libc-dev=1-1"]
+        assert call.argv[3:] == ("download", "linux-image-x=1-1", "linux-libc-dev=1-1")
         (cwd / "linux-image-x_1-1_amd64.deb").write_bytes(b"abcd")
         (cwd / "linux-libc-dev_1-1_amd64.deb").write_bytes(b"abcdef")
         return ""
@@ -270,8 +271,8 @@ def test_download_reports_progress_and_returns_each_deb(tmp_path: Path) -> None:
 
 
 def test_a_failed_download_is_a_mirror_error(tmp_path: Path) -> None:
-    def fail(argv: Sequence[str], cwd: Path | None) -> str:
-        raise CommandError("apt-get download failed with exit status 100", argv=tuple(argv))
+    def fail(call: Call) -> str:
+        raise CommandError("apt-get download failed with exit status 100", argv=call.argv)
 
     package = apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", "")
     with pytest.raises(MirrorError, match="downloading linux-image-x failed"):
@@ -281,10 +282,10 @@ def test_a_failed_download_is_a_mirror_error(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_during_download_is_enospc(tmp_path: Path) -> None:
-    def full(argv: Sequence[str], cwd: Path | None) -> str:
+    def full(call: Call) -> str:
         raise CommandError(
             "apt-get download failed",
-            argv=tuple(argv),
+            argv=call.argv,
             output="Err:1 ...\n  Error writing to file - write (28: No space left on device)",
         )
 

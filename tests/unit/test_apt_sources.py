@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernels_fakes import DATA
+from fakes import DATA
 
 from harness.kernels.sources import (
     choose_mirrors,

@@ -3,48 +3,28 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from fakes import Call, FakeRunner, really_run
 from sockex1_objects import build_host
 
 from harness import build
 from harness.errors import BpfObjectError, BuildError, CommandError
-from harness.proc import Completed, SubprocessRunner
 
 
-class RecordingRunner:
+def recording() -> FakeRunner:
     """Runs commands for real and remembers them."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, ...]] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        input: str | None = None,
-        log_path: Path | None = None,
-    ) -> Completed:
-        self.calls.append(tuple(argv))
-        return SubprocessRunner().run(argv, check=check, cwd=cwd, env=env, timeout=timeout)
+    return FakeRunner(otherwise=really_run)
 
 
-class FailingRunner:
-    """Answers every command with a compiler error."""
-
-    def run(self, argv: Sequence[str], **kwargs: object) -> Completed:
-        raise CommandError(
-            "clang failed",
-            argv=tuple(argv),
-            returncode=1,
-            output="sockex1_kern.c:3:10: fatal error: 'linux/bpf.h' file not found",
-        )
+def compiler_error(call: Call) -> str:
+    raise CommandError(
+        "clang failed",
+        argv=call.argv,
+        returncode=1,
+        output="sockex1_kern.c:3:10: fatal error: 'linux/bpf.h' file not found",
+    )
 
 
 def copy_sources(tmp_path: Path) -> Path:
@@ -77,7 +57,7 @@ def test_host_headers_include_the_multiarch_directory() -> None:
 
 
 def test_second_build_rebuilds_nothing(tmp_path: Path) -> None:
-    runner = RecordingRunner()
+    runner = recording()
     first = build.build_sample("6.1.0-test", None, build_root=tmp_path, runner=runner)
     compiled = len(runner.calls)
 
@@ -92,7 +72,7 @@ def test_second_build_rebuilds_nothing(tmp_path: Path) -> None:
 
 def test_changed_source_rebuilds(tmp_path: Path) -> None:
     sources = copy_sources(tmp_path)
-    runner = RecordingRunner()
+    runner = recording()
     build.build_sample("r", None, build_root=tmp_path / "b", runner=runner, source_dir=sources)
     kern = sources / "sockex1_kern.c"
     kern.write_text(kern.read_text() + "\n/* changed */\n")
@@ -106,7 +86,7 @@ def test_changed_source_rebuilds(tmp_path: Path) -> None:
 
 def test_changed_headers_rebuild(tmp_path: Path) -> None:
     headers = fake_headers(tmp_path)
-    runner = RecordingRunner()
+    runner = recording()
     first = build.build_sample("r", headers, build_root=tmp_path / "b", runner=runner)
     (headers / "linux" / "bpf.h").write_text(
         (headers / "linux" / "bpf.h").read_text() + "\n/* a newer kernel */\n"
@@ -115,13 +95,18 @@ def test_changed_headers_rebuild(tmp_path: Path) -> None:
     again = build.build_sample("r", headers, build_root=tmp_path / "b", runner=runner)
 
     assert first.include_dir == headers
-    assert any(f"-I{headers}" in call for call in runner.calls)
+    assert any(f"-I{headers}" in call.argv for call in runner.calls)
     assert again.rebuilt and len(runner.calls) == 4
 
 
 def test_compiler_error_names_sample_kernel_and_message(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as raised:
-        build.build_sample("5.10.0-46-amd64", None, build_root=tmp_path, runner=FailingRunner())
+        build.build_sample(
+            "5.10.0-46-amd64",
+            None,
+            build_root=tmp_path,
+            runner=FakeRunner(otherwise=compiler_error),
+        )
 
     message = str(raised.value)
     assert "sample sockex1" in message

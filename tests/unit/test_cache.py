@@ -4,12 +4,12 @@ import errno
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kernels_fakes import FakeRunner
+from fakes import Call, FakeRunner
 
 from harness.errors import CacheError, KernelError
 from harness.kernels import cache
@@ -77,7 +77,8 @@ class Downloads:
         return debs
 
 
-def dpkg_deb(argv: Sequence[str], cwd: Path | None) -> str:
+def dpkg_deb(call: Call) -> str:
+    argv = call.argv
     assert argv[1] == "-x"
     tree = json.loads(Path(argv[2]).read_text())
     target = Path(argv[3])

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from kernels_fakes import DATA, FakeRunner
+from fakes import DATA, Call, FakeRunner, recorded_apt_cache
 from test_cache import TREES, dpkg_deb
 
 import harness.kernels as kernels
-from harness.errors import CommandError, MirrorError, UnknownSeriesError
+from harness.errors import MirrorError, UnknownSeriesError
 from harness.kernels import KernelOptions, apt, cache
 from harness.kernels.model import KernelEntry
 
@@ -29,17 +28,8 @@ def options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KernelOptions:
     return KernelOptions(cache=tmp_path / "cache", apt_dir=APT_SOURCES)
 
 
-def apt_cache(argv: Sequence[str], cwd: Path | None) -> str:
-    """Answers from the recorded output of the series whose private config is used."""
-    series = Path(argv[2]).parent.name
-    recorded = json.loads((DATA / "apt" / f"{series}.json").read_text())
-    key = " ".join(argv[3:])
-    if key not in recorded:
-        raise CommandError(f"no recorded answer for {key}", argv=tuple(argv))
-    return str(recorded[key])
-
-
-def apt_get(argv: Sequence[str], cwd: Path | None) -> str:
+def apt_get(call: Call) -> str:
+    argv, cwd = call.argv, call.cwd
     if argv[3] == "update":
         lists = Path(argv[2]).parent / "lists"
         (lists / "x_Packages.lz4").write_text("index")
@@ -53,7 +43,7 @@ def apt_get(argv: Sequence[str], cwd: Path | None) -> str:
 
 
 def runner() -> FakeRunner:
-    return FakeRunner({"apt-cache": apt_cache, "apt-get": apt_get, "dpkg-deb": dpkg_deb})
+    return FakeRunner({"apt-cache": recorded_apt_cache(), "apt-get": apt_get, "dpkg-deb": dpkg_deb})
 
 
 def test_catalog_series_are_the_catalogs() -> None:
@@ -142,11 +132,11 @@ def test_prepare_fetches_once_and_checks_the_config(
     )
     assert checked == [entry]
     assert any("downloading" in line for line in heard)
-    downloads = [c for c in fake.calls if c[3:4] == ("download",)]
+    downloads = [c for c in fake.calls if c.argv[3:4] == ("download",)]
     assert len(downloads) == 1
     again = kernels.prepare("6.12", options, runner=fake)
     assert again == entry
-    assert len([c for c in fake.calls if c[3:4] == ("download",)]) == 1
+    assert len([c for c in fake.calls if c.argv[3:4] == ("download",)]) == 1
 
 
 def test_list_shows_resolved_cached_and_unreachable(

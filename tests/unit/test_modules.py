@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import kernel_fixtures as fx
 import pytest
+from fakes import Answer, Call, FakeRunner
 
 from harness.errors import CommandError, KernelConfigError, KernelError, ToolMissingError
 from harness.kernels import modules
@@ -49,30 +49,20 @@ BOOT_6_1 = [
 ]
 
 
-class FakeDepmod:
-    """Records commands; "runs" depmod by writing a modules.dep, or fails."""
+def depmod(returncode: int = 0) -> Answer:
+    """``depmod -b BASE RELEASE`` that writes an empty modules.dep, or fails."""
 
-    def __init__(self, returncode: int = 0) -> None:
-        self.calls: list[tuple[str, ...]] = []
-        self.returncode = returncode
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        input: str | None = None,
-        log_path: Path | None = None,
-    ) -> Completed:
-        args = tuple(str(a) for a in argv)
-        self.calls.append(args)
-        if args[0] == "depmod" and self.returncode == 0:
-            base, release = Path(args[2]), args[3]
+    def answer(call: Call) -> Completed:
+        if returncode == 0:
+            base, release = Path(call.argv[2]), call.argv[3]
             (base / "lib" / "modules" / release / "modules.dep").write_text("")
-        return Completed(args, self.returncode, "", "depmod: ERROR: boom" * self.returncode)
+        return Completed(call.argv, returncode, "", "depmod: ERROR: boom" * returncode)
+
+    return answer
+
+
+def fake_depmod(returncode: int = 0) -> FakeRunner:
+    return FakeRunner({"depmod": depmod(returncode)})
 
 
 def test_module_names() -> None:
@@ -100,7 +90,7 @@ def test_soft_dependencies_are_kept_where_the_tree_has_them(tmp_path: Path) -> N
     tree["kernel/lib/crc32c_helper.ko"] = ("", "")
     full = fx.module_tree(tmp_path / "pkg", tree)
 
-    kept = trim_modules(full, tmp_path / "entry", RELEASE, runner=FakeDepmod())
+    kept = trim_modules(full, tmp_path / "entry", RELEASE, runner=fake_depmod())
 
     assert "crc32c_helper" in kept
     assert "ghost" not in kept
@@ -189,7 +179,7 @@ def test_a_missing_required_module_is_named_and_nothing_is_written(tmp_path: Pat
     dest_root = tmp_path / "entry"
 
     with pytest.raises(KernelConfigError) as caught:
-        trim_modules(full, dest_root, RELEASE, runner=FakeDepmod())
+        trim_modules(full, dest_root, RELEASE, runner=fake_depmod())
 
     message = str(caught.value)
     for name in ("9pnet (", "9pnet_virtio (", "9p ("):
@@ -205,7 +195,7 @@ def test_a_dependency_nowhere_to_be_found_is_an_error(tmp_path: Path) -> None:
     full = fx.module_tree(tmp_path / "pkg", tree)
 
     with pytest.raises(KernelError, match=r"9p .* depends on crc_ghost"):
-        trim_modules(full, tmp_path / "entry", RELEASE, runner=FakeDepmod())
+        trim_modules(full, tmp_path / "entry", RELEASE, runner=fake_depmod())
     assert not (tmp_path / "entry" / "lib" / "modules" / RELEASE).exists()
 
 
@@ -215,22 +205,20 @@ def test_depmod_runs_on_a_base_where_the_tree_is_under_both_lib_and_usr_lib(
     full = fx.module_tree(tmp_path / "pkg")
     seen: list[tuple[bool, bool]] = []
 
-    class Inspecting(FakeDepmod):
-        def run(self, argv: Sequence[str], **kwargs: object) -> Completed:
-            base = Path(argv[2]) / "lib" / "modules" / RELEASE
-            usr_base = Path(argv[2]) / "usr" / "lib" / "modules" / RELEASE
-            seen.append(
-                ((base / "modules.order").is_file(), (usr_base / "modules.order").is_file())
-            )
-            return super().run(argv)
+    def inspecting(call: Call) -> str | Completed:
+        base = Path(call.argv[2]) / "lib" / "modules" / RELEASE
+        usr_base = Path(call.argv[2]) / "usr" / "lib" / "modules" / RELEASE
+        seen.append(((base / "modules.order").is_file(), (usr_base / "modules.order").is_file()))
+        return depmod()(call)
 
-    runner = Inspecting()
+    runner = FakeRunner({"depmod": inspecting})
     trim_modules(full, tmp_path / "entry", RELEASE, runner=runner)
 
-    assert [c[0] for c in runner.calls] == ["depmod"]
-    assert runner.calls[0][1] == "-b" and runner.calls[0][3] == RELEASE
+    assert runner.programs() == ["depmod"]
+    argv = runner.calls[0].argv
+    assert argv[1] == "-b" and argv[3] == RELEASE
     assert seen == [(True, True)]
-    assert not Path(runner.calls[0][2]).exists(), "the scratch base is removed"
+    assert not Path(argv[2]).exists(), "the scratch base is removed"
 
 
 def test_a_failing_depmod_leaves_no_tree(tmp_path: Path) -> None:
@@ -238,7 +226,7 @@ def test_a_failing_depmod_leaves_no_tree(tmp_path: Path) -> None:
     dest_root = tmp_path / "entry"
 
     with pytest.raises(CommandError, match=r"depmod on the module tree .* failed"):
-        trim_modules(full, dest_root, RELEASE, runner=FakeDepmod(returncode=1))
+        trim_modules(full, dest_root, RELEASE, runner=fake_depmod(returncode=1))
 
     assert os.listdir(dest_root / "lib" / "modules") == []
 
@@ -248,11 +236,11 @@ def test_depmod_missing_says_which_package(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
 
     with pytest.raises(ToolMissingError, match="kmod"):
-        trim_modules(full, tmp_path / "entry", RELEASE, runner=FakeDepmod())
+        trim_modules(full, tmp_path / "entry", RELEASE, runner=fake_depmod())
 
 
 def test_a_missing_module_directory(tmp_path: Path) -> None:
-    runner: Runner = FakeDepmod()
+    runner: Runner = fake_depmod()
     with pytest.raises(KernelError, match="not a directory; expected the lib/modules"):
         trim_modules(tmp_path / "nope", tmp_path / "entry", RELEASE, runner=runner)
 
@@ -263,7 +251,7 @@ def test_trim_replaces_an_older_trimmed_tree(tmp_path: Path) -> None:
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"")
 
-    trim_modules(full, tmp_path / "entry", RELEASE, runner=FakeDepmod())
+    trim_modules(full, tmp_path / "entry", RELEASE, runner=fake_depmod())
 
     assert not stale.exists()
     assert modules.modules_in_tree(stale.parent.parent) == set(BOOT_6_1)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakes import Answer, Call, FakeRunner
 
 from harness import vm
 from harness.errors import (
@@ -37,36 +38,11 @@ def entry(tmp_path: Path) -> KernelEntry:
     )
 
 
-class FakeRunner:
-    """Records commands; each answer is a function of the call that may write files."""
-
-    def __init__(self, *answers: Callable[[Sequence[str], Path | None], Completed]) -> None:
-        self.answers = list(answers)
-        self.calls: list[tuple[str, ...]] = []
-        self.timeouts: list[float | None] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        input: str | None = None,
-        log_path: Path | None = None,
-    ) -> Completed:
-        self.calls.append(tuple(argv))
-        self.timeouts.append(timeout)
-        return self.answers.pop(0)(argv, log_path)
-
-
-def vm_exits(
-    returncode: int, console: str, writes: Mapping[str, str] | None = None
-) -> Callable[[Sequence[str], Path | None], Completed]:
+def vm_exits(returncode: int, console: str, writes: Mapping[str, str] | None = None) -> Answer:
     """A VM run that leaves ``console`` in the log and ``writes`` in the results dir."""
 
-    def answer(argv: Sequence[str], log_path: Path | None) -> Completed:
+    def answer(call: Call) -> Completed:
+        argv, log_path = call.argv, call.log_path
         assert log_path is not None
         log_path.write_text(console)
         rwdir = next(a.split("=", 1)[1] for a in argv if a.startswith("--rwdir="))
@@ -77,11 +53,11 @@ def vm_exits(
     return answer
 
 
-def vm_hangs(console: str) -> Callable[[Sequence[str], Path | None], Completed]:
-    def answer(argv: Sequence[str], log_path: Path | None) -> Completed:
-        assert log_path is not None
-        log_path.write_text(console)
-        raise CommandTimeoutError("killed", argv=tuple(argv), log_path=log_path)
+def vm_hangs(console: str) -> Answer:
+    def answer(call: Call) -> Completed:
+        assert call.log_path is not None
+        call.log_path.write_text(console)
+        raise CommandTimeoutError("killed", argv=call.argv, log_path=call.log_path)
 
     return answer
 
@@ -212,7 +188,7 @@ def test_parse_console_of_nothing() -> None:
 
 def test_run_vm_returns_when_the_guest_wrote_its_result(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    runner = FakeRunner(vm_exits(0, recorded("ok-6.1.log"), {"python.json": "{}"}))
+    runner = FakeRunner(answers=[vm_exits(0, recorded("ok-6.1.log"), {"python.json": "{}"})])
     got = vm.run_vm(
         entry(tmp_path),
         ["true"],
@@ -226,14 +202,14 @@ def test_run_vm_returns_when_the_guest_wrote_its_result(tmp_path: Path) -> None:
     assert got.results_dir == results
     assert got.console_log == results / "console.log"
     assert "Power down" in got.console_log.read_text()
-    assert runner.timeouts == [vm.DEFAULT_TIMEOUTS["tcg"]]
+    assert [c.timeout for c in runner.calls] == [vm.DEFAULT_TIMEOUTS["tcg"]]
 
 
 def test_run_vm_removes_a_result_left_by_an_earlier_run(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
     (results / "python.json").write_text("{}")
-    runner = FakeRunner(vm_exits(VNG_FAILED, recorded("ok-6.1.log")))
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, recorded("ok-6.1.log"))])
     with pytest.raises(VmLostError):
         vm.run_vm(
             entry(tmp_path), ["true"], results, accel="tcg", expect=["python.json"], runner=runner
@@ -245,7 +221,7 @@ VNG_FAILED = vm.VNG_FAILED
 
 def test_run_vm_reports_a_panic_with_its_line_and_the_log(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    runner = FakeRunner(vm_exits(VNG_FAILED, recorded("cloud-no-9p-6.1.log")))
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, recorded("cloud-no-9p-6.1.log"))])
     with pytest.raises(KernelPanicError) as caught:
         vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
     message = str(caught.value)
@@ -258,7 +234,7 @@ def test_run_vm_reports_a_panic_with_its_line_and_the_log(tmp_path: Path) -> Non
 
 def test_run_vm_reports_a_guest_command_that_failed_before_writing(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    runner = FakeRunner(vm_exits(3, recorded("guest-exit3-6.1.log")))
+    runner = FakeRunner(answers=[vm_exits(3, recorded("guest-exit3-6.1.log"))])
     with pytest.raises(GuestError, match="exit status 3") as caught:
         vm.run_vm(
             entry(tmp_path), ["false"], results, accel="tcg", expect=["c.json"], runner=runner
@@ -268,7 +244,9 @@ def test_run_vm_reports_a_guest_command_that_failed_before_writing(tmp_path: Pat
 
 def test_run_vm_reports_a_lost_vm(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    runner = FakeRunner(vm_exits(VNG_FAILED, "qemu-system-x86_64: failed to set MSR 0x10a\n"))
+    runner = FakeRunner(
+        answers=[vm_exits(VNG_FAILED, "qemu-system-x86_64: failed to set MSR 0x10a\n")]
+    )
     with pytest.raises(VmLostError, match="never reached its init") as caught:
         vm.run_vm(entry(tmp_path), ["true"], results, accel="kvm", expect=["c.json"], runner=runner)
     assert "MSR 0x10a" in caught.value.console_tail
@@ -276,7 +254,7 @@ def test_run_vm_reports_a_lost_vm(tmp_path: Path) -> None:
 
 def test_run_vm_reports_a_timeout_with_the_console_tail(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    runner = FakeRunner(vm_hangs(recorded("timeout-6.1.log")))
+    runner = FakeRunner(answers=[vm_hangs(recorded("timeout-6.1.log"))])
     with pytest.raises(VmTimeoutError, match="within 7 s") as caught:
         vm.run_vm(
             entry(tmp_path),
@@ -314,9 +292,9 @@ def test_probe_accel_rejects_an_unknown_choice(tmp_path: Path) -> None:
         vm.probe_accel("fast", cache=tmp_path, runner=FakeRunner())
 
 
-def exits(returncode: int, stderr: str = "") -> Callable[[Sequence[str], Path | None], Completed]:
-    def answer(argv: Sequence[str], log_path: Path | None) -> Completed:
-        return Completed(tuple(argv), returncode, "", stderr)
+def exits(returncode: int, stderr: str = "") -> Answer:
+    def answer(call: Call) -> Completed:
+        return Completed(call.argv, returncode, "", stderr)
 
     return answer
 
@@ -351,41 +329,41 @@ def host(tmp_path: Path) -> Host:
 def test_probe_accel_falls_back_to_tcg_when_qemu_aborts_under_kvm(
     host: Host,
 ) -> None:
-    runner = FakeRunner(exits(134, "kvm_buf_set_msrs: Assertion failed"))
+    runner = FakeRunner(answers=[exits(134, "kvm_buf_set_msrs: Assertion failed")])
     assert host.probe(runner) == "tcg"
-    assert runner.calls[0][0] == vm.QEMU
-    assert "accel=kvm" in ",".join(runner.calls[0])
+    assert runner.calls[0].argv[0] == vm.QEMU
+    assert "accel=kvm" in ",".join(runner.calls[0].argv)
 
 
 def test_probe_accel_picks_kvm_when_the_probe_reaches_its_port(host: Host) -> None:
-    runner = FakeRunner(exits(vm.PROBE_OK_STATUS))
+    runner = FakeRunner(answers=[exits(vm.PROBE_OK_STATUS)])
     assert host.probe(runner) == "kvm"
 
 
 def test_probe_accel_falls_back_when_the_probe_guest_spins(host: Host) -> None:
-    def spins(argv: Sequence[str], log_path: Path | None) -> Completed:
-        raise CommandTimeoutError("killed", argv=tuple(argv))
+    def spins(call: Call) -> Completed:
+        raise CommandTimeoutError("killed", argv=call.argv)
 
-    assert host.probe(FakeRunner(spins)) == "tcg"
+    assert host.probe(FakeRunner(answers=[spins])) == "tcg"
 
 
 def test_probe_accel_boots_the_kernel_under_kvm_when_given_one(tmp_path: Path, host: Host) -> None:
-    def hangs(argv: Sequence[str], log_path: Path | None) -> Completed:
-        raise CommandTimeoutError("killed", argv=tuple(argv))
+    def hangs(call: Call) -> Completed:
+        raise CommandTimeoutError("killed", argv=call.argv)
 
-    runner = FakeRunner(exits(vm.PROBE_OK_STATUS), hangs)
+    runner = FakeRunner(answers=[exits(vm.PROBE_OK_STATUS), hangs])
     assert host.probe(runner, entry(tmp_path)) == "tcg"
-    assert runner.calls[1][0] == "vng"
-    assert "--disable-kvm" not in runner.calls[1]
+    assert runner.calls[1].argv[0] == "vng"
+    assert "--disable-kvm" not in runner.calls[1].argv
 
 
 def test_probe_accel_remembers_its_verdict_for_this_boot(host: Host) -> None:
-    assert host.probe(FakeRunner(exits(vm.PROBE_OK_STATUS))) == "kvm"
+    assert host.probe(FakeRunner(answers=[exits(vm.PROBE_OK_STATUS)])) == "kvm"
     again = FakeRunner()
     assert host.probe(again) == "kvm"
     assert again.calls == []
     host.boot_id_path.write_text("0f3c-boot-2\n")
-    after_reboot = FakeRunner(exits(1))
+    after_reboot = FakeRunner(answers=[exits(1)])
     assert host.probe(after_reboot) == "tcg"
     assert len(after_reboot.calls) == 1
 

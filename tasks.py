@@ -307,6 +307,8 @@ def test(
         f"--junitxml={junit}",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:sockex1-table",
         "-v",
     ]
     if mirror:

@@ -28,6 +28,7 @@ from harness import paths, vm
 from harness.build import build_sample
 from harness.errors import HarnessError
 from harness.kernels import KernelOptions, expand_specs, is_path_spec, prepare
+from harness.report import CaseResult, render_table
 
 LOADERS = ("python", "c")
 
@@ -92,6 +93,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep these cases on one worker")
+    if not hasattr(config, "workerinput"):  # the table is printed by the controller only
+        config.pluginmanager.register(ResultsTable(), ResultsTable.name)
     text = str(config.getoption("kernel", default="") or "")
     try:
         config.stash[_SPECS] = expand_specs(text, _kernel_options(config))
@@ -213,3 +216,30 @@ def kernel_run(
         )
         return
     yield KernelRun(kernel_spec, release, ran.accel, ran.seconds, ran.results_dir, ran.console_log)
+
+
+class ResultsTable:
+    """Prints the table ``invoke test`` prints at the end of a plain pytest run (as in CI).
+
+    ``invoke test`` prints its own from the JUnit file and turns this one off with
+    ``-p no:sockex1-table``.
+    """
+
+    name = "sockex1-table"
+
+    def __init__(self) -> None:
+        self.cases: list[CaseResult] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = {str(name): str(value) for name, value in report.user_properties}
+        if "loader" not in properties:
+            return  # not a VM case, or one that never reached its checks
+        if report.when == "call" or (report.when == "setup" and report.failed):
+            outcome = "error" if report.when == "setup" else report.outcome
+            message = str(report.longrepr or "") if report.failed else ""
+            self.cases.append(CaseResult(report.nodeid, outcome, message, properties))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.cases:
+            terminalreporter.section("sockex1 on each kernel")
+            terminalreporter.write(render_table(self.cases))

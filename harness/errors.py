@@ -86,6 +86,10 @@ class BpfPermissionError(LoaderError):
     """The kernel refused bpf(2) for lack of privilege."""
 
 
+class PacketSocketError(HarnessError):
+    """A packet socket (the sample's or the capture's) could not be opened on its interface."""
+
+
 class VerifierError(LoaderError):
     """The kernel's verifier rejected the program; the log says why."""
 

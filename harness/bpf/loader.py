@@ -20,12 +20,12 @@ from types import TracebackType
 from harness.bpf import syscall
 from harness.bpf.elf import INSN_SIZE, BpfObject, MapDef, Program, read_object
 from harness.errors import BpfObjectError, LoaderError
+from harness.packet_socket import open_packet_socket
 
 #: ``src_reg`` of a 64-bit immediate load whose immediate is a map fd.
 BPF_PSEUDO_MAP_FD = 1
 #: ``SO_ATTACH_BPF`` (include/uapi/asm-generic/socket.h); Python's socket module lacks it.
 SO_ATTACH_BPF = 50
-ETH_P_ALL = 0x0003
 
 #: Program types by section name prefix, as the old samples named their sections.
 PROG_TYPES = {"socket": syscall.BPF_PROG_TYPE_SOCKET_FILTER}
@@ -140,14 +140,8 @@ def load(source: Path | BpfObject) -> LoadedObject:
 
 def attach_socket(prog_fd: int, interface: str) -> socket.socket:
     """A raw packet socket on ``interface`` that runs the program on every packet."""
+    sock = open_packet_socket(interface, f"BPF program fd {prog_fd}")
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    except PermissionError as exc:
-        raise LoaderError(
-            "cannot open a packet socket: permission denied; run as root or with CAP_NET_RAW"
-        ) from exc
-    try:
-        sock.bind((interface, ETH_P_ALL))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog_fd)
     except OSError as exc:
         sock.close()

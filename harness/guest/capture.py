@@ -32,15 +32,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from harness.errors import HarnessError
+from harness.packet_socket import open_packet_socket
 
-ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_HLEN = 14
 #: Offset of the protocol byte of an IPv4 header that follows an Ethernet header.
 IP_PROTOCOL_OFFSET = ETH_HLEN + 9
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
-SO_RCVBUFFORCE = 33
 #: 64 MiB: several seconds of loopback traffic even if the reader thread stalls.
 RECEIVE_BUFFER = 64 * 1024 * 1024
 #: Bytes of each frame copied out: the Ethernet header and the IPv4 protocol byte.
@@ -83,22 +82,8 @@ class Capture:
         self._error: BaseException | None = None
         self._packets = 0
         self._drops = 0
-        try:
-            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        except OSError as exc:
-            raise CaptureError(
-                f"cannot open a packet socket for the capture on {interface}: "
-                f"{exc.strerror}; run as root"
-            ) from exc
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
-            self._sock.bind((interface, ETH_P_ALL))
-            self._sock.settimeout(0.05)
-        except OSError as exc:
-            self._sock.close()
-            raise CaptureError(
-                f"cannot set up the capture on {interface}: {exc.strerror}; run as root"
-            ) from exc
+        self._sock = open_packet_socket(interface, "the capture", receive_buffer=RECEIVE_BUFFER)
+        self._sock.settimeout(0.05)
         self._read_statistics()  # start from zero: reading the statistics resets them
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()

@@ -400,14 +400,24 @@ def _write_file(path: Path, text: str) -> None:
 ns.add_task(report, name="report")
 
 
-@task(help={"kernel": 'a series of kernels/catalog.toml, such as "6.1"', "verbose": "log details"})
+@task(
+    help={
+        "kernel": 'a series of kernels/catalog.toml, such as "6.1"',
+        "packages": "print the packages and versions the release is made of instead",
+        "verbose": "log details",
+    }
+)
 @_reports_errors
-def kernels_resolve(c: Context, kernel: str, verbose: bool = False) -> None:
+def kernels_resolve(c: Context, kernel: str, packages: bool = False, verbose: bool = False) -> None:
     """Print the release a kernel series resolves to now (CI keys its kernel cache on it)."""
     from harness import kernels, paths
 
     found = kernels.resolve(kernel, kernels.KernelOptions(cache=paths.cache_dir()))
-    print(found.release)
+    if packages:
+        # Debian can upload a new build of the same release: a cache key needs both.
+        print(" ".join(f"{p.name}={p.version}" for p in found.packages))
+    else:
+        print(found.release)
 
 
 kernels_ns.add_task(kernels_resolve, name="resolve")

@@ -268,16 +268,19 @@ def test_the_vm_job_tests_its_kernel_with_kvm_in_debian_12() -> None:
     assert load_workflow(WORKFLOW)["jobs"]["vm"]["env"]["KERNEL"] == "${{ matrix.kernel }}"
 
 
-def test_the_kernel_cache_is_keyed_on_the_resolved_release() -> None:
+def test_the_kernel_cache_is_keyed_on_the_resolved_release_and_its_packages() -> None:
     vm = steps("vm")
     resolve = next(s for s in vm if s.get("id") == "kernel")
     caches = [s for s in vm if str(s.get("uses", "")).startswith("actions/cache/")]
 
     assert 'invoke kernels.resolve --kernel "$KERNEL"' in resolve["run"]
     assert 'echo "release=$release" >> "$GITHUB_OUTPUT"' in resolve["run"]
+    assert 'invoke kernels.resolve --kernel "$KERNEL" --packages' in resolve["run"]
     assert [s["uses"] for s in caches] == ["actions/cache/restore@v4", "actions/cache/save@v4"]
     for step in caches:
-        assert step["with"]["key"].startswith("kernel-${{ steps.kernel.outputs.release }}")
+        assert step["with"]["key"].startswith(
+            "kernel-${{ steps.kernel.outputs.release }}-${{ steps.kernel.outputs.build }}-"
+        )
         assert step["with"]["path"] == "~/harness-cache/kernels/${{ steps.kernel.outputs.release }}"
     assert '--volume "$HOME/harness-cache:/cache" --env HARNESS_CACHE_DIR=/cache' in run_text("vm")
 

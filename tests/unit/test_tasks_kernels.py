@@ -70,3 +70,38 @@ def test_fetch_goes_on_after_a_failure_and_exits_non_zero(
     captured = capsys.readouterr()
     assert "error: 6.6: the snapshot archive is not reachable" in captured.err
     assert captured.out.startswith("6.1: 6.1.0-1-amd64 ready in")
+
+
+def test_resolve_prints_the_release_or_the_packages_of_a_series(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = Kernel(
+        "7.2",
+        "7.2",
+        "7.2.13+deb14-amd64",
+        "debian",
+        (
+            Package("linux-binary-7.2.13+deb14-amd64", "7.2.13-1"),
+            Package("linux-libc-dev", "7.2.13-1"),
+        ),
+    )
+    monkeypatch.setattr(kernels, "resolve", lambda spec, options: found)
+
+    tasks.kernels_resolve(Context(), kernel="7.2")
+    tasks.kernels_resolve(Context(), kernel="7.2", packages=True)
+
+    assert capsys.readouterr().out.splitlines() == [
+        "7.2.13+deb14-amd64",
+        "linux-binary-7.2.13+deb14-amd64=7.2.13-1 linux-libc-dev=7.2.13-1",
+    ]
+
+
+def test_resolve_of_an_unknown_series_exits_with_the_catalog_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    with pytest.raises(Exit) as err:
+        tasks.kernels_resolve(Context(), kernel="9.9")
+    assert err.value.code == 1
+    assert "no kernel series '9.9'" in str(err.value.message)
+    assert "--kernel PATH" in str(err.value.message)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from harness.bpf import elf, loader
-from harness.build import BuildOutput, build_sample, include_flags
+from harness.build import BuildOutput, bpf_argv, build_sample
 from harness.checks import Expectation, problems
 from harness.errors import HarnessError, VerifierError
 from harness.guest.result import PROTOCOLS, SampleResult, load_result
@@ -46,19 +46,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuildOutput:
 
 def compile_data(name: str, out_dir: Path) -> Path:
     output = out_dir / f"{name}_kern.o"
-    SubprocessRunner().run(
-        [
-            require("clang", "clang"),
-            "-O2",
-            "-target",
-            "bpf",
-            *include_flags(None),
-            "-c",
-            str(DATA / f"{name}_kern.c"),
-            "-o",
-            str(output),
-        ]
-    )
+    clang = require("clang", "clang")
+    SubprocessRunner().run(bpf_argv(clang, None, DATA / f"{name}_kern.c", output))
     return output
 
 

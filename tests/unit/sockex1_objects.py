@@ -13,7 +13,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from harness.build import BuildOutput, build_sample, include_flags
+from harness.build import BuildOutput, bpf_argv, build_sample
 from harness.proc import SubprocessRunner, require
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "sockex1"
@@ -29,17 +29,7 @@ def compile_broken(name: str, out_dir: Path) -> Path:
     """Compile ``tests/data/sockex1/<name>_kern.c``; the object's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}_kern.o"
-    argv = [
-        require("clang", "clang"),
-        "-O2",
-        "-target",
-        "bpf",
-        *include_flags(None),
-        "-c",
-        str(DATA / f"{name}_kern.c"),
-        "-o",
-        str(output),
-    ]
+    argv = bpf_argv(require("clang", "clang"), None, DATA / f"{name}_kern.c", output)
     SubprocessRunner().run(argv)
     return output
 

@@ -172,6 +172,10 @@ def _value(case: CaseResult, key: str) -> str:
 
 def _kernel(case: CaseResult) -> str:
     kernel = case.properties.get("kernel", "").strip()
+    if "/" in kernel:
+        # A kernel of the user's own, given by path: its file or directory name is
+        # enough beside the release column; the full path is in the JUnit file.
+        return kernel.rstrip("/").rsplit("/", 1)[-1]
     if kernel:
         return kernel
     # A case that failed before recording anything still names its parameters.

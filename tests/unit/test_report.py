@@ -253,6 +253,15 @@ def test_table_names_a_case_that_recorded_nothing_by_its_parameters() -> None:
     assert row.split()[1:] == ["-"] * 7 + ["ERROR"]
 
 
+def test_table_names_a_kernel_given_by_path_by_its_last_component() -> None:
+    own = full("/home/dev/linux/arch/x86/boot/bzImage", "c")
+    tree = full("/home/dev/linux/", "python")
+
+    rows = render_table([own, tree]).splitlines()[2:]
+
+    assert sorted(row.split()[0] for row in rows) == ["bzImage", "linux"]
+
+
 def test_table_marks_counts_that_differ() -> None:
     cases = [full("6.1", "c", tcp_map="990"), full("6.1", "python", udp_capture="")]
 

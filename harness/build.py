@@ -9,20 +9,18 @@ for what the sample needs, so that a bad object fails here, before any VM boots.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import logging
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from harness import files, paths
 from harness.bpf import elf
 from harness.errors import BpfObjectError, BuildError, CommandError
 from harness.proc import Runner, SubprocessRunner, require, tail
@@ -157,7 +155,7 @@ def build_sample(
     )
     directory.mkdir(parents=True, exist_ok=True)
     # Two runs building for the same kernel (invoke build beside invoke test) take turns.
-    with _locked(directory / LOCK_NAME):
+    with files.locked(directory / LOCK_NAME):
         return _build_locked(output, stamp, kern, user, headers, clang, cc, runner)
 
 
@@ -212,10 +210,10 @@ def _build_locked(
     )
 
 
-def _stamp(files: Iterable[Path], headers: Path | None, argvs: Iterable[list[str]]) -> str:
+def _stamp(sources: Iterable[Path], headers: Path | None, argvs: Iterable[list[str]]) -> str:
     """A hash of the sources, the header tree and the commands: equal means nothing changed."""
     digest = hashlib.sha256()
-    for path in files:
+    for path in sources:
         digest.update(path.name.encode() + b"\0")
         try:
             digest.update(path.read_bytes())
@@ -234,16 +232,6 @@ def _stamp(files: Iterable[Path], headers: Path | None, argvs: Iterable[list[str
     return digest.hexdigest() + "\n"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _identity(program: str) -> str:
     """The compiler as the stamp knows it: its real path, size and modification time."""
     real = Path(program).resolve()
@@ -259,11 +247,8 @@ def _read(path: Path) -> str | None:
 
 
 def _write(path: Path | None, text: str) -> None:
-    if path is None:
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if path is not None:
+        files.write_atomic(path, text)
 
 
 def _stamp_path_remove(path: Path) -> None:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from harness import files, paths
 from harness.errors import (
     CommandTimeoutError,
     ConfigError,
@@ -448,10 +448,7 @@ def _kvm_runs(kvm_device: Path, image: KernelEntry | None, runner: Runner) -> bo
 def _write_atomically(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        files.write_atomic(path, text)
     except OSError as exc:
         # Not remembering only costs another probe next time.
         log.warning("could not remember the accelerator in %s: %s", path, exc)

@@ -7,11 +7,11 @@ host's tests read it back with :func:`load_result`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import files
 from harness.errors import ResultsError
 
 PROTOCOLS = ("tcp", "udp", "icmp")
@@ -81,9 +81,7 @@ def write_result(directory: Path, result: SampleResult) -> Path:
     """Write ``<directory>/<loader>.json`` (whole or not at all); its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{result.loader}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(result.to_json())
-    os.replace(tmp, path)
+    files.write_atomic(path, result.to_json())
     return path
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness import files
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
 from harness.kernels import apt, cache, kconfig, local
 from harness.kernels.catalog import Series, load_catalog
@@ -168,7 +169,7 @@ def _series(spec: str, options: KernelOptions) -> Series:
 def _resolve_series(series: Series, options: KernelOptions, runner: Runner) -> apt.Resolved:
     sources = apt.sources_for(series, options.mirrors())
     root = _apt_root(options, series.name)
-    with apt.locked(root.root / "lock"):
+    with files.locked(root.root / "lock"):
         apt.update_index(root, series, sources, runner, refresh=options.refresh)
         return apt.query(root, series, runner)
 
@@ -227,7 +228,7 @@ def prepare(
             root = _apt_root(options, series.name)
 
             def download(dest: Path) -> dict[str, Path]:
-                with apt.locked(root.root / "lock"):
+                with files.locked(root.root / "lock"):
                     return apt.download(root, resolved.packages, dest, runner, progress)
 
             entry = cache.ensure_entry(

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CacheError, CommandError, KernelError, ToolMissingError
+from harness.files import locked
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
-from harness.kernels.apt import Progress, locked
+from harness.kernels.apt import Progress
 from harness.kernels.catalog import Series
 from harness.kernels.model import Kernel, KernelEntry, Package
 from harness.proc import Runner, require

@@ -18,7 +18,6 @@ import io
 import logging
 import lzma
 import mmap
-import os
 import re
 import struct
 import tempfile
@@ -31,6 +30,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import NoteSegment
 
+from harness import files
 from harness.errors import CommandError, KernelError, NotAKernelError, ToolMissingError
 from harness.proc import Runner, SubprocessRunner, require
 
@@ -255,22 +255,13 @@ def has_pvh_entry(vmlinux: Path) -> bool:
 
 def write_atomic(dest: Path, data: bytes) -> None:
     """Write ``dest`` through a temporary file beside it, so it is whole or absent."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    temp = Path(temp_name)
     try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, dest)
+        files.write_atomic(dest, data)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise KernelError(
             f"cannot write {dest}: {exc.strerror}; free some space or choose another "
             "cache directory ($HARNESS_CACHE_DIR)"
         ) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _decompressed(image: Path, runner: Runner) -> bytes | None:

@@ -1,0 +1,42 @@
+"""Files written whole or not at all, and locks held on files."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+    """Write ``path`` through a temporary file beside it, renamed into place.
+
+    A reader sees the old content or the new, never half of it, and a failure
+    leaves no temporary behind. Text is written as UTF-8. ``mode`` is the file's
+    permission bits (the guest writes as root what the host's user reads).
+    Raises :class:`OSError`; callers say what the file was for.
+    """
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its directory, if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,68 @@
+"""Files written whole, and file locks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness import files
+
+
+def test_write_atomic_replaces_the_file_with_readable_text_and_leaves_nothing_else(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "result.json"
+    path.write_text("old")
+
+    files.write_atomic(path, "new ✓")
+
+    assert path.read_text(encoding="utf-8") == "new ✓"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["result.json"]
+
+
+def test_write_atomic_writes_bytes_with_the_mode_asked(tmp_path: Path) -> None:
+    files.write_atomic(tmp_path / "blob", b"\0\1", mode=0o600)
+
+    assert (tmp_path / "blob").read_bytes() == b"\0\1"
+    assert stat.S_IMODE((tmp_path / "blob").stat().st_mode) == 0o600
+
+
+def test_write_atomic_keeps_the_old_file_when_the_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "stamp"
+    path.write_text("old")
+
+    def full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+
+    with pytest.raises(OSError, match="No space left"):
+        files.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["stamp"]
+
+
+def test_locked_holds_the_lock_until_the_block_ends(tmp_path: Path) -> None:
+    path = tmp_path / "dir" / "lock"
+
+    def try_lock() -> bool:
+        with open(path) as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return True
+
+    with files.locked(path):
+        held = not try_lock()
+
+    assert held
+    assert try_lock()

@@ -377,23 +377,12 @@ def report(
 def _write_file(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
     from harness.errors import ConfigError
+    from harness.files import write_atomic
 
     try:
-        if path.exists() and not path.is_file():
-            # A device, a pipe or a terminal (/dev/stdout, /dev/null): write into it;
-            # renaming a file over it would replace the device itself.
-            with path.open("w", encoding="utf-8") as stream:
-                stream.write(text)
-            return
         path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
     except OSError as exc:
-        raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        temp.replace(path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
 
 

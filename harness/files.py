@@ -17,7 +17,14 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
     leaves no temporary behind. Text is written as UTF-8. ``mode`` is the file's
     permission bits (the guest writes as root what the host's user reads).
     Raises :class:`OSError`; callers say what the file was for.
+
+    A ``path`` that is a device, a pipe or a terminal (``/dev/stdout``, ``/dev/null``)
+    is written into, since renaming a file over it would replace the device itself.
     """
+    if path.exists() and not path.is_file():
+        with path.open("wb") as stream:
+            stream.write(data.encode() if isinstance(data, str) else data)
+        return
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     temp = Path(temp_name)
     try:

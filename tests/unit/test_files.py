@@ -66,3 +66,19 @@ def test_locked_holds_the_lock_until_the_block_ends(tmp_path: Path) -> None:
 
     assert held
     assert try_lock()
+
+
+def test_write_atomic_writes_through_a_pipe_instead_of_replacing_it(tmp_path: Path) -> None:
+    # A FIFO stands in for /dev/null or /dev/stdout: renaming a file over it would
+    # replace the device itself.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        files.write_atomic(fifo, "through")
+        received = os.read(read_end, 100)
+    finally:
+        os.close(read_end)
+
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert received == b"through"

@@ -78,9 +78,11 @@ static int create_maps(Elf_Data *data)
 			object_path, data->d_size, sizeof(struct map_def));
 		return -1;
 	}
-	map_count = data->d_size / sizeof(struct map_def);
-	if (map_count > MAX_MAPS)
+	if (map_count)
+		return fail("%s", "more than one section named maps");
+	if (data->d_size / sizeof(struct map_def) > MAX_MAPS)
 		return fail("%s", "too many maps");
+	map_count = data->d_size / sizeof(struct map_def);
 
 	for (i = 0; i < map_count; i++) {
 		memset(&attr, 0, sizeof(attr));
@@ -96,6 +98,7 @@ static int create_maps(Elf_Data *data)
 			fprintf(stderr, "%s: cannot create map %d: %s%s\n", object_path, i,
 				strerror(errno),
 				errno == EPERM ? " (run as root or with CAP_BPF)" : "");
+			map_count = i;	/* the maps created so far, for close_all() */
 			return -1;
 		}
 	}
@@ -157,6 +160,18 @@ static void print_reason(const char *log)
 	}
 	if (reason)
 		fprintf(stderr, ": %.*s", (int)reason_len, reason);
+}
+
+/* Close every map and program created so far: a failed load leaves nothing open. */
+static void close_all(void)
+{
+	int i;
+
+	for (i = 0; i < prog_count; i++)
+		close(prog_fd[i]);
+	for (i = 0; i < map_count; i++)
+		close(map_fd[i]);
+	prog_count = map_count = 0;
 }
 
 static int load_program(const char *section, struct bpf_insn *insns, size_t insn_count,
@@ -321,10 +336,12 @@ int load_bpf_file(const char *path)
 				free(insns);
 				goto out;
 			}
-			if (!rels || rel_shdr.sh_entsize == 0 ||
-			    relocate(insns, insn_count, rels, &rel_shdr, symbols, maps_index)) {
-				if (!rels || rel_shdr.sh_entsize == 0)
-					fail("unreadable relocations for %s", name);
+			if (!rels || rel_shdr.sh_entsize == 0) {
+				fail("unreadable relocations for %s", name);
+				free(insns);
+				goto out;
+			}
+			if (relocate(insns, insn_count, rels, &rel_shdr, symbols, maps_index)) {
 				free(insns);
 				goto out;
 			}
@@ -341,6 +358,8 @@ int load_bpf_file(const char *path)
 	}
 	ret = 0;
 out:
+	if (ret)
+		close_all();
 	if (elf)
 		elf_end(elf);
 	close(file_fd);

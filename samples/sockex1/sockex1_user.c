@@ -44,7 +44,8 @@ static int open_raw_socket(const char *ifname)
 
 	sock = socket(PF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
 	if (sock < 0) {
-		fprintf(stderr, "cannot open a packet socket: %s\n", strerror(errno));
+		fprintf(stderr, "cannot open a packet socket: %s%s\n", strerror(errno),
+			errno == EPERM ? " (run as root or with CAP_NET_RAW)" : "");
 		return -1;
 	}
 	memset(&addr, 0, sizeof(addr));
@@ -117,6 +118,7 @@ int main(int argc, char **argv)
 		return 1;
 	if (setsockopt(sock, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd[0], sizeof(prog_fd[0]))) {
 		fprintf(stderr, "cannot attach the program with SO_ATTACH_BPF: %s\n", strerror(errno));
+		close(sock);
 		return 1;
 	}
 

@@ -21,14 +21,11 @@ NR_BPF = {"x86_64": 321, "aarch64": 280}
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
-BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
 
-# enum bpf_map_type, enum bpf_prog_type
-BPF_MAP_TYPE_ARRAY = 2
+# enum bpf_prog_type
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 
-BPF_ANY = 0
 BPF_OBJ_NAME_LEN = 16
 
 #: Verifier log sizes: start small, grow on ENOSPC up to the kernel's own limit.
@@ -38,7 +35,6 @@ LOG_SIZE_MAX = 16 * 1024 * 1024 - 1
 _COMMAND_NAMES = {
     BPF_MAP_CREATE: "BPF_MAP_CREATE",
     BPF_MAP_LOOKUP_ELEM: "BPF_MAP_LOOKUP_ELEM",
-    BPF_MAP_UPDATE_ELEM: "BPF_MAP_UPDATE_ELEM",
     BPF_PROG_LOAD: "BPF_PROG_LOAD",
 }
 
@@ -156,19 +152,6 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise
     return value_buf.raw
-
-
-def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
-    """Store ``value`` under ``key``."""
-    key_buf = ctypes.create_string_buffer(key, len(key))
-    value_buf = ctypes.create_string_buffer(value, len(value))
-    attr = MapElemAttr(
-        map_fd=fd,
-        key=ctypes.addressof(key_buf),
-        value=ctypes.addressof(value_buf),
-        flags=flags,
-    )
-    bpf(BPF_MAP_UPDATE_ELEM, attr)
 
 
 def prog_load(

@@ -71,13 +71,16 @@ class LoadedObject:
                 f"{self.source.path}: no program loaded from section {section!r}"
             ) from None
 
-    def map_values(self, name: str) -> list[int]:
-        """Every value of an array map, as unsigned integers."""
+    def map_value(self, name: str, key: int) -> int:
+        """The value stored under an integer ``key`` in map ``name``, as an unsigned integer."""
         try:
             loaded = self.maps[name]
         except KeyError:
-            raise LoaderError(f"{self.source.path}: no map named {name!r}") from None
-        return read_array(loaded.fd, loaded.definition)
+            raise LoaderError(
+                f"{self.source.path}: no map named {name!r} (it defines "
+                f"{', '.join(self.maps) or 'none'}); rebuild the object with `invoke build`"
+            ) from None
+        return read_value(loaded.fd, loaded.definition, key)
 
 
 def program_type(section: str) -> int:
@@ -150,20 +153,6 @@ def attach_socket(prog_fd: int, interface: str) -> socket.socket:
             f"{exc.strerror or exc}"
         ) from exc
     return sock
-
-
-def read_array(fd: int, definition: MapDef) -> list[int]:
-    """The values of an array map, keys 0 .. max_entries - 1, as unsigned integers."""
-    if definition.key_size != 4:
-        raise LoaderError(
-            f"map {definition.name} has {definition.key_size}-byte keys; "
-            "only array maps with 4-byte keys can be read"
-        )
-    values = []
-    for key in range(definition.max_entries):
-        raw = syscall.map_lookup(fd, key.to_bytes(4, "little"), definition.value_size)
-        values.append(0 if raw is None else int.from_bytes(raw, "little"))
-    return values
 
 
 def read_value(fd: int, definition: MapDef, key: int) -> int:

@@ -73,13 +73,8 @@ class PythonSample:
         self.loaded = loaded
 
     def read(self) -> dict[str, int]:
-        from harness.bpf import loader as bpf_loader
-
-        loaded_map = self.loaded.maps.get(MAP_NAME)
-        if loaded_map is None:
-            raise LoaderError(f"{self.loaded.source.path}: no map {MAP_NAME}")
         return {
-            name: bpf_loader.read_value(loaded_map.fd, loaded_map.definition, number)
+            name: self.loaded.map_value(MAP_NAME, number)
             for name, number in PROTOCOL_NUMBERS.items()
         }
 

@@ -14,7 +14,7 @@ from sockex1_objects import (
 
 from harness.bpf import elf, loader
 from harness.build import check_object
-from harness.errors import BpfObjectError
+from harness.errors import BpfObjectError, LoaderError
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,14 @@ def test_lookup_of_absent_program_and_map_names_what_exists(sample_object: Path)
         obj.program("xdp")
     with pytest.raises(BpfObjectError, match=r"no map 'other'.*my_map"):
         obj.map("other")
+
+
+def test_reading_a_map_the_object_lacks_names_the_maps_and_says_rebuild(
+    sample_object: Path,
+) -> None:
+    loaded = loader.LoadedObject(elf.read_object(sample_object))
+
+    with pytest.raises(
+        LoaderError, match=r"no map named 'my_map' \(it defines none\).*invoke build"
+    ):
+        loaded.map_value("my_map", 6)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CacheError, CommandError, KernelError, ToolMissingError
-from harness.files import locked
+from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
 from harness.kernels.apt import Progress
@@ -407,9 +407,7 @@ def write_manifest(
         "size": sum(files.values()),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = staged / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(staged / MANIFEST)
+    write_atomic(staged / MANIFEST, json.dumps(document, indent=1) + "\n")
 
 
 def _swap_in(staged: Path, entry: Path, work: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,8 +45,6 @@ __all__ = [
     "prepare",
     "resolve",
 ]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -203,7 +200,7 @@ def prepare(
     options: KernelOptions,
     *,
     runner: Runner | None = None,
-    progress: Progress | None = None,
+    progress: apt.Progress | None = None,
 ) -> KernelEntry:
     """A kernel ready to boot: resolved, fetched and cached if needed, config checked.
 

@@ -36,7 +36,7 @@ from harness.errors import CacheError, CommandError, KernelError, ToolMissingErr
 from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
-from harness.kernels.apt import Progress
+from harness.kernels.apt import HEADERS_PACKAGE, Progress
 from harness.kernels.catalog import Series
 from harness.kernels.model import Kernel, KernelEntry, Package
 from harness.proc import Runner, require
@@ -47,7 +47,6 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 #: The architecture whose asm/ headers are merged into include/.
 ARCH_TRIPLET = "x86_64-linux-gnu"
-HEADERS_PACKAGE = "linux-libc-dev"
 
 #: Downloads the kernel's packages into a directory; returns each ``.deb`` by name.
 Downloader = Callable[[Path], Mapping[str, Path]]

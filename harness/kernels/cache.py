@@ -65,10 +65,6 @@ class Manifest:
     modules: tuple[str, ...]
     created: str
 
-    @property
-    def size(self) -> int:
-        return sum(self.files.values())
-
 
 def kernels_dir(cache: Path) -> Path:
     return cache / "kernels"

@@ -170,7 +170,7 @@ class _Reader:
 
         names = self.section_names()
         symbols = self.symbols(names)
-        maps = self.maps(names, symbols)
+        maps = self.maps(symbols)
         programs = self.programs(names, symbols, {m.name for m in maps})
         if not programs:
             raise self.fail("no program: no executable section holds instructions")
@@ -204,7 +204,7 @@ class _Reader:
             )
         return tuple(result)
 
-    def maps(self, names: dict[int, str], symbols: tuple[Symbol, ...]) -> tuple[MapDef, ...]:
+    def maps(self, symbols: tuple[Symbol, ...]) -> tuple[MapDef, ...]:
         section = self.elf.get_section_by_name(MAPS_SECTION)
         if section is None:
             return ()

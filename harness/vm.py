@@ -268,8 +268,10 @@ def run_vm(
         what = f"panicked ({verdict.panic}) and then " if verdict.panicked else ""
         raise VmTimeoutError(
             f"the VM for kernel {entry.release} ({accel}) {what}did not finish within "
-            f"{limit:.0f} s and was killed; {_stage(verdict)}; console log: {log_path}"
-            f"\n--- last console lines ---\n{verdict.tail}",
+            f"{limit:.0f} s and was killed; {_stage(verdict)}; if the console shows it "
+            "still making progress, give it more time (invoke test --timeout SECONDS, "
+            "pytest --vm-timeout SECONDS) or run fewer VMs at once; console log: "
+            f"{log_path}\n--- last console lines ---\n{verdict.tail}",
             console_tail=verdict.tail,
             log_path=log_path,
         ) from exc
@@ -287,31 +289,43 @@ def _no_result_error(
     where = f"console log: {log_path}\n--- last console lines ---\n{verdict.tail}"
     kernel = f"kernel {entry.release} ({accel})"
     if verdict.panicked:
-        hint = ""
         if verdict.root_mount_failed:
-            hint = (
+            cause = (
                 " because it could not mount the host's root filesystem; the kernel needs "
                 "9p or virtiofs (CONFIG_NET_9P, CONFIG_9P_FS; Debian's cloud flavour has "
                 "neither, use the generic amd64 flavour)"
             )
+            next_step = ""
+        else:
+            cause = ""
+            next_step = (
+                "; the console lines before the panic say why (kernel options that help "
+                "it boot can be added with pytest --vm-append, or try another kernel)"
+            )
         return KernelPanicError(
-            f"{kernel} panicked{hint}: {verdict.panic}; {where}",
+            f"{kernel} panicked{cause}: {verdict.panic}{next_step}; {where}",
             console_tail=verdict.tail,
             log_path=log_path,
         )
     if returncode not in (0, VNG_FAILED):
         return GuestError(
             f"the guest command on {kernel} failed with exit status {returncode} before "
-            f"writing a result; {where}",
+            f"writing a result; its own message is in the console log; {where}",
             console_tail=verdict.tail,
             log_path=log_path,
         )
     return VmLostError(
         f"the VM for {kernel} ended (vng exit status {returncode}) without the guest "
-        f"reporting a result; {_stage(verdict)}; {where}",
+        f"reporting a result; {_stage(verdict)}; {_lost_next_step(entry, accel)}; {where}",
         console_tail=verdict.tail,
         log_path=log_path,
     )
+
+
+def _lost_next_step(entry: KernelEntry, accel: str) -> str:
+    if accel == "kvm":
+        return "if qemu complained about KVM, run again with --accel tcg"
+    return f"boot the kernel by hand to watch it: vng --run {entry.image} --verbose"
 
 
 def _stage(verdict: ConsoleVerdict) -> str:

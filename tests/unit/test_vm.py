@@ -217,7 +217,7 @@ def test_run_vm_removes_a_result_left_by_an_earlier_run(tmp_path: Path) -> None:
     results.mkdir()
     (results / "python.json").write_text("{}")
     runner = FakeRunner(answers=[vm_exits(VNG_FAILED, recorded("ok-6.1.log"))])
-    with pytest.raises(VmLostError):
+    with pytest.raises(VmLostError, match=r"vng --run \S+ --verbose"):
         vm.run_vm(
             entry(tmp_path), ["true"], results, accel="tcg", expect=["python.json"], runner=runner
         )
@@ -239,6 +239,17 @@ def test_run_vm_reports_a_panic_with_its_line_and_the_log(tmp_path: Path) -> Non
     assert "Kernel panic" in caught.value.console_tail
 
 
+def test_run_vm_says_where_to_look_after_a_panic_of_another_cause(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, recorded("sysrq-crash-6.1.log"))])
+    with pytest.raises(KernelPanicError, match="sysrq triggered crash") as caught:
+        vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
+    message = str(caught.value)
+    assert "9p" not in message.split("--- last console lines ---")[0]
+    assert "--vm-append" in message
+    assert str(results / "console.log") in message
+
+
 def test_run_vm_reports_a_guest_command_that_failed_before_writing(tmp_path: Path) -> None:
     results = tmp_path / "results"
     runner = FakeRunner(answers=[vm_exits(3, recorded("guest-exit3-6.1.log"))])
@@ -247,6 +258,7 @@ def test_run_vm_reports_a_guest_command_that_failed_before_writing(tmp_path: Pat
             entry(tmp_path), ["false"], results, accel="tcg", expect=["c.json"], runner=runner
         )
     assert "scenario failed" in caught.value.console_tail
+    assert str(results / "console.log") in str(caught.value)
 
 
 def test_run_vm_reports_a_lost_vm(tmp_path: Path) -> None:
@@ -257,6 +269,8 @@ def test_run_vm_reports_a_lost_vm(tmp_path: Path) -> None:
     with pytest.raises(VmLostError, match="never reached its init") as caught:
         vm.run_vm(entry(tmp_path), ["true"], results, accel="kvm", expect=["c.json"], runner=runner)
     assert "MSR 0x10a" in caught.value.console_tail
+    assert "--accel tcg" in str(caught.value)
+    assert str(results / "console.log") in str(caught.value)
 
 
 def test_run_vm_reports_a_timeout_with_the_console_tail(tmp_path: Path) -> None:
@@ -274,6 +288,8 @@ def test_run_vm_reports_a_timeout_with_the_console_tail(tmp_path: Path) -> None:
         )
     assert "starting script" in caught.value.console_tail
     assert caught.value.log_path == results / "console.log"
+    assert "--timeout" in str(caught.value)
+    assert str(results / "console.log") in str(caught.value)
 
 
 # --- the accelerator probe --------------------------------------------------------------

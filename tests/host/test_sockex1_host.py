@@ -22,6 +22,7 @@ from harness.build import BuildOutput, bpf_argv, build_sample
 from harness.checks import Expectation, problems
 from harness.errors import HarnessError, VerifierError
 from harness.guest.result import PROTOCOLS, SampleResult, load_result
+from harness.guest.scenario import LOADERS
 from harness.guest.traffic import ICMP_DATA
 from harness.paths import PROJECT_ROOT
 from harness.proc import Completed, SubprocessRunner, require
@@ -32,7 +33,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)"),
 ]
 
-LOADERS = ("python", "c")
 DATA = PROJECT_ROOT / "tests" / "data" / "sockex1"
 TCP_BYTES = 300_000
 UDP_BYTES = 20_000
@@ -223,10 +223,10 @@ def test_without_privilege_the_loader_says_run_as_root(built: BuildOutput) -> No
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_kernel_load_of_mutated_objects_raises_only_harness_errors(
-    data: st.DataObject,
+    built: BuildOutput, data: st.DataObject
 ) -> None:
     """The whole Python loader (with the kernel) on corrupted objects."""
-    image = bytearray(_sample_bytes())
+    image = bytearray(built.bpf_object.read_bytes())
     for _ in range(data.draw(st.integers(1, 6))):
         position = data.draw(st.integers(0, len(image) - 1))
         image[position] = data.draw(st.integers(0, 255))
@@ -238,22 +238,13 @@ def test_kernel_load_of_mutated_objects_raises_only_harness_errors(
         pass
 
 
-_SAMPLE_CACHE: dict[str, bytes] = {}
-
-
-def _sample_bytes() -> bytes:
-    if "sample" not in _SAMPLE_CACHE:
-        with tempfile.TemporaryDirectory() as root:
-            built = build_sample("host", None, build_root=Path(root))
-            _SAMPLE_CACHE["sample"] = built.bpf_object.read_bytes()
-    return _SAMPLE_CACHE["sample"]
-
-
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_c_program_on_mutated_objects_fails_cleanly(data: st.DataObject) -> None:
+def test_c_program_on_mutated_objects_fails_cleanly(
+    built: BuildOutput, data: st.DataObject
+) -> None:
     """The C loader on corrupted objects: a clean exit status, never a crash by a signal."""
-    image = bytearray(_sample_bytes())
+    image = bytearray(built.bpf_object.read_bytes())
     for _ in range(data.draw(st.integers(1, 6))):
         position = data.draw(st.integers(0, len(image) - 1))
         image[position] = data.draw(st.integers(0, 255))
@@ -263,7 +254,7 @@ def test_c_program_on_mutated_objects_fails_cleanly(data: st.DataObject) -> None
         mutated = Path(scratch) / "mutated_kern.o"
         mutated.write_bytes(bytes(image[:cut]))
         done = SubprocessRunner().run(
-            ["unshare", "-n", str(_c_loader()), "--harness", str(mutated)],
+            ["unshare", "-n", str(built.c_loader), "--harness", str(mutated)],
             check=False,
             input="",
             timeout=60,
@@ -271,16 +262,6 @@ def test_c_program_on_mutated_objects_fails_cleanly(data: st.DataObject) -> None
     assert done.returncode in (0, 1), done.stderr
     if done.returncode == 1:
         assert done.stderr.strip(), "a failure must say why"
-
-
-def _c_loader() -> Path:
-    if "c_loader" not in _C_LOADER:
-        root = Path(tempfile.mkdtemp())
-        _C_LOADER["c_loader"] = build_sample("host", None, build_root=root).c_loader
-    return _C_LOADER["c_loader"]
-
-
-_C_LOADER: dict[str, Path] = {}
 
 
 #: A mutated map definition may ask the kernel for gigabytes; such objects are not loaded.

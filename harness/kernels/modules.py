@@ -72,7 +72,6 @@ WANTED_MODULES: tuple[WantedModule, ...] = (
 
 #: What a virtme-ng boot with a 9p root and the sample need (names as in modules.dep).
 BOOT_MODULES: tuple[str, ...] = tuple(m.name for m in WANTED_MODULES)
-REQUIRED_MODULES: frozenset[str] = frozenset(m.name for m in WANTED_MODULES if m.required)
 
 #: Files of a module directory that depmod reads (besides the modules themselves).
 _INDEX_INPUTS = ("modules.builtin", "modules.builtin.modinfo", "modules.order")

@@ -13,8 +13,7 @@ from fakes import Answer, Call, FakeRunner
 from harness.errors import CommandError, KernelConfigError, KernelError, ToolMissingError
 from harness.kernels import modules
 from harness.kernels.modules import (
-    BOOT_MODULES,
-    REQUIRED_MODULES,
+    missing_required,
     module_dependencies,
     module_name,
     parse_builtin,
@@ -112,15 +111,20 @@ def test_a_damaged_module_is_named(tmp_path: Path) -> None:
         read_modinfo(bad, runner=SubprocessRunner())
 
 
-def test_required_modules_are_a_subset_of_the_boot_modules() -> None:
-    assert set(BOOT_MODULES) >= REQUIRED_MODULES
+def test_a_tree_without_modules_misses_exactly_the_required_ones() -> None:
+    required = {m.name for m in missing_required((), set())}
     assert {"9p", "9pnet_virtio", "virtio_pci", "virtio_console", "af_packet", "overlay"} <= (
-        REQUIRED_MODULES
+        required
     )
     # Merged away (fscache into netfs in 6.12) or new (5.14, 5.16) in some series.
     assert {"fscache", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "netfs"}.isdisjoint(
-        REQUIRED_MODULES
+        required
     )
+    # What is built in is not missing.
+    assert {m.name for m in missing_required((), {"9p", "overlay"})} == required - {
+        "9p",
+        "overlay",
+    }
 
 
 @needs_depmod

@@ -62,8 +62,8 @@ class BuildOutput:
     bpf_object: Path
     c_loader: Path
     include_dir: Path | None  # the kernel's UAPI include dir used; None: the host's
+    log_path: Path  # the compiler transcript of the last build
     rebuilt: bool
-    log_path: Path | None = None
     commands: tuple[str, ...] = ()  # the compiler commands run (empty when not rebuilt)
 
 
@@ -138,8 +138,8 @@ def build_sample(
         bpf_object=directory / OBJECT_NAME,
         c_loader=directory / LOADER_NAME,
         include_dir=headers,
-        rebuilt=False,
         log_path=directory / LOG_NAME,
+        rebuilt=False,
     )
 
     kern = source_dir / KERN_SOURCE
@@ -192,7 +192,7 @@ def _build_locked(
             try:
                 done = runner.run(argv, cwd=work)
             except CommandError as exc:
-                _write(output.log_path, "".join(transcript) + exc.output + "\n")
+                files.write_atomic(output.log_path, "".join(transcript) + exc.output + "\n")
                 raise BuildError(
                     f"building sample {SAMPLE} for kernel {release} failed "
                     f"(headers: {headers or 'host'}; log: {output.log_path}):\n"
@@ -203,8 +203,8 @@ def _build_locked(
         _stamp_path_remove(stamp_path)
         os.replace(work / OBJECT_NAME, output.bpf_object)
         os.replace(work / LOADER_NAME, output.c_loader)
-        _write(output.log_path, "".join(transcript))
-        _write(stamp_path, stamp)
+        files.write_atomic(output.log_path, "".join(transcript))
+        files.write_atomic(stamp_path, stamp)
     return dataclasses.replace(
         output, rebuilt=True, commands=tuple(shlex.join(c) for c in commands)
     )
@@ -244,11 +244,6 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def _write(path: Path | None, text: str) -> None:
-    if path is not None:
-        files.write_atomic(path, text)
 
 
 def _stamp_path_remove(path: Path) -> None:

@@ -67,7 +67,7 @@ def test_second_build_rebuilds_nothing(tmp_path: Path) -> None:
     assert not second.rebuilt and len(runner.calls) == compiled
     assert second.bpf_object == tmp_path / "6.1.0-test" / "sockex1_kern.o"
     assert second.c_loader.is_file() and second.bpf_object.is_file()
-    assert "-target bpf" in first.log_path.read_text()  # type: ignore[union-attr]
+    assert "-target bpf" in first.log_path.read_text()
 
 
 def test_changed_source_rebuilds(tmp_path: Path) -> None:

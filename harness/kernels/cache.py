@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import CacheError, CommandError, KernelError, ToolMissingError
+from harness.errors import CacheError, CommandError, KernelError
 from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
@@ -297,8 +297,6 @@ def _extract(deb: Path, target: Path, runner: Runner) -> None:
     target.mkdir(parents=True, exist_ok=True)
     try:
         runner.run(["dpkg-deb", "-x", str(deb), str(target)], timeout=600)
-    except ToolMissingError:
-        raise
     except CommandError as exc:
         if "No space left" in exc.output:
             raise OSError(errno.ENOSPC, f"no space left extracting {deb.name}") from exc

@@ -68,7 +68,8 @@ class LoadedObject:
             return self.programs[section]
         except KeyError:
             raise LoaderError(
-                f"{self.source.path}: no program loaded from section {section!r}"
+                f"{self.source.path}: no program loaded from section {section!r} (it loaded "
+                f"{', '.join(self.programs) or 'none'}); rebuild the object with `invoke build`"
             ) from None
 
     def map_value(self, name: str, key: int) -> int:

@@ -136,3 +136,12 @@ def test_reading_a_map_the_object_lacks_names_the_maps_and_says_rebuild(
         LoaderError, match=r"no map named 'my_map' \(it defines none\).*invoke build"
     ):
         loaded.map_value("my_map", 6)
+
+
+def test_a_section_without_a_program_names_those_loaded_and_says_rebuild(
+    sample_object: Path,
+) -> None:
+    loaded = loader.LoadedObject(elf.read_object(sample_object), programs={"socket1": 7})
+
+    with pytest.raises(LoaderError, match=r"section 'socket2' \(it loaded socket1\).*invoke build"):
+        loaded.program_fd("socket2")

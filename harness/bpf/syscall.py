@@ -15,7 +15,7 @@ import platform
 
 from harness.errors import BpfPermissionError, LoaderError, VerifierError
 
-#: bpf(2) on x86_64 (arch/x86/entry/syscalls/syscall_64.tbl).
+#: bpf(2) per machine (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h).
 NR_BPF = {"x86_64": 321, "aarch64": 280}
 
 # enum bpf_cmd
@@ -101,7 +101,10 @@ def bpf(cmd: int, attr: Attr) -> int:
     machine = platform.machine()
     number = NR_BPF.get(machine)
     if number is None:
-        raise LoaderError(f"bpf(2) is not known on {machine}; the Python loader supports x86_64")
+        raise LoaderError(
+            f"bpf(2) is not known on {machine}; the Python loader supports "
+            f"{', '.join(NR_BPF)}; use the C loader (--loader c) there"
+        )
     result = _syscall(
         ctypes.c_long(number),
         ctypes.c_int(cmd),

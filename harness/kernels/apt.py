@@ -219,7 +219,8 @@ def select_kernel(
     if not matching:
         raise KernelError(
             f"no {series.packages[0].format(version=series.name + '.*')} package in "
-            f"{_suite_names(series.suites)}; the series may have left these suites"
+            f"{_suite_names(series.suites)}; the series may have left these suites: "
+            "update its suites in kernels/catalog.toml, or run again with --refresh"
         )
     stanzas = [index_package(s) for s in parse_stanzas(show(matching))]
     images = [p for p in stanzas if p.name in matching]

@@ -122,7 +122,11 @@ def _tree_release(tree: Path, image: Path) -> str:
             return text
     release = image_mod.image_release(image)
     if release is None:
-        raise NotAKernelError(f"cannot tell the release of the kernel built in {tree}")
+        raise NotAKernelError(
+            f"cannot tell the release of the kernel built in {tree}: neither "
+            "include/config/kernel.release nor the image says it; finish the build "
+            "in that tree (make writes include/config/kernel.release)"
+        )
     return release
 
 

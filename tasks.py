@@ -49,7 +49,7 @@ ns.add_collection(kernels_ns)
 
 # Each section below defines its tasks and registers them in ``ns`` or ``kernels_ns``.
 
-# --- kernels: kernels.list, kernels.fetch -------------------------------------------
+# --- kernels: kernels.list, kernels.fetch, kernels.resolve --------------------------
 
 
 _MIRROR_HELP = (
@@ -173,8 +173,29 @@ def kernels_fetch(
         raise Exit(f"error: could not fetch {', '.join(failed)}", code=1)
 
 
+@task(
+    help={
+        "kernel": 'a series of kernels/catalog.toml, such as "6.1"',
+        "packages": "print the packages and versions the release is made of instead",
+        "verbose": "log details",
+    }
+)
+@_reports_errors
+def kernels_resolve(c: Context, kernel: str, packages: bool = False, verbose: bool = False) -> None:
+    """Print the release a kernel series resolves to now (CI keys its kernel cache on it)."""
+    from harness import kernels, paths
+
+    found = kernels.resolve(kernel, kernels.KernelOptions(cache=paths.cache_dir()))
+    if packages:
+        # Debian can upload a new build of the same release: a cache key needs both.
+        print(" ".join(f"{p.name}={p.version}" for p in found.packages))
+    else:
+        print(found.release)
+
+
 kernels_ns.add_task(kernels_list, name="list")
 kernels_ns.add_task(kernels_fetch, name="fetch")
+kernels_ns.add_task(kernels_resolve, name="resolve")
 
 # --- build --------------------------------------------------------------------------
 
@@ -387,26 +408,3 @@ def _write_file(path: Path, text: str) -> None:
 
 
 ns.add_task(report, name="report")
-
-
-@task(
-    help={
-        "kernel": 'a series of kernels/catalog.toml, such as "6.1"',
-        "packages": "print the packages and versions the release is made of instead",
-        "verbose": "log details",
-    }
-)
-@_reports_errors
-def kernels_resolve(c: Context, kernel: str, packages: bool = False, verbose: bool = False) -> None:
-    """Print the release a kernel series resolves to now (CI keys its kernel cache on it)."""
-    from harness import kernels, paths
-
-    found = kernels.resolve(kernel, kernels.KernelOptions(cache=paths.cache_dir()))
-    if packages:
-        # Debian can upload a new build of the same release: a cache key needs both.
-        print(" ".join(f"{p.name}={p.version}" for p in found.packages))
-    else:
-        print(found.release)
-
-
-kernels_ns.add_task(kernels_resolve, name="resolve")

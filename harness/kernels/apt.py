@@ -27,7 +27,7 @@ from pathlib import Path
 from harness import files
 from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
 from harness.kernels.catalog import Series, Suite
-from harness.kernels.sources import Mirrors
+from harness.kernels.sources import Mirrors, parse_stanzas
 from harness.proc import Runner, require
 
 log = logging.getLogger(__name__)
@@ -148,23 +148,6 @@ def compare_versions(a: str, b: str) -> int:
 
 
 # --- parsing apt-cache output ---------------------------------------------------------
-
-
-def parse_stanzas(text: str) -> list[dict[str, str]]:
-    """The control stanzas of ``apt-cache show`` output (continuation lines dropped)."""
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current = {}
-        elif line[0] not in " \t" and ":" in line:
-            key, value = line.split(":", 1)
-            current[key.strip()] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
 
 
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^)]+)\))?$")

@@ -87,7 +87,8 @@ def parse_one_line(text: str, origin: str = "") -> list[SourceEntry]:
 def parse_deb822(text: str, origin: str = "") -> list[SourceEntry]:
     """The enabled stanzas of type ``deb`` of a deb822-style ``*.sources`` file."""
     entries = []
-    for stanza in _deb822_stanzas(text):
+    for fields in parse_stanzas(text):
+        stanza = {name.lower(): value for name, value in fields.items()}
         if "deb" not in stanza.get("types", "").split():
             continue
         if stanza.get("enabled", "yes").strip().lower() == "no":
@@ -99,7 +100,12 @@ def parse_deb822(text: str, origin: str = "") -> list[SourceEntry]:
     return entries
 
 
-def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+def parse_stanzas(text: str) -> list[dict[str, str]]:
+    """The stanzas of deb822 control text (``*.sources`` files, ``apt-cache show``).
+
+    Field names keep their case; a continuation line is joined to its field with a
+    space; ``#`` comment lines are skipped.
+    """
     stanzas: list[dict[str, str]] = []
     current: dict[str, str] = {}
     key = ""
@@ -114,7 +120,7 @@ def _deb822_stanzas(text: str) -> list[dict[str, str]]:
             current[key] += " " + line.strip()
         elif ":" in line:
             name, value = line.split(":", 1)
-            key = name.strip().lower()
+            key = name.strip()
             current[key] = value.strip()
     if current:
         stanzas.append(current)

@@ -8,6 +8,7 @@ from harness.kernels.sources import (
     choose_mirrors,
     parse_deb822,
     parse_one_line,
+    parse_stanzas,
     read_host_sources,
     snapshot_base,
 )
@@ -51,6 +52,21 @@ def test_one_line_options_do_not_shift_the_fields() -> None:
     (entry,) = parse_one_line("deb [ arch=amd64 trusted=yes ] http://a.example/debian sid main\n")
     assert entry.uris == ("http://a.example/debian",)
     assert entry.suites == ("sid",)
+
+
+def test_stanzas_keep_field_case_and_join_continuation_lines() -> None:
+    text = (
+        "# a comment\n"
+        "Package: linux-image-amd64\n"
+        "Description: first line\n"
+        " second line\n"
+        "\n\n"
+        "Types: deb\n"
+    )
+    assert parse_stanzas(text) == [
+        {"Package": "linux-image-amd64", "Description": "first line second line"},
+        {"Types": "deb"},
+    ]
 
 
 def test_snapshot_base_is_what_precedes_archive() -> None:

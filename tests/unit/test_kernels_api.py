@@ -10,7 +10,7 @@ from test_cache import TREES, dpkg_deb
 
 import harness.kernels as kernels
 from harness.errors import MirrorError, UnknownSeriesError
-from harness.kernels import KernelOptions, apt, cache
+from harness.kernels import KernelOptions, apt, cache, sources
 from harness.kernels.model import KernelEntry
 
 APT_SOURCES = DATA / "apt-sources" / "deb822"
@@ -105,7 +105,7 @@ def _fake_boot_pieces(monkeypatch: pytest.MonkeyPatch) -> list[KernelEntry]:
     # The fake .debs are not the real ones: take their sha256 to be what the index says.
     index = {
         (s["Package"], s["Version"]): s["SHA256"]
-        for s in apt.parse_stanzas(
+        for s in sources.parse_stanzas(
             "\n".join(json.loads((DATA / "apt" / "6.12.json").read_text()).values())
         )
         if "SHA256" in s

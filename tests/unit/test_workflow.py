@@ -277,10 +277,13 @@ def test_the_kernel_cache_is_keyed_on_the_resolved_release_and_its_packages() ->
     assert 'echo "release=$release" >> "$GITHUB_OUTPUT"' in resolve["run"]
     assert 'invoke kernels.resolve --kernel "$KERNEL" --packages' in resolve["run"]
     assert [s["uses"] for s in caches] == ["actions/cache/restore@v4", "actions/cache/save@v4"]
+    restore, save = caches
+    assert restore["with"]["key"].startswith(
+        "kernel-${{ steps.kernel.outputs.release }}-${{ steps.kernel.outputs.build }}-"
+    )
+    assert "hashFiles('harness/kernels/**/*.py')" in restore["with"]["key"]
+    assert save["with"]["key"] == f"${{{{ steps.{restore['id']}.outputs.cache-primary-key }}}}"
     for step in caches:
-        assert step["with"]["key"].startswith(
-            "kernel-${{ steps.kernel.outputs.release }}-${{ steps.kernel.outputs.build }}-"
-        )
         assert step["with"]["path"] == "~/harness-cache/kernels/${{ steps.kernel.outputs.release }}"
     assert '--volume "$HOME/harness-cache:/cache" --env HARNESS_CACHE_DIR=/cache' in run_text("vm")
 

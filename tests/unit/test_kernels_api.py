@@ -11,7 +11,7 @@ from test_cache import TREES, dpkg_deb
 import harness.kernels as kernels
 from harness.errors import MirrorError, UnknownSeriesError
 from harness.kernels import KernelOptions, apt, cache, sources
-from harness.kernels.model import KernelEntry
+from harness.kernels.model import Kernel, KernelEntry, Package
 
 APT_SOURCES = DATA / "apt-sources" / "deb822"
 RELEASE_612 = "6.12.118+deb13-amd64"
@@ -169,3 +169,23 @@ def test_offline_prepare_falls_back_to_the_cached_entry(
     assert offline.calls == []
     with pytest.raises(MirrorError):
         kernels.prepare("6.1", options, runner=offline)
+
+
+def test_offline_prepare_takes_the_newest_cached_entry_by_debian_version(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 6.12.10 sorts after 6.12.9 as a Debian version, before it as a string.
+    for upstream in ("6.12.9", "6.12.10", "6.12.8"):
+        release = f"{upstream}+deb13-amd64"
+        staged = options.cache / "kernels" / release
+        (staged / "boot").mkdir(parents=True)
+        (staged / "boot" / f"vmlinuz-{release}").write_bytes(b"kernel")
+        kernel = Kernel(
+            "6.12", "6.12", release, "debian", (Package("linux-image", upstream + "-1"),)
+        )
+        cache.write_manifest(staged, kernel, kernel.packages, f"boot/vmlinuz-{release}", [])
+    monkeypatch.setattr(apt, "probe", lambda url: "Name or service not known")
+    monkeypatch.setattr("harness.kernels.kconfig.check_entry", lambda entry: None)
+    entry = kernels.prepare("6.12", options, runner=runner())
+    assert entry.kernel.release == "6.12.10+deb13-amd64"
+    assert entry.kernel.spec == "6.12"

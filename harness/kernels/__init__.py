@@ -15,6 +15,7 @@ explicit ones (:mod:`.sources`); the packages are turned into a cache entry
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -241,14 +242,8 @@ def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelE
     if not found:
         return None
 
-    def newer(a: tuple[Path, cache.Manifest], b: tuple[Path, cache.Manifest]) -> bool:
-        return apt.compare_versions(a[1].packages[0].version, b[1].packages[0].version) > 0
-
-    best = found[0]
-    for candidate in found[1:]:
-        if newer(candidate, best):
-            best = candidate
-    path, manifest = best
+    by_version = functools.cmp_to_key(apt.compare_versions)
+    path, manifest = max(found, key=lambda item: by_version(item[1].packages[0].version))
     kernel = cache.kernel_of(manifest)
     return cache.entry_of(path, manifest, replace(kernel, spec=spec))
 

@@ -12,11 +12,12 @@ import gzip
 import lzma
 import shutil
 import struct
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from harness.proc import SubprocessRunner
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -135,7 +136,7 @@ def _with_program(program: str, options: list[str], data: bytes) -> bytes:
         dst = Path(scratch) / "out"
         src.write_bytes(data)
         output = [str(dst)] if program == "lz4" else ["-o", str(dst)]
-        subprocess.run([program, *options, str(src), *output], check=True, capture_output=True)
+        SubprocessRunner().run([program, *options, str(src), *output])
         return dst.read_bytes()
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from harness.errors import CommandError, KernelError, MirrorError, ToolMissingEr
 from harness.kernels import apt
 from harness.kernels.catalog import load_catalog
 from harness.kernels.sources import Mirrors
+from harness.proc import SubprocessRunner
 
 CATALOG = load_catalog()
 MIRRORS = Mirrors(
@@ -42,7 +42,8 @@ def test_version_order_is_dpkgs(a: str, b: str) -> None:
         pytest.skip("dpkg is not installed")
 
     def dpkg_says(op: str) -> bool:
-        return subprocess.run(["dpkg", "--compare-versions", a, op, b], check=False).returncode == 0
+        argv = ["dpkg", "--compare-versions", a, op, b]
+        return SubprocessRunner().run(argv, check=False).returncode == 0
 
     expected = -1 if dpkg_says("lt") else 1 if dpkg_says("gt") else 0
     assert apt.compare_versions(a, b) == expected

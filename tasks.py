@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from invoke import Collection, Context, Exit, task
 
 from harness.errors import HarnessError
+from harness.vm import DEFAULT_TIMEOUTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -255,7 +256,8 @@ def _test_progress(line: str) -> None:
         "tcp_bytes": "TCP payload the guest sends over loopback (default 256 KiB)",
         "udp": "send UDP as well (default on; --no-udp to leave it out)",
         "icmp": "send ICMP echoes as well (default on; --no-icmp to leave them out)",
-        "timeout": "seconds one VM may run (default 0: 480 under TCG, 120 under KVM)",
+        "timeout": "seconds one VM may run (default 0: {tcg:.0f} under TCG, {kvm:.0f} under "
+        "KVM)".format(**DEFAULT_TIMEOUTS),
         "mirror": "URL of the Debian archive to use instead of the host's apt sources "
         "(also $HARNESS_MIRROR)",
         "pytest_args": "more arguments for pytest, as one string (e.g. '-x -vv')",

@@ -215,11 +215,6 @@ def vng_argv(
     return argv
 
 
-def default_timeout(accel: str) -> float:
-    """Seconds a VM run may take under ``accel``."""
-    return DEFAULT_TIMEOUTS[accel]
-
-
 def run_vm(
     entry: KernelEntry,
     guest_argv: Sequence[str],
@@ -242,7 +237,7 @@ def run_vm(
     wrote none of the ``expect`` files; see the module's docstring.
     """
     runner = runner or SubprocessRunner()
-    limit = timeout if timeout is not None else default_timeout(accel)
+    limit = timeout if timeout is not None else DEFAULT_TIMEOUTS[accel]
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in expect:
         (results_dir / name).unlink(missing_ok=True)

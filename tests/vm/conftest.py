@@ -73,7 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--vm-timeout",
         type=float,
         default=None,
-        help="seconds one VM may run (default: 480 under TCG, 120 under KVM)",
+        help="seconds one VM may run (default: {tcg:.0f} under TCG, {kvm:.0f} under KVM)".format(
+            **vm.DEFAULT_TIMEOUTS
+        ),
     )
     group.addoption("--vm-memory", default="1G", help="guest memory (default 1G)")
     group.addoption(

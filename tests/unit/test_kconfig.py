@@ -92,6 +92,9 @@ def test_a_module_option_needs_its_module() -> None:
 
 def test_modules_none_skips_the_module_check() -> None:
     check_config(parse_config(GENERIC), modules=None, what="x")
+    # The same configuration with an empty module tree fails that check.
+    with pytest.raises(KernelConfigError, match="but its module"):
+        check_config(parse_config(GENERIC), modules=set(), what="x")
 
 
 def test_all_built_in_needs_no_initramfs() -> None:

@@ -411,7 +411,10 @@ def probe_accel(
             log.debug("accelerator for this boot: %s (remembered in %s)", remembered, memo)
             return remembered
     accel = "kvm" if _kvm_runs(kvm_device, image, runner) else "tcg"
-    if memo is not None:
+    # "kvm" is remembered only once a real kernel booted under it: a host can run the
+    # real-mode probe and still hang at kernel entry (seen with qemu 7.2 on a nested
+    # host), and a remembered verdict is never checked again until the host reboots.
+    if memo is not None and (accel == "tcg" or image is not None):
         _write_atomically(memo, accel + "\n")
     return accel
 

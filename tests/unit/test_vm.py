@@ -380,8 +380,9 @@ def test_probe_accel_boots_the_kernel_under_kvm_when_given_one(tmp_path: Path, h
     assert "--disable-kvm" not in runner.calls[1].argv
 
 
-def test_probe_accel_remembers_its_verdict_for_this_boot(host: Host) -> None:
-    assert host.probe(FakeRunner(answers=[exits(vm.PROBE_OK_STATUS)])) == "kvm"
+def test_probe_accel_remembers_its_verdict_for_this_boot(host: Host, tmp_path: Path) -> None:
+    kernel = entry(tmp_path)
+    assert host.probe(FakeRunner(answers=[exits(vm.PROBE_OK_STATUS), exits(0)]), kernel) == "kvm"
     again = FakeRunner()
     assert host.probe(again) == "kvm"
     assert again.calls == []
@@ -389,6 +390,14 @@ def test_probe_accel_remembers_its_verdict_for_this_boot(host: Host) -> None:
     after_reboot = FakeRunner(answers=[exits(1)])
     assert host.probe(after_reboot) == "tcg"
     assert len(after_reboot.calls) == 1
+
+
+def test_probe_accel_remembers_kvm_only_after_a_kernel_booted_under_it(host: Host) -> None:
+    # The real-mode probe alone says "kvm", but is asked again next time.
+    assert host.probe(FakeRunner(answers=[exits(vm.PROBE_OK_STATUS)])) == "kvm"
+    again = FakeRunner(answers=[exits(1)])
+    assert host.probe(again) == "tcg"
+    assert len(again.calls) == 1
 
 
 def test_probe_accel_without_a_usable_kvm_device_runs_nothing(host: Host) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from invoke import Collection, Context, Exit, task
 
 from harness.errors import HarnessError
+from harness.guest.scenario import LOADERS
 from harness.vm import DEFAULT_TIMEOUTS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -290,8 +291,8 @@ def test(
     from harness.build import build_sample
     from harness.errors import ConfigError
 
-    if loader not in ("python", "c", "both"):
-        raise ConfigError(f"unknown loader {loader!r}; use python, c or both")
+    if loader not in (*LOADERS, "both"):
+        raise ConfigError(f"unknown loader {loader!r}; use {', '.join(LOADERS)} or both")
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {jobs}")
     options = kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror)

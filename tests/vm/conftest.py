@@ -27,10 +27,9 @@ from vmcase import KernelRun, Traffic
 from harness import paths, vm
 from harness.build import build_sample
 from harness.errors import HarnessError
+from harness.guest.scenario import LOADERS
 from harness.kernels import KernelOptions, expand_specs, is_path_spec, prepare
 from harness.report import CaseResult, render_table
-
-LOADERS = ("python", "c")
 
 #: Traffic the guest sends unless told otherwise.
 DEFAULT_TCP_BYTES = 256 * 1024
@@ -53,7 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--loader",
         default="both",
-        choices=("python", "c", "both"),
+        choices=(*LOADERS, "both"),
         help="which loader of the sample to test (default: both)",
     )
     group.addoption(

@@ -126,6 +126,14 @@ class KernelPanicError(VmError):
     """The guest kernel panicked (seen on the console)."""
 
 
+class CaptureError(HarnessError):
+    """The guest's independent capture on the interface could not be opened or read."""
+
+
+class TrafficError(HarnessError):
+    """The guest scenario's own traffic did not get through."""
+
+
 class GuestError(VmError):
     """The guest scenario ran and reported a failure of its own."""
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from harness.errors import HarnessError
+from harness.errors import CaptureError
 from harness.packet_socket import open_packet_socket
 
 ETH_P_IP = 0x0800
@@ -44,10 +44,6 @@ PACKET_STATISTICS = 6
 RECEIVE_BUFFER = 64 * 1024 * 1024
 #: Bytes of each frame copied out: the Ethernet header and the IPv4 protocol byte.
 HEAD = 64
-
-
-class CaptureError(HarnessError):
-    """The capture socket could not be opened or read."""
 
 
 @dataclass(frozen=True)

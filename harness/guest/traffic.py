@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from harness.errors import HarnessError
+from harness.errors import TrafficError
 
 LOOPBACK = "127.0.0.1"
 SIOCGIFFLAGS = 0x8913
@@ -24,10 +24,6 @@ IFF_UP = 0x1
 TIMEOUT = 30.0
 UDP_DATAGRAM = 1024
 ICMP_DATA = 56
-
-
-class TrafficError(HarnessError):
-    """The scenario's own traffic did not get through."""
 
 
 def bring_up(interface: str = "lo") -> bool:

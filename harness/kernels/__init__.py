@@ -119,7 +119,13 @@ def default_series(options: KernelOptions) -> list[str]:
             )
             chosen.append(name)
         else:
-            log.warning("leaving out series %s: not reachable (%s)", name, "; ".join(problems))
+            log.warning(
+                "leaving out series %s: its archive is not reachable (%s); name a reachable "
+                "copy with HARNESS_MIRROR, HARNESS_SECURITY_MIRROR or HARNESS_SNAPSHOT_MIRROR "
+                "to include it",
+                name,
+                "; ".join(problems),
+            )
     return chosen
 
 

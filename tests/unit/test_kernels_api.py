@@ -55,6 +55,17 @@ def test_all_is_every_reachable_series(options: KernelOptions) -> None:
     assert kernels.expand_specs("", options) == ["5.10", "6.1", "6.12", "7.2"]
 
 
+def test_a_series_left_out_is_named_with_what_would_bring_it_in(
+    options: KernelOptions, caplog: pytest.LogCaptureFixture
+) -> None:
+    kernels.expand_specs("all", options)
+
+    left_out = [r.getMessage() for r in caplog.records if "leaving out" in r.getMessage()]
+    assert len(left_out) == 1
+    assert left_out[0].startswith("leaving out series 6.6: its archive is not reachable")
+    assert "HARNESS_SNAPSHOT_MIRROR" in left_out[0]
+
+
 def test_nothing_reachable_is_a_mirror_error(
     options: KernelOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -69,7 +69,11 @@ class CacheError(KernelError):
     """The kernel cache could not be written or is in a state the harness cannot repair."""
 
 
-# The sample: build and load.
+# Samples: descriptors, build and load.
+class SampleError(HarnessError):
+    """A sample's folder or descriptor (``samples/<name>/sample.py``) is not usable."""
+
+
 class BuildError(HarnessError):
     """The BPF object or the C loader failed to build."""
 
@@ -80,6 +84,10 @@ class BpfObjectError(HarnessError):
 
 class LoaderError(HarnessError):
     """A loader could not create maps, load or attach the program."""
+
+
+class LoaderProtocolError(LoaderError):
+    """A loader program did not speak the loader protocol (harness/loaders/protocol.py)."""
 
 
 class BpfPermissionError(LoaderError):

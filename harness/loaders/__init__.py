@@ -1,0 +1,1 @@
+"""Loaders: the Python loader in-process, and programs that speak the loader protocol."""

@@ -1,0 +1,321 @@
+"""Samples: one folder each under ``samples/``, described by its ``sample.py``.
+
+A sample's folder holds its sources and one descriptor, ``sample.py``, which
+defines ``SAMPLE = Sample(...)``. The descriptor is Python, not a data file,
+because one part of it is code: the oracle, which turns the frames an
+independent packet capture saw into the map entries the sample must hold. The
+rest is plain typed data (programs, maps with their key and value layouts, the
+traffic, the report columns, kernel options), checked when the folder is
+discovered, so a mistake in a descriptor is reported before anything is built.
+
+Nothing outside a sample's folder names the sample: the build, the guest, the
+checks and the report read only the descriptor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import struct
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from harness import paths
+from harness.errors import ConfigError, SampleError
+
+#: A map key or value decoded with its layout: one int (or bytes) per field.
+Fields = tuple[int | bytes, ...]
+#: What a sample's map must hold: map name -> key -> value, decoded.
+Expected = dict[str, dict[Fields, Fields]]
+
+DESCRIPTOR = "sample.py"
+
+#: Loaders by object format: the classic ``SEC("maps")`` form and the BTF ``.maps`` form.
+FORMATS = ("classic", "btf")
+
+#: Program types the loaders know, by the name the descriptor uses.
+PROGRAM_TYPES = ("socket_filter",)
+
+#: What a frame's ``pkt_type`` is (``struct sockaddr_ll``'s ``sll_pkttype``).
+PACKET_HOST = 0
+PACKET_OUTGOING = 4
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame the capture saw: its packet type, full length and first bytes."""
+
+    pkt_type: int  # PACKET_HOST, PACKET_OUTGOING, ...
+    length: int  # skb->len: the whole frame, its Ethernet header included
+    head: bytes  # the first bytes of the frame (at most the capture's snap length)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program section of the object and how it is attached.
+
+    ``attach`` is ``"socket:IFACE"`` (``SO_ATTACH_BPF`` on a packet socket bound to
+    IFACE) or ``""`` for a program that is loaded only, e.g. a tail-call target.
+    """
+
+    section: str
+    type: str = "socket_filter"
+    attach: str = "socket:lo"
+
+
+@dataclass(frozen=True)
+class ProgArray:
+    """A ``BPF_MAP_TYPE_PROG_ARRAY`` the loader fills: index -> program section."""
+
+    map: str
+    entries: Mapping[int, str]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a map key or value is laid out: a :mod:`struct` format and its field names."""
+
+    format: str  # e.g. "<I", "<qq"; native alignment is not assumed
+    fields: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(self.format)
+
+    def decode(self, raw: bytes) -> Fields:
+        return tuple(struct.unpack(self.format, raw))
+
+    def encode(self, values: Fields) -> bytes:
+        return struct.pack(self.format, *values)
+
+    def describe(self, values: Fields) -> str:
+        if len(self.fields) == 1:
+            return _show(values[0])
+        return (
+            "{"
+            + ", ".join(f"{n}={_show(v)}" for n, v in zip(self.fields, values, strict=True))
+            + "}"
+        )
+
+
+def _show(value: int | bytes) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class MapCheck:
+    """A map the check reads.
+
+    ``kind`` "array": every index exists; an index the oracle does not name must
+    hold zeros. "hash": the map's keys must be exactly the oracle's.
+    """
+
+    name: str
+    kind: Literal["array", "hash"]
+    key: Layout
+    value: Layout
+    describe_key: Callable[[Fields], str] | None = None  # e.g. an address as 127.0.0.2
+
+
+@dataclass(frozen=True)
+class Column:
+    """One report column: the value of ``field`` under ``key`` of map ``map``, and the oracle's."""
+
+    header: str
+    map: str
+    key: Fields
+    field: str
+
+
+# --- traffic: what the guest sends during a case -------------------------------------
+
+
+@dataclass(frozen=True)
+class Tcp:
+    """``bytes`` of payload over one TCP connection to ``dst``."""
+
+    bytes: int
+    dst: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Udp:
+    """``bytes`` of UDP payload in 1 KiB datagrams to ``dst``."""
+
+    bytes: int
+    dst: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Icmp:
+    """``count`` ICMP echo requests to ``dst``, each answered."""
+
+    count: int
+    dst: str = "127.0.0.1"
+
+
+#: Crafted frame kinds the guest can send through a packet socket on ``lo``.
+FRAME_KINDS = ("vlan", "qinq", "ipv6", "ipip", "gre", "gre-vlan", "ip6ip", "fragment", "arp")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """``count`` crafted frames of ``kind`` (see :data:`FRAME_KINDS`) written onto ``lo``.
+
+    ``dst`` is the innermost IPv4 destination (or the IPv6 one for IPv6 kinds);
+    ``payload`` the bytes of UDP payload each carries.
+    """
+
+    kind: str
+    count: int
+    dst: str = "127.0.0.1"
+    payload: int = 64
+
+
+TrafficStep = Tcp | Udp | Icmp | Frames
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample's descriptor: everything the harness needs to build, run and judge it."""
+
+    name: str
+    title: str
+    format: Literal["classic", "btf"]
+    kern: str  # the kernel-side source, relative to the folder
+    programs: tuple[Program, ...]
+    maps: tuple[MapCheck, ...]
+    traffic: tuple[TrafficStep, ...]
+    oracle: Callable[[Sequence[Frame]], Expected]
+    columns: tuple[Column, ...]
+    user: tuple[str, ...] = ()  # the sample's own user program's sources
+    prog_arrays: tuple[ProgArray, ...] = ()
+    kconfig: tuple[str, ...] = ()  # options beyond the boot's, e.g. "CONFIG_BPF_JIT"
+    min_kernel: str | None = None  # oldest kernel version, e.g. "5.2"
+    min_kernel_reason: str = ""
+    directory: Path = field(default=Path("."), compare=False)
+
+    @property
+    def object_name(self) -> str:
+        return Path(self.kern).with_suffix(".o").name
+
+    def map_check(self, name: str) -> MapCheck:
+        for check in self.maps:
+            if check.name == name:
+                return check
+        raise SampleError(f"sample {self.name} checks no map {name!r}")
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def discover(root: Path | None = None) -> dict[str, Sample]:
+    """Every sample under ``root`` (default ``samples/``), by name."""
+    root = root or paths.SAMPLES_DIR
+    found: dict[str, Sample] = {}
+    if not root.is_dir():
+        raise SampleError(f"no samples directory at {root}")
+    for folder in sorted(p for p in root.iterdir() if (p / DESCRIPTOR).is_file()):
+        sample = load(folder)
+        found[sample.name] = sample
+    return found
+
+
+def load(folder: Path) -> Sample:
+    """The sample described by ``folder/sample.py``, checked; a :class:`SampleError` if not."""
+    path = folder / DESCRIPTOR
+    module_name = f"_harness_sample_{re.sub(r'[^A-Za-z0-9_]', '_', folder.name)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SampleError(f"cannot load the sample descriptor {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a descriptor is user code: any error is reported as its own
+        raise SampleError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    sample = getattr(module, "SAMPLE", None)
+    if not isinstance(sample, Sample):
+        raise SampleError(f"{path} defines no SAMPLE = Sample(...)")
+    sample = dataclasses.replace(sample, directory=folder.resolve())
+    validate(sample, path)
+    return sample
+
+
+def validate(sample: Sample, where: Path) -> None:
+    """Check a descriptor for what would otherwise fail later, deep in a build or a VM."""
+
+    def fail(what: str) -> SampleError:
+        return SampleError(f"{where}: {what}")
+
+    if sample.name != sample.directory.name:
+        raise fail(
+            f"the sample's name {sample.name!r} is not its folder's {sample.directory.name!r}"
+        )
+    if not _NAME.match(sample.name):
+        raise fail(f"{sample.name!r} is not a valid sample name (lower case, digits, - _ .)")
+    if sample.format not in FORMATS:
+        raise fail(f"unknown format {sample.format!r}; use one of {', '.join(FORMATS)}")
+    for source in (sample.kern, *sample.user):
+        if not (sample.directory / source).is_file():
+            raise fail(f"source {source} is not in {sample.directory}")
+    if not sample.programs:
+        raise fail("no programs")
+    sections = {p.section for p in sample.programs}
+    for program in sample.programs:
+        if program.type not in PROGRAM_TYPES:
+            raise fail(
+                f"program {program.section}: unknown type {program.type!r}; "
+                f"known: {', '.join(PROGRAM_TYPES)}"
+            )
+        if program.attach and not re.match(r"^socket:[\w.-]+$", program.attach):
+            raise fail(
+                f'program {program.section}: attach {program.attach!r} is not "socket:IFACE" or ""'
+            )
+    if not any(p.attach for p in sample.programs):
+        raise fail("no program is attached; give one attach='socket:lo'")
+    maps = {m.name for m in sample.maps}
+    for array in sample.prog_arrays:
+        for index, section in array.entries.items():
+            if section not in sections:
+                raise fail(f"prog array {array.map}[{index}] names no program: {section!r}")
+    for check in sample.maps:
+        for layout, what in ((check.key, "key"), (check.value, "value")):
+            try:
+                count = len(struct.unpack(layout.format, bytes(layout.size)))
+            except struct.error as exc:
+                raise fail(f"map {check.name}: {what} format {layout.format!r}: {exc}") from exc
+            if count != len(layout.fields):
+                raise fail(
+                    f"map {check.name}: {what} format {layout.format!r} has {count} fields "
+                    f"but {len(layout.fields)} names"
+                )
+    for column in sample.columns:
+        if column.map not in maps:
+            raise fail(f"column {column.header!r} reads map {column.map!r}, which is not checked")
+        if column.field not in sample.map_check(column.map).value.fields:
+            raise fail(f"column {column.header!r}: map {column.map} has no field {column.field!r}")
+    for step in sample.traffic:
+        if isinstance(step, Frames) and step.kind not in FRAME_KINDS:
+            raise fail(f"unknown frame kind {step.kind!r}; known: {', '.join(FRAME_KINDS)}")
+        amount = step.count if isinstance(step, Icmp | Frames) else step.bytes
+        if amount < 0:
+            raise fail(f"negative traffic amount in {step}")
+
+
+def select(spec: str, available: Mapping[str, Sample]) -> list[Sample]:
+    """The samples ``spec`` names: "all", or "NAME[,NAME...]"; a :class:`ConfigError` if unknown."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names or names == ["all"]:
+        return list(available.values())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(
+            f"unknown sample {', '.join(unknown)}; available: {', '.join(available) or 'none'} "
+            "(`invoke samples.list` describes them)"
+        )
+    return [available[n] for n in dict.fromkeys(names)]

@@ -15,11 +15,12 @@ explicit ones (:mod:`.sources`); the packages are turned into a cache entry
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from debian.debian_support import Version
 
 from harness import files
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
@@ -248,8 +249,7 @@ def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelE
     if not found:
         return None
 
-    by_version = functools.cmp_to_key(apt.compare_versions)
-    path, manifest = max(found, key=lambda item: by_version(item[1].packages[0].version))
+    path, manifest = max(found, key=lambda item: Version(item[1].packages[0].version))
     kernel = cache.kernel_of(manifest)
     return cache.entry_of(path, manifest, replace(kernel, spec=spec))
 

@@ -20,9 +20,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from debian.debian_support import Version
 
 from harness import files
 from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
@@ -93,60 +95,6 @@ class Resolved:
         return (*self.kernel_packages, self.headers)
 
 
-# --- Debian version comparison (deb-version(7)) ---------------------------------------
-
-
-def _order(char: str) -> int:
-    if char == "~":
-        return -1
-    if char.isdigit():
-        return 0
-    if char.isalpha():
-        return ord(char)
-    return ord(char) + 256
-
-
-def _compare_part(a: str, b: str) -> int:
-    """Compare an upstream version or revision: alternating non-digit and digit runs."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ca = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            cb = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ca != cb:
-                return -1 if ca < cb else 1
-            i += 1
-            j += 1
-        start_i, start_j = i, j
-        while i < len(a) and a[i].isdigit():
-            i += 1
-        while j < len(b) and b[j].isdigit():
-            j += 1
-        na = int(a[start_i:i] or 0)
-        nb = int(b[start_j:j] or 0)
-        if na != nb:
-            return -1 if na < nb else 1
-    return 0
-
-
-def _split_version(version: str) -> tuple[int, str, str]:
-    epoch = 0
-    if ":" in version:
-        head, version = version.split(":", 1)
-        epoch = int(head)
-    upstream, _, revision = version.rpartition("-") if "-" in version else (version, "", "")
-    return epoch, upstream, revision
-
-
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0 or 1 as Debian version ``a`` sorts before, equal to or after ``b``."""
-    ea, ua, ra = _split_version(a)
-    eb, ub, rb = _split_version(b)
-    if ea != eb:
-        return -1 if ea < eb else 1
-    return _compare_part(ua, ub) or _compare_part(ra, rb)
-
-
 # --- parsing apt-cache output ---------------------------------------------------------
 
 
@@ -154,7 +102,7 @@ _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^)]+)\))?$")
 _BUILT_USING_LINUX = re.compile(r"(?:^|,)\s*linux\s+\(=\s*(?P<version>[^)\s]+)\)")
 
 
-def index_package(stanza: dict[str, str]) -> IndexPackage:
+def index_package(stanza: Mapping[str, str]) -> IndexPackage:
     """An :class:`IndexPackage` from one stanza.
 
     The source version is that of the ``linux`` source package the binary was built
@@ -181,12 +129,8 @@ def index_package(stanza: dict[str, str]) -> IndexPackage:
 
 
 def newest(packages: Sequence[IndexPackage]) -> IndexPackage:
-    """The package with the highest version (the first seen among equals)."""
-    best = packages[0]
-    for pkg in packages[1:]:
-        if compare_versions(pkg.version, best.version) > 0:
-            best = pkg
-    return best
+    """The package with the highest Debian version (the first seen among equals)."""
+    return max(packages, key=lambda pkg: Version(pkg.version))
 
 
 def select_kernel(

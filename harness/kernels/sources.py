@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from debian.deb822 import Deb822
+
 log = logging.getLogger(__name__)
 
 #: The host's apt configuration directory.
@@ -87,8 +89,7 @@ def parse_one_line(text: str, origin: str = "") -> list[SourceEntry]:
 def parse_deb822(text: str, origin: str = "") -> list[SourceEntry]:
     """The enabled stanzas of type ``deb`` of a deb822-style ``*.sources`` file."""
     entries = []
-    for fields in parse_stanzas(text):
-        stanza = {name.lower(): value for name, value in fields.items()}
+    for stanza in parse_stanzas(text):
         if "deb" not in stanza.get("types", "").split():
             continue
         if stanza.get("enabled", "yes").strip().lower() == "no":
@@ -100,31 +101,13 @@ def parse_deb822(text: str, origin: str = "") -> list[SourceEntry]:
     return entries
 
 
-def parse_stanzas(text: str) -> list[dict[str, str]]:
+def parse_stanzas(text: str) -> list[Deb822]:
     """The stanzas of deb822 control text (``*.sources`` files, ``apt-cache show``).
 
-    Field names keep their case; a continuation line is joined to its field with a
-    space; ``#`` comment lines are skipped.
+    Field names are looked up without regard to case, as apt does; a value that
+    continues over several lines keeps its line breaks; ``#`` comment lines are skipped.
     """
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key = ""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        if not line.strip():
-            if current:
-                stanzas.append(current)
-            current, key = {}, ""
-        elif line[0] in " \t" and key:
-            current[key] += " " + line.strip()
-        elif ":" in line:
-            name, value = line.split(":", 1)
-            key = name.strip()
-            current[key] = value.strip()
-    if current:
-        stanzas.append(current)
-    return stanzas
+    return list(Deb822.iter_paragraphs(text.splitlines(), use_apt_pkg=False))
 
 
 def snapshot_base(text: str) -> str | None:

@@ -36,8 +36,12 @@ VERSION_PAIRS = [
 ]
 
 
+def _package(version: str, name: str = "p") -> apt.IndexPackage:
+    return apt.IndexPackage(name, version, "linux", version, 1, "", "")
+
+
 @pytest.mark.parametrize(("a", "b"), VERSION_PAIRS)
-def test_version_order_is_dpkgs(a: str, b: str) -> None:
+def test_newest_orders_versions_as_dpkg_does(a: str, b: str) -> None:
     if shutil.which("dpkg") is None:
         pytest.skip("dpkg is not installed")
 
@@ -45,9 +49,12 @@ def test_version_order_is_dpkgs(a: str, b: str) -> None:
         argv = ["dpkg", "--compare-versions", a, op, b]
         return SubprocessRunner().run(argv, check=False).returncode == 0
 
-    expected = -1 if dpkg_says("lt") else 1 if dpkg_says("gt") else 0
-    assert apt.compare_versions(a, b) == expected
-    assert apt.compare_versions(b, a) == -expected
+    first, second = _package(a, "first"), _package(b, "second")
+    # Among equal versions the first seen wins, whichever order they come in.
+    expected_ab = first if dpkg_says("ge") else second
+    expected_ba = second if dpkg_says("le") else first
+    assert apt.newest([first, second]) == expected_ab
+    assert apt.newest([second, first]) == expected_ba
 
 
 def test_a_signed_binary_takes_its_source_version_from_built_using() -> None:

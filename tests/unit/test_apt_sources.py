@@ -54,7 +54,7 @@ def test_one_line_options_do_not_shift_the_fields() -> None:
     assert entry.suites == ("sid",)
 
 
-def test_stanzas_keep_field_case_and_join_continuation_lines() -> None:
+def test_stanzas_skip_comments_and_keep_continuation_lines() -> None:
     text = (
         "# a comment\n"
         "Package: linux-image-amd64\n"
@@ -63,10 +63,14 @@ def test_stanzas_keep_field_case_and_join_continuation_lines() -> None:
         "\n\n"
         "Types: deb\n"
     )
-    assert parse_stanzas(text) == [
-        {"Package": "linux-image-amd64", "Description": "first line second line"},
-        {"Types": "deb"},
-    ]
+    first, second = parse_stanzas(text)
+    assert dict(first) == {
+        "Package": "linux-image-amd64",
+        "Description": "first line\n second line",
+    }
+    # Field names are matched without regard to case, as apt reads them.
+    assert (first["package"], second["TYPES"]) == ("linux-image-amd64", "deb")
+    assert first["Description"].split() == ["first", "line", "second", "line"]
 
 
 def test_snapshot_base_is_what_precedes_archive() -> None:

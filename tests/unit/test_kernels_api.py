@@ -114,11 +114,12 @@ def _fake_boot_pieces(monkeypatch: pytest.MonkeyPatch) -> list[KernelEntry]:
         return []
 
     # The fake .debs are not the real ones: take their sha256 to be what the index says.
+    recorded = json.loads((DATA / "apt" / "6.12.json").read_text())
     index = {
         (s["Package"], s["Version"]): s["SHA256"]
-        for s in sources.parse_stanzas(
-            "\n".join(json.loads((DATA / "apt" / "6.12.json").read_text()).values())
-        )
+        for command, output in recorded.items()
+        if command.startswith("show ")
+        for s in sources.parse_stanzas(output)
         if "SHA256" in s
     }
     monkeypatch.setattr(cache, "_sha256", lambda deb: index[tuple(deb.name.split("_")[:2])])

@@ -21,10 +21,22 @@ NR_BPF = {"x86_64": 321, "aarch64": 280}
 # enum bpf_cmd
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+
+# enum bpf_map_type
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
 
 # enum bpf_prog_type
 BPF_PROG_TYPE_SOCKET_FILTER = 1
+
+# Flags of BPF_MAP_UPDATE_ELEM: create or replace, create only, replace only.
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
 
 BPF_OBJ_NAME_LEN = 16
 
@@ -35,6 +47,8 @@ LOG_SIZE_MAX = 16 * 1024 * 1024 - 1
 _COMMAND_NAMES = {
     BPF_MAP_CREATE: "BPF_MAP_CREATE",
     BPF_MAP_LOOKUP_ELEM: "BPF_MAP_LOOKUP_ELEM",
+    BPF_MAP_UPDATE_ELEM: "BPF_MAP_UPDATE_ELEM",
+    BPF_MAP_GET_NEXT_KEY: "BPF_MAP_GET_NEXT_KEY",
     BPF_PROG_LOAD: "BPF_PROG_LOAD",
 }
 
@@ -62,6 +76,16 @@ class MapElemAttr(ctypes.Structure):
     ]
 
 
+class MapNextKeyAttr(ctypes.Structure):
+    """The same struct as BPF_MAP_GET_NEXT_KEY reads it: ``next_key`` shares ``value``'s place."""
+
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("next_key", ctypes.c_uint64),
+    ]
+
+
 class ProgLoadAttr(ctypes.Structure):
     """The struct used by BPF_PROG_LOAD, up to ``expected_attach_type``."""
 
@@ -81,7 +105,7 @@ class ProgLoadAttr(ctypes.Structure):
     ]
 
 
-Attr = MapCreateAttr | MapElemAttr | ProgLoadAttr
+Attr = MapCreateAttr | MapElemAttr | MapNextKeyAttr | ProgLoadAttr
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -113,14 +137,18 @@ def bpf(cmd: int, attr: Attr) -> int:
     )
     if result >= 0:
         return int(result)
-    code = ctypes.get_errno()
+    raise error_for(cmd, ctypes.get_errno())
+
+
+def error_for(cmd: int, code: int) -> LoaderError:
+    """The typed error for bpf(2) command ``cmd`` failing with errno ``code``."""
     name = _COMMAND_NAMES.get(cmd, f"command {cmd}")
     if code in (errno.EPERM, errno.EACCES):
-        raise BpfPermissionError(
+        return BpfPermissionError(
             f"bpf({name}) was refused ({errno.errorcode.get(code, code)}: "
             f"{os.strerror(code)}); run as root or with CAP_BPF"
         )
-    raise BpfCallError(
+    return BpfCallError(
         f"bpf({name}) failed: {errno.errorcode.get(code, code)}: {os.strerror(code)}",
         errno_value=code,
     )
@@ -132,10 +160,10 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     try:
         return bpf(BPF_MAP_CREATE, attr)
     except BpfCallError as exc:
-        raise BpfCallError(
-            f"{exc} (map type {map_type}, key {key_size} B, value {value_size} B, "
-            f"{max_entries} entries, flags {flags:#x})",
-            errno_value=exc.errno,
+        raise _in_context(
+            exc,
+            f"map type {map_type}, key {key_size} B, value {value_size} B, "
+            f"{max_entries} entries, flags {flags:#x}",
         ) from exc
 
 
@@ -155,6 +183,51 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise
     return value_buf.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    """Store ``value`` under ``key`` (``flags``: BPF_ANY, BPF_NOEXIST or BPF_EXIST)."""
+    key_buf = ctypes.create_string_buffer(key, len(key))
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr = MapElemAttr(
+        map_fd=fd,
+        key=ctypes.addressof(key_buf),
+        value=ctypes.addressof(value_buf),
+        flags=flags,
+    )
+    try:
+        bpf(BPF_MAP_UPDATE_ELEM, attr)
+    except BpfCallError as exc:
+        raise _in_context(exc, f"map fd {fd}, key {key.hex()}, value {value.hex()}") from exc
+
+
+def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """The key after ``key`` (the first key when ``key`` is None), or None after the last.
+
+    The first call passes a NULL key pointer, which every kernel since 4.12 takes to
+    mean "the first key"; a key that is not in the map (deleted meanwhile) also
+    makes the kernel start over from the first.
+    """
+    key_buf = None if key is None else ctypes.create_string_buffer(key, len(key))
+    next_buf = ctypes.create_string_buffer(key_size)
+    attr = MapNextKeyAttr(
+        map_fd=fd,
+        key=0 if key_buf is None else ctypes.addressof(key_buf),
+        next_key=ctypes.addressof(next_buf),
+    )
+    try:
+        bpf(BPF_MAP_GET_NEXT_KEY, attr)
+    except BpfCallError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        after = "the first key" if key is None else f"the key after {key.hex()}"
+        raise _in_context(exc, f"map fd {fd}, asking for {after}") from exc
+    return next_buf.raw
+
+
+def _in_context(exc: BpfCallError, context: str) -> BpfCallError:
+    """``exc`` with what the call was about added to its message, errno kept."""
+    return BpfCallError(f"{exc} ({context})", errno_value=exc.errno)
 
 
 def prog_load(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,20 +24,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _reports_errors(func: F) -> F:
-    """Turn a HarnessError into ``error: ...`` on stderr and exit status 1."""
+    """Turn a HarnessError into ``error: ...`` on stderr and exit status 1.
+
+    Ctrl-C exits with status 130, SIGTERM and SIGHUP with 128 + the signal, each once
+    the commands and VMs of the run were killed (see :mod:`harness.proc`).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from harness import proc
+
         logging.basicConfig(
             level=logging.DEBUG if kwargs.get("verbose") else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        proc.exit_on_signals()
         try:
-            return func(*args, **kwargs)
-        except HarnessError as exc:
-            raise Exit(f"error: {exc}", code=1) from exc
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+            try:
+                return func(*args, **kwargs)
+            except HarnessError as exc:
+                raise Exit(f"error: {exc}", code=1) from exc
+            except KeyboardInterrupt:
+                raise Exit("interrupted", code=130) from None
+        finally:
+            # A signal that pytest (inside invoke test) turned into an interrupted
+            # session, or that came while an error was reported, still decides the exit.
+            if (signum := proc.termination_signal()) is not None:
+                name = signal.Signals(signum).name
+                raise Exit(f"terminated by {name}", code=128 + signum)
 
     return wrapper  # type: ignore[return-value]
 

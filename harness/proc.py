@@ -1,8 +1,20 @@
-"""The one place that runs external commands.
+"""The one place that runs external commands, and what makes sure none outlives a run.
 
 Commands are argv lists, never shell strings. Each is logged as ``shlex.join(argv)``.
-Every child runs in a session of its own, so a timeout or a Ctrl-C kills the whole
-process group (a ``vng`` and the qemu it started) and nothing outlives the run.
+Every child runs in a session of its own, so a timeout, a Ctrl-C or any exception kills
+the whole process group (a ``vng`` and the qemu it forks) and nothing outlives the run.
+
+Three ways the run can end, and what takes the VM down in each:
+
+- an exception (a timeout, Ctrl-C): ``SubprocessRunner.run`` kills the group;
+- SIGTERM or SIGHUP (CI cancelling a job, ``docker stop``, a closed terminal):
+  :func:`exit_on_signals` turns them into :class:`Terminated`, which unwinds like
+  Ctrl-C through the same ``except`` (front ends exit with status 128 + signal);
+- SIGKILL, or a crash: no code of ours runs, so each command has a watchdog, a small
+  process of its own that holds a pipe from this one and kills the command's group
+  when the pipe closes without a "done". A parent-death signal would not do: it
+  fires when the *thread* that started the child ends, and it would reach ``vng``
+  only, not the qemu that ``vng`` forks.
 
 Code that runs commands takes a :class:`Runner`; tests pass a fake one that records
 the calls and answers from a table.
@@ -17,10 +29,12 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO, Protocol
 
 from harness.errors import CommandError, CommandTimeoutError, ToolMissingError
@@ -31,6 +45,77 @@ log = logging.getLogger(__name__)
 _TAIL_CHARS = 2000
 #: Seconds to wait for a logged command's output to drain after it ended.
 _COPY_GRACE = 10.0
+#: The signals that end a run in order, as Ctrl-C does (SIGINT is Python's own).
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwind (killing child groups) and exit 128 + signal.
+
+    A :class:`KeyboardInterrupt`, so that everything that ends a run cleanly on
+    Ctrl-C (pytest, pytest-xdist, ``except BaseException`` clean-ups) does the same.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+_received: int | None = None
+
+
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
+
+    A signal ignored when the process started (``nohup``) stays ignored. After the
+    first, the handlers are reset, so a second signal ends the process at once (the
+    watchdogs still take its commands down). Call from the main thread.
+    """
+    for signum in TERMINATING_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _terminate)
+
+
+def termination_signal() -> int | None:
+    """The signal that :func:`exit_on_signals` turned into :class:`Terminated`, if any."""
+    return _received
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    global _received
+    if _received is None:
+        _received = signum
+    for other in TERMINATING_SIGNALS:
+        signal.signal(other, signal.SIG_DFL)
+    raise Terminated(signum)
+
+
+class PytestSignals:
+    """A pytest plugin: SIGTERM and SIGHUP end the session as Ctrl-C does (VMs killed,
+    the JUnit file written), and pytest exits with status 128 + signal.
+
+    Register it from a ``conftest.py``::
+
+        def pytest_configure(config):
+            config.pluginmanager.register(proc.PytestSignals(), proc.PytestSignals.name)
+    """
+
+    name = "harness-signals"
+
+    def pytest_configure(self) -> None:
+        exit_on_signals()
+
+    def pytest_sessionfinish(self, session: _Session) -> None:
+        if _received is not None:
+            session.exitstatus = 128 + _received
+
+
+class _Session(Protocol):
+    exitstatus: int
 
 
 @dataclass(frozen=True)
@@ -87,6 +172,59 @@ def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     proc.wait()
 
 
+#: The watchdog: reads its standard input to the end; unless it read "done", its
+#: parent died, and it kills the process group named by its argument.
+_WATCHDOG_CODE = """
+import os, signal, sys
+said = b""
+while chunk := os.read(0, 64):
+    said += chunk
+if said != b"done":
+    try:
+        os.killpg(int(sys.argv[1]), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+class Watchdog:
+    """Kills a process group if this process dies before calling :meth:`release`.
+
+    The watchdog leads a session of its own, so signals sent to this process's group
+    (a terminal's Ctrl-C, ``kill -- -PGID``) do not end it before it has done its job.
+    """
+
+    def __init__(self, pgid: int) -> None:
+        read_end, self._write_end = os.pipe()  # not inherited by other children
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable or "python3", "-I", "-S", "-c", _WATCHDOG_CODE, str(pgid)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self._write_end)
+            raise
+        finally:
+            os.close(read_end)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def release(self) -> None:
+        """The group was waited for: end the watchdog without killing anything."""
+        try:
+            os.write(self._write_end, b"done")
+        except BrokenPipeError:
+            pass  # it was killed; nothing to tell
+        finally:
+            os.close(self._write_end)
+            self._proc.wait()
+
+
 class SubprocessRunner:
     """A :class:`Runner` that really runs commands."""
 
@@ -131,6 +269,11 @@ class SubprocessRunner:
                     f"cannot run {args[0]}: not found; install it or check PATH"
                 ) from exc
             try:
+                watchdog = Watchdog(proc.pid)
+            except BaseException:
+                kill_group(proc)
+                raise
+            try:
                 if log_file is not None:
                     copier = _start_copy(proc, log_file)
                     _feed(proc, input)
@@ -148,9 +291,11 @@ class SubprocessRunner:
                     log_path=log_path,
                 ) from exc
             except BaseException:
-                # Ctrl-C or anything else: leave no child behind.
+                # Ctrl-C, SIGTERM or anything else: leave no child behind.
                 kill_group(proc)
                 raise
+            finally:
+                watchdog.release()
         finally:
             if copier is not None:
                 # The pipe closes when the last process of the group holding it ends.

@@ -1,147 +1,103 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * sockex1: load sockex1_kern.o, attach its socket filter to a raw packet
- * socket on lo and report how many bytes of TCP, UDP and ICMP it counted.
+ * socket on lo and print how many bytes of TCP, UDP and ICMP it counted,
+ * every second, five times.
  *
- *   sockex1 [OBJECT]            print the counts every second, five times
- *   sockex1 --harness [OBJECT]  attach, print "ready", wait until stdin is
- *                               closed (or SIGTERM/SIGINT), print the counts
- *                               once and exit
+ *   sockex1 [OBJECT]      OBJECT defaults to <this program>_kern.o
  *
- * OBJECT defaults to <this program>_kern.o.
+ * Built on the classic loader's bpf_load.h (harness/loaders/classic); the
+ * harness drives that directory's generic loader, this is the sample's demo.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <net/if.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/socket.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <netinet/in.h>
 
 #include "bpf_load.h"
 
-#ifndef SO_ATTACH_BPF
-#define SO_ATTACH_BPF 50
-#endif
+#define SECTION "socket1"
+#define MAP "my_map"
+#define INTERFACE "lo"
 
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
+static int count(struct bpf_load_map *map, int protocol, long long *bytes)
 {
-	(void)sig;
-	stop = 1;
-}
-
-static int open_raw_socket(const char *ifname)
-{
-	struct sockaddr_ll addr;
-	int sock;
-
-	sock = socket(PF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-	if (sock < 0) {
-		fprintf(stderr, "cannot open a packet socket: %s%s\n", strerror(errno),
-			errno == EPERM ? " (run as root or with CAP_NET_RAW)" : "");
+	*bytes = 0;
+	if (bpf_lookup_elem(map->fd, &protocol, bytes)) {
+		fprintf(stderr, "cannot read " MAP "[%d]: %s\n", protocol, strerror(errno));
 		return -1;
 	}
-	memset(&addr, 0, sizeof(addr));
-	addr.sll_family = AF_PACKET;
-	addr.sll_protocol = htons(ETH_P_ALL);
-	addr.sll_ifindex = if_nametoindex(ifname);
-	if (addr.sll_ifindex == 0 || bind(sock, (struct sockaddr *)&addr, sizeof(addr))) {
-		fprintf(stderr, "cannot bind a packet socket to %s: %s\n", ifname, strerror(errno));
-		close(sock);
+	return 0;
+}
+
+static int report(struct bpf_load_map *map)
+{
+	long long tcp, udp, icmp;
+
+	if (count(map, IPPROTO_TCP, &tcp) || count(map, IPPROTO_UDP, &udp) ||
+	    count(map, IPPROTO_ICMP, &icmp))
 		return -1;
-	}
-	return sock;
-}
-
-static long long count(int proto)
-{
-	int key = proto;
-	long long value = 0;
-
-	if (bpf_lookup_elem(map_fd[0], &key, &value)) {
-		fprintf(stderr, "cannot read my_map[%d]: %s\n", proto, strerror(errno));
-		exit(1);
-	}
-	return value;
-}
-
-static void report(void)
-{
-	printf("TCP %lld UDP %lld ICMP %lld bytes\n",
-	       count(IPPROTO_TCP), count(IPPROTO_UDP), count(IPPROTO_ICMP));
+	printf("TCP %lld UDP %lld ICMP %lld bytes\n", tcp, udp, icmp);
 	fflush(stdout);
+	return 0;
+}
+
+static int run(struct bpf_load_object *obj, const char *object)
+{
+	char error[BPF_LOAD_ERROR_MAX / 2];
+	struct bpf_load_map *map;
+	int prog_fd, sock, i, ret = 0;
+
+	if (bpf_load_open(obj, object))
+		return -1;
+	prog_fd = bpf_load_program(obj, SECTION, BPF_PROG_TYPE_SOCKET_FILTER);
+	if (prog_fd < 0)
+		return -1;
+	map = bpf_load_find_map(obj, MAP);
+	if (!map)
+		return -1;
+	/* The counts are read with an int key into a long long: the map must match. */
+	if (map->key_size != sizeof(int) || map->value_size != sizeof(long long))
+		return bpf_load_fail(obj, MAP " has %u-byte keys and %u-byte values; sockex1 "
+				     "needs %zu and %zu", map->key_size, map->value_size,
+				     sizeof(int), sizeof(long long));
+	sock = bpf_attach_packet_socket(prog_fd, INTERFACE, error, sizeof(error));
+	if (sock < 0)
+		return bpf_load_fail(obj, "program " SECTION ": %s", error);
+
+	for (i = 0; i < 5 && ret == 0; i++) {
+		ret = report(map);
+		sleep(1);
+	}
+	close(sock);
+	return ret;
 }
 
 int main(int argc, char **argv)
 {
+	static struct bpf_load_object obj;
 	char default_object[4096];
-	const char *object = NULL;
-	int harness = 0, sock, i;
+	const char *object;
+	int ret;
 
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--harness") == 0)
-			harness = 1;
-		else if (argv[i][0] == '-' || object) {
-			fprintf(stderr, "usage: %s [--harness] [OBJECT]\n", argv[0]);
-			return 2;
-		} else
-			object = argv[i];
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+		fprintf(stderr, "usage: %s [OBJECT]\n", argv[0]);
+		return 2;
 	}
-	if (!object) {
+	if (argc == 2) {
+		object = argv[1];
+	} else {
 		snprintf(default_object, sizeof(default_object), "%s_kern.o", argv[0]);
 		object = default_object;
 	}
 
-	if (load_bpf_file(object))
-		return 1;
-	if (map_count < 1) {
-		fprintf(stderr, "%s: no map to read the counts from\n", object);
-		return 1;
+	ret = run(&obj, object);
+	if (ret && obj.error[0]) {
+		fprintf(stderr, "%s\n", obj.error);
+		if (obj.log && obj.log[0])
+			fprintf(stderr, "verifier log:\n%s\n", obj.log);
 	}
-	/* The counts are read into an int key and a long long value: the map must match. */
-	if (map_key_size[0] != sizeof(int) || map_value_size[0] != sizeof(long long)) {
-		fprintf(stderr, "%s: my_map has %u-byte keys and %u-byte values; sockex1 needs "
-			"%zu and %zu\n", object, map_key_size[0], map_value_size[0],
-			sizeof(int), sizeof(long long));
-		return 1;
-	}
-
-	sock = open_raw_socket("lo");
-	if (sock < 0)
-		return 1;
-	if (setsockopt(sock, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd[0], sizeof(prog_fd[0]))) {
-		fprintf(stderr, "cannot attach the program with SO_ATTACH_BPF: %s\n", strerror(errno));
-		close(sock);
-		return 1;
-	}
-
-	if (harness) {
-		char buf[256];
-		struct sigaction sa;
-
-		memset(&sa, 0, sizeof(sa));
-		sa.sa_handler = on_signal;
-		sigaction(SIGTERM, &sa, NULL);
-		sigaction(SIGINT, &sa, NULL);
-		printf("ready\n");
-		fflush(stdout);
-		/* The traffic flows now; the driver closes stdin when it is delivered. */
-		while (!stop && read(STDIN_FILENO, buf, sizeof(buf)) > 0)
-			;
-		report();
-		return 0;
-	}
-
-	for (i = 0; i < 5; i++) {
-		report();
-		sleep(1);
-	}
-	return 0;
+	bpf_load_close(&obj);
+	return ret ? 1 : 0;
 }

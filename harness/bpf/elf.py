@@ -2,7 +2,7 @@
 
 The objects are the legacy kind the kernel's samples/bpf used: maps declared as
 ``struct bpf_map_def`` in a section named ``maps`` (five 32-bit fields, 20 bytes
-each), programs in executable sections named after their type (``socket1``), map
+each), programs in executable sections (``socket1``, ``socket/0``, ...), map
 references as ``R_BPF_64_64`` relocations on 64-bit immediate loads, and the license
 string in a section named ``license``.
 
@@ -116,14 +116,20 @@ class BpfObject:
             if program.section == section:
                 return program
         have = ", ".join(p.section for p in self.programs) or "none"
-        raise BpfObjectError(f"{self.path}: no program section {section!r} (programs: {have})")
+        raise BpfObjectError(
+            f"{self.path}: no program section {section!r} (programs: {have}); "
+            "rebuild the object with `invoke build`, or name one of its sections"
+        )
 
     def map(self, name: str) -> MapDef:
         for map_def in self.maps:
             if map_def.name == name:
                 return map_def
         have = ", ".join(m.name for m in self.maps) or "none"
-        raise BpfObjectError(f"{self.path}: no map {name!r} in section maps (maps: {have})")
+        raise BpfObjectError(
+            f"{self.path}: no map {name!r} in section maps (maps: {have}); "
+            "rebuild the object with `invoke build`, or name one of its maps"
+        )
 
 
 def read_object(path: Path) -> BpfObject:

@@ -8,6 +8,8 @@ import pytest
 from sockex1_objects import (
     build_host,
     compile_broken,
+    compile_object,
+    sockex1,
     with_machine,
     with_relocation_type,
 )
@@ -44,7 +46,7 @@ def test_built_object_has_the_sample_shape(sample_object: Path) -> None:
     )
     assert [(r.type, r.symbol) for r in program.relocations] == [(elf.R_BPF_64_64, "my_map")]
     assert program.insns[program.relocations[0].offset] == elf.LD_IMM64
-    assert check_object(sample_object) == obj
+    assert check_object(sockex1(), sample_object) == obj
 
 
 def test_relocate_points_the_load_at_the_map_fd(sample_object: Path) -> None:
@@ -145,3 +147,86 @@ def test_a_section_without_a_program_names_those_loaded_and_says_rebuild(
 
     with pytest.raises(LoaderError, match=r"section 'socket2' \(it loaded socket1\).*invoke build"):
         loaded.program_fd("socket2")
+
+
+# --- objects of several programs and maps (tests/data/objects) -------------------------
+
+
+@pytest.fixture(scope="module")
+def flows_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_object("flows", tmp_path_factory.mktemp("objects"))
+
+
+def test_every_program_section_is_read_with_its_function_name(flows_object: Path) -> None:
+    obj = elf.read_object(flows_object)
+
+    assert [(p.section, p.name) for p in obj.programs] == [
+        ("socket/0", "dispatch"),
+        ("socket/1", "count_udp"),
+    ]
+    assert obj.license == "GPL"
+
+
+def test_every_map_definition_is_read_in_section_order(flows_object: Path) -> None:
+    obj = elf.read_object(flows_object)
+
+    hash_, prog_array, array = 1, 3, 2
+    assert obj.maps == (
+        elf.MapDef("flows", 0, hash_, key_size=8, value_size=16, max_entries=64, flags=0),
+        elf.MapDef("jmp_table", 20, prog_array, key_size=4, value_size=4, max_entries=4, flags=0),
+        elf.MapDef("runs", 40, array, key_size=4, value_size=8, max_entries=2, flags=0),
+    )
+
+
+def test_relocations_belong_to_their_own_program(flows_object: Path) -> None:
+    obj = elf.read_object(flows_object)
+
+    # dispatch counts its run and tail-calls; count_udp counts its run, then looks
+    # the flow up, inserts it and looks it up again.
+    assert [r.symbol for r in obj.program("socket/0").relocations] == ["runs", "jmp_table"]
+    assert [r.symbol for r in obj.program("socket/1").relocations] == [
+        "runs",
+        "flows",
+        "flows",
+        "flows",
+    ]
+    for program in obj.programs:
+        for reloc in program.relocations:
+            assert reloc.type == elf.R_BPF_64_64
+            assert program.insns[reloc.offset] == elf.LD_IMM64
+
+
+def test_relocate_gives_each_reference_its_own_map_fd(flows_object: Path) -> None:
+    obj = elf.read_object(flows_object)
+    fds = {"flows": 11, "jmp_table": 12, "runs": 13}
+
+    for program in obj.programs:
+        patched = loader.relocate(program, fds)
+        for reloc in program.relocations:
+            at = reloc.offset
+            assert patched[at + 1] >> 4 == loader.BPF_PSEUDO_MAP_FD
+            assert int.from_bytes(patched[at + 4 : at + 8], "little") == fds[reloc.symbol]
+        untouched = [
+            i for i in range(0, len(patched), 8) if all(i != r.offset for r in program.relocations)
+        ]
+        assert all(patched[i : i + 8] == program.insns[i : i + 8] for i in untouched)
+
+
+def test_the_reader_reads_map_types_the_loader_refuses(tmp_path: Path) -> None:
+    obj = elf.read_object(compile_object("percpu", tmp_path))
+
+    percpu_array = 6
+    assert [(m.name, m.type) for m in obj.maps] == [("counts", 2), ("per_cpu", percpu_array)]
+
+
+def test_a_missing_section_or_map_lists_the_others_and_says_rebuild(flows_object: Path) -> None:
+    obj = elf.read_object(flows_object)
+
+    with pytest.raises(
+        BpfObjectError, match=r"'socket/2' \(programs: socket/0, socket/1\); rebuild"
+    ):
+        obj.program("socket/2")
+    with pytest.raises(
+        BpfObjectError, match=r"'counts' in section maps \(maps: flows, jmp_table, runs\); rebuild"
+    ):
+        obj.map("counts")

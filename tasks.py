@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 from invoke import Collection, Context, Exit, task
 
 from harness.errors import HarnessError
-from harness.guest.scenario import LOADERS
+from harness.loaders import BUILTIN
 from harness.vm import DEFAULT_TIMEOUTS
+
+BUILTIN_LOADERS = [loader.name for loader in BUILTIN]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,6 +216,39 @@ kernels_ns.add_task(kernels_list, name="list")
 kernels_ns.add_task(kernels_fetch, name="fetch")
 kernels_ns.add_task(kernels_resolve, name="resolve")
 
+# --- samples: samples.list ------------------------------------------------------------
+
+samples_ns = Collection("samples")
+ns.add_collection(samples_ns)
+
+
+@task(help={"verbose": "log details"})
+@_reports_errors
+def samples_list(c: Context, verbose: bool = False) -> None:
+    """List the samples: name, title, format, loaders, programs, maps."""
+    from harness import loaders, samples
+
+    builtin = loaders.builtin()
+    for sample in samples.discover().values():
+        names = [loader.name for loader in builtin if loader.applies_to(sample.format)]
+        programs = ", ".join(
+            f"{p.section} ({p.type}{', ' + p.attach if p.attach else ''})" for p in sample.programs
+        )
+        maps = ", ".join(
+            f"{m.name} ({m.kind}: {','.join(m.key.fields)} -> {','.join(m.value.fields)})"
+            for m in sample.maps
+        )
+        print(f"{sample.name}: {sample.title}")
+        print(f"  format:   {sample.format}")
+        print(f"  loaders:  {', '.join(names)}")
+        print(f"  programs: {programs}")
+        print(f"  maps:     {maps}")
+        if sample.min_kernel:
+            print(f"  needs:    Linux {sample.min_kernel}+ ({sample.min_kernel_reason})")
+
+
+samples_ns.add_task(samples_list, name="list")
+
 # --- build --------------------------------------------------------------------------
 
 
@@ -221,17 +256,19 @@ kernels_ns.add_task(kernels_resolve, name="resolve")
     help={
         "kernel": 'what to build for: "host" (the default: the running kernel and the host\'s '
         'headers), a series such as "6.1", several as "5.10,6.1", or a path to a kernel',
+        "sample": 'samples to build: "all" (the default) or NAME[,NAME...]',
         "verbose": "log details",
     }
 )
 @_reports_errors
-def build(c: Context, kernel: str = "host", verbose: bool = False) -> None:
-    """Build sockex1 (BPF object and C loader) against a kernel's UAPI headers."""
+def build(c: Context, kernel: str = "host", sample: str = "all", verbose: bool = False) -> None:
+    """Build the samples and the program loaders against a kernel's UAPI headers."""
     import os
 
-    from harness import paths
-    from harness.build import build_sample
+    from harness import loaders, paths, samples
+    from harness.build import build_loader, build_sample
 
+    chosen = samples.select(sample, samples.discover())
     for spec in [s.strip() for s in kernel.split(",") if s.strip()]:
         if spec == "host":
             release, headers = os.uname().release, None
@@ -242,12 +279,19 @@ def build(c: Context, kernel: str = "host", verbose: bool = False) -> None:
                 spec, kernels.KernelOptions(cache=paths.cache_dir()), progress=_say
             )
             release, headers = entry.release, entry.headers
-        built = build_sample(release, headers)
-        for command in built.commands:
-            print(f"$ {command}")
-        state = "built" if built.rebuilt else "up to date, nothing rebuilt"
-        where = built.include_dir or "the host's /usr/include"
-        print(f"sockex1 for {release}: {state} in {built.directory} (UAPI headers: {where})")
+        outputs = [build_sample(s, release, headers).output for s in chosen]
+        formats = {s.format for s in chosen}
+        outputs += [
+            build_loader(loader, release, headers)
+            for loader in loaders.builtin()
+            if loader.sources and any(loader.applies_to(f) for f in formats)
+        ]
+        for built in outputs:
+            for command in built.commands:
+                print(f"$ {command}")
+            state = "built" if built.rebuilt else "up to date"
+            print(f"{built.name} for {release}: {state} in {built.directory}")
+        print(f"UAPI headers: {headers or 'the host /usr/include'}")
 
 
 ns.add_task(build, name="build")
@@ -255,117 +299,112 @@ ns.add_task(build, name="build")
 # --- test ---------------------------------------------------------------------------
 
 
-def _test_progress(line: str) -> None:
-    # Byte counts of downloads are too many lines for a log; the rest is progress.
-    if not line.startswith("downloaded "):
-        _say(f"  {line}")
-
-
 @task(
     help={
-        "kernel": 'kernels to test: "all" (the default: every series reachable from the '
-        'configured sources), one series such as "6.1", several as "5.10,6.12", or a path '
-        "to your own kernel image",
-        "loader": "python, c, or both (the default): which loader of the sample to test",
+        "kernel": 'kernels to test: "all" (the default: every series of the catalog; one '
+        'whose archive cannot be reached is skipped), one series such as "6.1", several as '
+        '"5.10,6.12", or a path to your own kernel',
+        "sample": 'samples to run: "all" (the default) or NAME[,NAME...] (invoke samples.list)',
+        "loader": 'loaders to run: "all" (the default) or NAME[,NAME...] of '
+        + ", ".join(BUILTIN_LOADERS),
+        "loader_cmd": "NAME=COMMAND: also run a loader of your own that speaks the loader "
+        "protocol (repeatable; see the README)",
         "jobs": "VMs to run in parallel (pytest-xdist; a kernel's cases stay on one worker)",
         "accel": "kvm, tcg, or auto (the default: KVM where a short probe shows it works)",
-        "tcp_bytes": "TCP payload the guest sends over loopback (default 256 KiB)",
-        "udp": "send UDP as well (default on; --no-udp to leave it out)",
-        "icmp": "send ICMP echoes as well (default on; --no-icmp to leave them out)",
         "timeout": "seconds one VM may run (default 0: {tcg:.0f} under TCG, {kvm:.0f} under "
         "KVM)".format(**DEFAULT_TIMEOUTS),
+        "timings": "print where the time went: each case's phases in the guest",
         "mirror": "URL of the Debian archive to use instead of the host's apt sources "
         "(also $HARNESS_MIRROR)",
         "pytest_args": "more arguments for pytest, as one string (e.g. '-x -vv')",
         "verbose": "log details",
     },
+    iterable=["loader_cmd"],
 )
 @_reports_errors
 def test(
     c: Context,
     kernel: str = "all",
-    loader: str = "both",
+    sample: str = "all",
+    loader: str = "all",
+    loader_cmd: list[str] | None = None,
     jobs: int = 1,
     accel: str = "auto",
-    tcp_bytes: int = 256 * 1024,
-    udp: bool = True,
-    icmp: bool = True,
     timeout: int = 0,
+    timings: bool = False,
     mirror: str | None = None,
     pytest_args: str = "",
     verbose: bool = False,
 ) -> None:
-    """Boot each kernel in a VM, run sockex1 under loopback traffic, check its counts."""
+    """Boot each kernel in a VM, run every sample with every loader, check the maps."""
     import shlex
-    import time
 
     import pytest
 
-    from harness import kernels, paths, vm
+    from harness import kernels, loaders, paths, run, samples
     from harness import report as results
-    from harness.build import build_sample
     from harness.errors import ConfigError
 
-    if loader not in (*LOADERS, "both"):
-        raise ConfigError(f"unknown loader {loader!r}; use {', '.join(LOADERS)} or both")
+    # Every option is checked here, before anything is downloaded or booted.
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, not {jobs}")
+    if timeout < 0:
+        raise ConfigError(f"--timeout must be a number of seconds (0: the default), not {timeout}")
+    if accel not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
+    commands = list(loader_cmd or [])
     options = kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror)
-    specs = kernels.expand_specs(kernel, options)
-    # Kernels and builds first, one after the other: a kernel that cannot be had ends
-    # the run here, with the kernels' own message, before any VM boots.
-    entries = []
-    for spec in specs:
-        start = time.monotonic()
-        _say(f"kernel {spec}: preparing")
-        entry = kernels.prepare(spec, options, progress=_test_progress)
-        built = build_sample(entry.release, entry.headers)
-        state = "built" if built.rebuilt else "up to date"
-        _say(
-            f"kernel {spec}: {entry.release} ready, sockex1 {state} "
-            f"({time.monotonic() - start:.1f} s)"
+    choices = run.kernel_choices(kernel, options)
+    chosen = samples.select(sample, samples.discover())
+    cases = run.plan_cases(chosen, loaders.select(loader, commands))
+    if not cases:
+        raise ConfigError(
+            f"no loader of --loader {loader} can load the samples {sample} "
+            "(invoke samples.list says which loaders apply)"
         )
-        entries.append(entry)
-    chosen = vm.probe_accel(accel, image=entries[0] if entries else None)
-    _say(f"accelerator: {chosen}" + (" (probed)" if accel == "auto" else ""))
+    try:
+        extra = shlex.split(pytest_args)
+    except ValueError as exc:
+        raise ConfigError(f"--pytest-args {pytest_args!r}: {exc}") from exc
 
-    junit = results.junit_path()
-    junit.unlink(missing_ok=True)
+    results_dir = run.new_results_dir()
+    junit = results_dir / results.JUNIT_NAME
     args = [
         str(paths.PROJECT_ROOT / "tests" / "vm"),
-        f"--kernel={','.join(specs)}",
+        f"--kernel={','.join(c.spec for c in choices) if kernel not in ('', 'all') else 'all'}",
+        f"--sample={sample}",
         f"--loader={loader}",
-        f"--accel={chosen}",
-        f"--tcp-bytes={tcp_bytes}",
+        *(f"--loader-cmd={command}" for command in commands),
+        f"--accel={accel}",
+        f"--results-dir={results_dir}",
         f"--junitxml={junit}",
         "-p",
         "no:cacheprovider",
         "-p",
-        "no:sockex1-table",
+        "no:results-table",
         "-v",
     ]
-    # The amounts of UDP and ICMP are tests/vm/conftest.py's defaults; only leaving
-    # them out is asked for here.
-    if not udp:
-        args.append("--udp-bytes=0")
-    if not icmp:
-        args.append("--icmp-count=0")
     if mirror:
         args.append(f"--mirror={mirror}")
     if timeout:
         args.append(f"--vm-timeout={timeout}")
     if jobs > 1:
-        args += ["-n", str(min(jobs, len(specs))), "--dist", "loadgroup"]
-    args += shlex.split(pytest_args)
+        args += ["-n", str(min(jobs, len(choices))), "--dist", "loadgroup"]
+    args += extra
     _say(f"$ pytest {shlex.join(args)}")
     code = pytest.main(args)
     if code == pytest.ExitCode.INTERRUPTED:
         raise Exit("interrupted", code=130)
-    cases = results.parse_junit(junit)
+    if not junit.exists():
+        raise Exit(f"error: pytest ended with status {int(code)} and wrote no results", code=1)
+    cases_run = results.parse_junit(junit)
     print()
-    sys.stdout.write(results.render_table(cases))
-    print(f"\nJUnit: {junit}\nconsole logs and results: {paths.results_dir()}/<release>/")
-    if code != pytest.ExitCode.OK or results.summary_exit_code(cases):
+    sys.stdout.write(results.render_table(cases_run, color=sys.stdout.isatty()))
+    if timings:
+        print()
+        sys.stdout.write(results.render_timings(cases_run))
+    print(f"\nresults: {results_dir}/ (JUnit, and <release>/<sample>/<loader>.json)")
+    if code != pytest.ExitCode.OK or results.summary_exit_code(cases_run):
         raise Exit(code=1)
 
 
@@ -376,8 +415,10 @@ ns.add_task(test, name="test")
 
 @task(
     help={
-        "junit": "the JUnit file of a run (default: build/results/junit.xml)",
+        "results": "a run's results directory (default: the latest, build/results/latest)",
+        "junit": "the JUnit file of a run, instead of --results",
         "format": "table (for a terminal, the default) or markdown (for a GitHub job summary)",
+        "timings": "add each case's phases in the guest",
         "output": "write the report to FILE instead of standard output",
         "title": "the headline of the Markdown summary",
         "check": "exit with status 1 when a case failed (5 when none ran), like pytest",
@@ -386,30 +427,38 @@ ns.add_task(test, name="test")
 @_reports_errors
 def report(
     c: Context,
+    results: str = "",
     junit: str = "",
     format: str = "table",
+    timings: bool = False,
     output: str = "",
-    title: str = "sockex1 on each kernel",
+    title: str = "Samples on each kernel",
     check: bool = False,
 ) -> None:
-    """Show the results of a run: a table, or a Markdown summary for CI."""
-    from harness import report as results
+    """Show the results of a run: tables, or a Markdown summary for CI."""
+    from harness import report as reports
+    from harness import run
     from harness.errors import ConfigError
 
     if format not in ("table", "markdown"):
         raise ConfigError(f"unknown report format {format!r}; use one of: table, markdown")
-    path = Path(junit) if junit else results.junit_path()
-    cases = results.parse_junit(path)
-    if format == "markdown":
-        text = results.render_markdown(cases, title=title)
+    if junit:
+        path = Path(junit)
     else:
-        text = results.render_table(cases)
+        path = (Path(results) if results else run.latest_results_dir()) / reports.JUNIT_NAME
+    cases = reports.parse_junit(path)
+    if format == "markdown":
+        text = reports.render_markdown(cases, title=title)
+    else:
+        text = reports.render_table(cases, color=not output and sys.stdout.isatty())
+    if timings:
+        text += "\n" + reports.render_timings(cases)
     if output:
         _write_file(Path(output), text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    if check and (code := results.summary_exit_code(cases)):
+    if check and (code := reports.summary_exit_code(cases)):
         raise Exit(code=code)
 
 

@@ -1,70 +1,81 @@
-"""Build the sockex1 sample for one kernel: the BPF object and the C loader.
+"""Build, per kernel release, each sample's BPF object and user program, and each loader.
 
-Both are compiled against that kernel's UAPI headers, first on the include path,
-into ``<build root>/<release>/``. A stamp file records a hash of everything the
-build read (sources, headers, compilers, flags); when it matches, nothing is
-rebuilt. The finished object is read back with :mod:`harness.bpf.elf` and checked
-for what the sample needs, so that a bad object fails here, before any VM boots.
+Everything is compiled against that kernel's UAPI headers, first on the include
+path, into ``<build root>/<release>/samples/<sample>/`` and
+``<build root>/<release>/loaders/<loader>/``. A stamp file records a hash of
+everything a build read (sources, headers, compilers, flags); when it matches,
+nothing is rebuilt. A finished object is read back with :mod:`harness.bpf.elf` and
+checked against the sample's descriptor (its programs and maps), so that a bad
+object fails here, before any VM boots.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import files, paths
 from harness.bpf import elf
 from harness.errors import BpfObjectError, BuildError, CommandError
+from harness.loaders import LOADERS_DIR, Loader
 from harness.proc import Runner, SubprocessRunner, require, tail
+from harness.samples import Sample
 
 log = logging.getLogger(__name__)
 
-SAMPLE = "sockex1"
-SAMPLE_DIR = paths.SAMPLES_DIR / SAMPLE
-KERN_SOURCE = "sockex1_kern.c"
-USER_SOURCES = ("sockex1_user.c", "bpf_load.c")
-HEADERS = ("bpf_load.h",)
-OBJECT_NAME = "sockex1_kern.o"
-LOADER_NAME = "sockex1"
 STAMP_NAME = ".stamp"
 LOCK_NAME = ".lock"
 LOG_NAME = "build.log"
 
-#: What the object must contain for the sample to work.
-PROGRAM_SECTION = "socket1"
-MAP_NAME = "my_map"
-
 #: The host's headers: Debian keeps asm/ in the multiarch directory.
 HOST_INCLUDE = Path("/usr/include")
 HOST_MULTIARCH = "x86_64-linux-gnu"
-#: The parts of a UAPI include tree that the sample's sources reach.
+#: The parts of a UAPI include tree that the sources reach.
 UAPI_DIRS = ("linux", "asm", "asm-generic", HOST_MULTIARCH + "/asm")
 
 BPF_CFLAGS = ("-O2", "-Wall", "-target", "bpf")
+#: BTF-defined maps need the object's BTF, which clang writes with -g.
+BTF_CFLAGS = ("-g",)
 USER_CFLAGS = ("-O2", "-Wall")
-USER_LIBS = ("-lelf",)
+#: The classic user programs are built on the classic loader's bpf_load.c.
+CLASSIC_LIB = LOADERS_DIR / "classic"
 
 
 @dataclass(frozen=True)
 class BuildOutput:
-    """What :func:`build_sample` produced for one kernel release."""
+    """What one build produced: its outputs by name, the transcript, whether it ran."""
 
+    name: str  # "samples/sockex1" or "loaders/c"
     release: str
     directory: Path
-    bpf_object: Path
-    c_loader: Path
+    outputs: dict[str, Path]
     include_dir: Path | None  # the kernel's UAPI include dir used; None: the host's
-    log_path: Path  # the compiler transcript of the last build
+    log_path: Path
     rebuilt: bool
     commands: tuple[str, ...] = ()  # the compiler commands run (empty when not rebuilt)
+
+
+@dataclass(frozen=True)
+class SampleBuild:
+    """A sample built for one release: its BPF object, and its own user program if it has one."""
+
+    sample: Sample
+    output: BuildOutput
+
+    @property
+    def bpf_object(self) -> Path:
+        return self.output.outputs["object"]
+
+    @property
+    def user_program(self) -> Path | None:
+        return self.output.outputs.get("user")
 
 
 def include_flags(headers: Path | None) -> tuple[str, ...]:
@@ -77,150 +88,277 @@ def include_flags(headers: Path | None) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def bpf_argv(clang: str, headers: Path | None, source: Path, output: Path) -> list[str]:
-    """The clang command that compiles the BPF object."""
-    return [clang, *BPF_CFLAGS, *include_flags(headers), "-c", str(source), "-o", str(output)]
+def bpf_argv(
+    clang: str, headers: Path | None, source: Path, output: Path, *, btf: bool = False
+) -> list[str]:
+    """The clang command that compiles a BPF object."""
+    extra = BTF_CFLAGS if btf else ()
+    return [
+        clang,
+        *BPF_CFLAGS,
+        *extra,
+        *include_flags(headers),
+        "-c",
+        str(source),
+        "-o",
+        str(output),
+    ]
 
 
-def loader_argv(cc: str, headers: Path | None, sources: Iterable[Path], output: Path) -> list[str]:
-    """The compiler command that builds the C loader against libelf."""
+def program_argv(
+    cc: str,
+    headers: Path | None,
+    sources: Iterable[Path],
+    output: Path,
+    *,
+    include: Sequence[Path] = (),
+    libraries: Sequence[str] = (),
+) -> list[str]:
+    """The compiler command that builds a user-space program (a loader or a user program)."""
     return [
         cc,
         *USER_CFLAGS,
         *include_flags(headers),
+        *(f"-I{path}" for path in include),
         *(str(s) for s in sources),
         "-o",
         str(output),
-        *USER_LIBS,
+        *libraries,
     ]
 
 
-def check_object(path: Path) -> elf.BpfObject:
-    """Read the built object and check what sockex1 needs; a :class:`BpfObjectError` if not."""
+def link_options(libraries: Sequence[str], runner: Runner) -> list[str]:
+    """``-l`` options, with ``pkg-config:NAME`` asked of pkg-config."""
+    out: list[str] = []
+    for library in libraries:
+        if library.startswith("pkg-config:"):
+            package = library.split(":", 1)[1]
+            pkg_config = require("pkg-config", "pkg-config")
+            try:
+                done = runner.run([pkg_config, "--libs", package])
+            except CommandError as exc:
+                raise BuildError(
+                    f"pkg-config knows no {package}: install its development package "
+                    f"(e.g. apt-get install {package}-dev)"
+                ) from exc
+            out += shlex.split(done.stdout)
+        else:
+            out.append(library)
+    return out
+
+
+def check_object(sample: Sample, path: Path) -> elf.BpfObject:
+    """Read a built object and check it against ``sample``'s descriptor."""
     obj = elf.read_object(path)
-    program = obj.program(PROGRAM_SECTION)
-    obj.map(MAP_NAME)
-    if not any(r.type == elf.R_BPF_64_64 and r.symbol == MAP_NAME for r in program.relocations):
-        raise BpfObjectError(
-            f"{path}: program {PROGRAM_SECTION} has no R_BPF_64_64 relocation against "
-            f"{MAP_NAME}; the filter must look its counters up in {MAP_NAME}"
-        )
+    for program in sample.programs:
+        obj.program(program.section)
+    if sample.format == "classic":
+        for check in sample.maps:
+            definition = obj.map(check.name)
+            if (definition.key_size, definition.value_size) != (check.key.size, check.value.size):
+                raise BpfObjectError(
+                    f"{path}: map {check.name} has {definition.key_size}-byte keys and "
+                    f"{definition.value_size}-byte values, but samples/{sample.name}/sample.py "
+                    f"declares {check.key.size} and {check.value.size}"
+                )
     if obj.license != "GPL":
-        raise BpfObjectError(f"{path}: license is {obj.license!r}, the sample needs 'GPL'")
+        raise BpfObjectError(f"{path}: license is {obj.license!r}, the samples need 'GPL'")
     return obj
 
 
 def build_sample(
+    sample: Sample,
     release: str,
     headers: Path | None,
     *,
     build_root: Path | None = None,
     runner: Runner | None = None,
-    source_dir: Path = SAMPLE_DIR,
-) -> BuildOutput:
-    """Build sockex1 for ``release`` against ``headers`` (None: the host's UAPI headers).
-
-    ``headers`` is an include directory holding ``linux/``, ``asm/`` and
-    ``asm-generic/``, as the kernel cache keeps them.
-    """
+) -> SampleBuild:
+    """Build ``sample`` for ``release`` against ``headers`` (None: the host's UAPI headers)."""
     runner = runner or SubprocessRunner()
+    _check_headers(headers, release)
+    clang = require("clang", "clang")
+    btf = sample.format == "btf"
+    kern = sample.directory / sample.kern
+    steps: list[tuple[str, list[str]]] = [
+        ("object", bpf_argv(clang, headers, kern, Path(sample.object_name), btf=btf))
+    ]
+    inputs = [kern, *_local_headers(sample.directory)]
+    if sample.user:
+        cc = _cc()
+        user = [sample.directory / name for name in sample.user]
+        if btf:
+            include: list[Path] = []
+            libraries = link_options(["pkg-config:libbpf"], runner)
+        else:
+            include = [CLASSIC_LIB]
+            user.append(CLASSIC_LIB / "bpf_load.c")
+            inputs.append(CLASSIC_LIB / "bpf_load.h")
+            libraries = ["-lelf"]
+        inputs += user
+        program = Path(sample.user[0]).stem.removesuffix("_user") or sample.name
+        steps.append(
+            (
+                "user",
+                program_argv(
+                    cc, headers, user, Path(program), include=include, libraries=libraries
+                ),
+            )
+        )
+    output = _build_unit(
+        f"samples/{sample.name}",
+        release,
+        headers,
+        inputs,
+        steps,
+        runner,
+        build_root=build_root,
+        check=lambda built: check_object(sample, built["object"]),
+    )
+    return SampleBuild(sample, output)
+
+
+def build_loader(
+    loader: Loader,
+    release: str,
+    headers: Path | None,
+    *,
+    build_root: Path | None = None,
+    runner: Runner | None = None,
+) -> BuildOutput:
+    """Build a program loader for ``release``; its program is ``outputs["program"]``."""
+    runner = runner or SubprocessRunner()
+    if not loader.sources:
+        raise BuildError(f"loader {loader.name} has nothing to build")
+    _check_headers(headers, release)
+    cc = _cc()
+    directories = sorted({s.parent for s in loader.sources})
+    inputs = [*loader.sources, *(h for d in directories for h in sorted(d.glob("*.h")))]
+    argv = program_argv(
+        cc,
+        headers,
+        loader.sources,
+        Path(f"loader-{loader.name}"),
+        include=directories,
+        libraries=link_options(loader.libraries, runner),
+    )
+    return _build_unit(
+        f"loaders/{loader.name}", release, headers, inputs, [("program", argv)], runner,
+        build_root=build_root,
+    )  # fmt: skip
+
+
+def _cc() -> str:
+    return shutil.which("cc") or require("gcc", "gcc")
+
+
+def _check_headers(headers: Path | None, release: str) -> None:
     if headers is not None and not (headers / "linux" / "bpf.h").is_file():
         raise BuildError(
             f"{headers} holds no linux/bpf.h: not the UAPI headers of kernel {release}; "
             "fetch the kernel again with `invoke kernels.fetch`"
         )
-    clang = require("clang", "clang")
-    cc = shutil.which("cc") or require("gcc", "gcc")
-    directory = (build_root or paths.build_dir()) / release
+
+
+def _local_headers(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.h"))
+
+
+def _build_unit(
+    name: str,
+    release: str,
+    headers: Path | None,
+    inputs: Sequence[Path],
+    steps: Sequence[tuple[str, list[str]]],
+    runner: Runner,
+    *,
+    build_root: Path | None,
+    check: Callable[[dict[str, Path]], object] | None = None,
+) -> BuildOutput:
+    """Run ``steps`` (output name, argv ending in ``-o FILE``) unless the stamp says current.
+
+    Each argv names its output by a bare file name, so the commands logged are the
+    ones a user can rerun in the build directory.
+    """
+    directory = (build_root or paths.build_dir()) / release / name
+    outputs = {key: directory / argv[argv.index("-o") + 1] for key, argv in steps}
     output = BuildOutput(
+        name=name,
         release=release,
         directory=directory,
-        bpf_object=directory / OBJECT_NAME,
-        c_loader=directory / LOADER_NAME,
+        outputs=outputs,
         include_dir=headers,
         log_path=directory / LOG_NAME,
         rebuilt=False,
     )
-
-    kern = source_dir / KERN_SOURCE
-    user = [source_dir / name for name in USER_SOURCES]
-    stamp = _stamp(
-        [kern, *user, *(source_dir / h for h in HEADERS)],
-        headers,
-        [
-            bpf_argv(clang, headers, Path(KERN_SOURCE), Path(OBJECT_NAME)),
-            loader_argv(cc, headers, [Path(n) for n in USER_SOURCES], Path(LOADER_NAME)),
-            [_identity(clang), _identity(cc)],
-        ],
-    )
+    tools = sorted({argv[0] for _, argv in steps})
+    stamp = _stamp(inputs, headers, [argv for _, argv in steps], [_identity(t) for t in tools])
     directory.mkdir(parents=True, exist_ok=True)
     # Two runs building for the same kernel (invoke build beside invoke test) take turns.
     with files.locked(directory / LOCK_NAME):
-        return _build_locked(output, stamp, kern, user, headers, clang, cc, runner)
-
-
-def _build_locked(
-    output: BuildOutput,
-    stamp: str,
-    kern: Path,
-    user: list[Path],
-    headers: Path | None,
-    clang: str,
-    cc: str,
-    runner: Runner,
-) -> BuildOutput:
-    release, directory = output.release, output.directory
-    stamp_path = directory / STAMP_NAME
-    if _read(stamp_path) == stamp and output.bpf_object.is_file() and output.c_loader.is_file():
-        log.info("%s for %s is up to date in %s", SAMPLE, release, directory)
-        check_object(output.bpf_object)
-        return output
-
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as tmp:
-        work = Path(tmp)
-        # Run in the scratch directory with bare output names, so the commands
-        # logged are the ones a user can rerun in the build directory.
-        commands = [
-            bpf_argv(clang, headers, kern, Path(OBJECT_NAME)),
-            loader_argv(cc, headers, user, Path(LOADER_NAME)),
-        ]
-        transcript = []
-        for argv in commands:
-            line = shlex.join(argv)
-            log.info("build %s for %s: %s", SAMPLE, release, line)
-            transcript.append(f"$ {line}\n")
-            try:
-                done = runner.run(argv, cwd=work)
-            except CommandError as exc:
-                files.write_atomic(output.log_path, "".join(transcript) + exc.output + "\n")
-                raise BuildError(
-                    f"building sample {SAMPLE} for kernel {release} failed "
-                    f"(headers: {headers or 'host'}; log: {output.log_path}):\n"
-                    f"$ {line}\n{tail(exc.output)}"
-                ) from exc
-            transcript.append(done.stdout + done.stderr)
-        check_object(work / OBJECT_NAME)
-        _stamp_path_remove(stamp_path)
-        os.replace(work / OBJECT_NAME, output.bpf_object)
-        os.replace(work / LOADER_NAME, output.c_loader)
-        files.write_atomic(output.log_path, "".join(transcript))
-        files.write_atomic(stamp_path, stamp)
-    return dataclasses.replace(
-        output, rebuilt=True, commands=tuple(shlex.join(c) for c in commands)
+        stamp_path = directory / STAMP_NAME
+        if _read(stamp_path) == stamp and all(p.is_file() for p in outputs.values()):
+            log.info("%s for %s is up to date in %s", name, release, directory)
+            if check is not None:
+                check(outputs)
+            return output
+        with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as tmp:
+            work = Path(tmp)
+            transcript = []
+            for _, argv in steps:
+                line = shlex.join(argv)
+                log.info("build %s for %s: %s", name, release, line)
+                transcript.append(f"$ {line}\n")
+                try:
+                    done = runner.run(argv, cwd=work)
+                except CommandError as exc:
+                    files.write_atomic(output.log_path, "".join(transcript) + exc.output + "\n")
+                    raise BuildError(
+                        f"building {name} for kernel {release} failed "
+                        f"(headers: {headers or 'host'}; log: {output.log_path}):\n"
+                        f"$ {line}\n{tail(exc.output)}"
+                    ) from exc
+                transcript.append(done.stdout + done.stderr)
+            built = {key: work / path.name for key, path in outputs.items()}
+            if check is not None:
+                check(built)
+            # The outputs are about to change: a crash before the new stamp must leave
+            # no stamp claiming they are current.
+            stamp_path.unlink(missing_ok=True)
+            for key, path in outputs.items():
+                os.replace(built[key], path)
+            files.write_atomic(output.log_path, "".join(transcript))
+            files.write_atomic(stamp_path, stamp)
+    return BuildOutput(
+        name=name,
+        release=release,
+        directory=directory,
+        outputs=outputs,
+        include_dir=headers,
+        log_path=output.log_path,
+        rebuilt=True,
+        commands=tuple(shlex.join(argv) for _, argv in steps),
     )
 
 
-def _stamp(sources: Iterable[Path], headers: Path | None, argvs: Iterable[list[str]]) -> str:
-    """A hash of the sources, the header tree and the commands: equal means nothing changed."""
+def _stamp(
+    sources: Iterable[Path],
+    headers: Path | None,
+    argvs: Iterable[list[str]],
+    tools: Iterable[str],
+) -> str:
+    """A hash of the sources, the header tree, the commands and the compilers."""
     digest = hashlib.sha256()
     for path in sources:
-        digest.update(path.name.encode() + b"\0")
+        digest.update(str(path).encode() + b"\0")
         try:
             digest.update(path.read_bytes())
         except OSError as exc:
             raise BuildError(f"cannot read the source {path}: {exc.strerror}") from exc
     for argv in argvs:
         digest.update(b"\0".join(a.encode() for a in argv) + b"\n")
+    for tool in tools:
+        digest.update(tool.encode() + b"\n")
     base = HOST_INCLUDE if headers is None else headers
     for sub in UAPI_DIRS:
         root = base / sub
@@ -233,7 +371,7 @@ def _stamp(sources: Iterable[Path], headers: Path | None, argvs: Iterable[list[s
 
 
 def _identity(program: str) -> str:
-    """The compiler as the stamp knows it: its real path, size and modification time."""
+    """A compiler as the stamp knows it: its real path, size and modification time."""
     real = Path(program).resolve()
     info = real.stat()
     return f"{real}:{info.st_size}:{info.st_mtime_ns}"
@@ -244,9 +382,3 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except OSError:
         return None
-
-
-def _stamp_path_remove(path: Path) -> None:
-    # The outputs are about to change: a crash between here and the new stamp
-    # must leave no stamp claiming they are current.
-    path.unlink(missing_ok=True)

@@ -1,76 +1,142 @@
-"""What one loader's result from the guest must show for the sample to pass.
+"""Whether one case's result shows what its sample must hold: the judgement, pure.
 
-Pure functions over :class:`harness.guest.result.SampleResult`, so the VM tests and
-their unit tests judge a result the same way. Each problem is one sentence naming
+The sample's oracle turns the frames the capture recorded into the map entries the
+sample must hold; every map the sample checks is decoded with its layout and must
+equal them, key by key and field by field. An array's indices the oracle does not
+name must be zero; a hash must hold exactly the oracle's keys. The capture must
+have dropped nothing and seen the traffic. Each problem is one sentence naming
 both numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from harness.guest.result import SampleResult
+from harness.errors import HarnessError
+from harness.guest.result import GuestResult
+from harness.samples import Expected, Fields, MapCheck, Sample
 
-#: On ``lo`` every frame is seen twice (leaving and arriving), each with its headers,
-#: so the bytes a protocol's map entry counts are at least twice the payload sent.
-LOOPBACK_COPIES = 2
+#: How many differing entries a problem list names before it summarises the rest.
+MAX_LISTED = 12
 
 
 @dataclass(frozen=True)
-class Expectation:
-    """What was asked of the guest: the kernel release and the traffic per protocol."""
+class Judgement:
+    """The problems of a case (none: it passed) and its report cells."""
 
-    release: str
-    tcp_bytes: int
-    udp_bytes: int = 0
-    icmp_count: int = 0
-
-    @property
-    def protocols(self) -> tuple[str, ...]:
-        sent = {"tcp": self.tcp_bytes, "udp": self.udp_bytes, "icmp": self.icmp_count}
-        return tuple(name for name, amount in sent.items() if amount > 0)
+    problems: list[str]
+    cells: dict[str, str] = field(default_factory=dict)  # column header -> "map = capture"
+    entries: int = 0  # map entries compared
 
 
-def problems(result: SampleResult, expected: Expectation) -> list[str]:
-    """Every way ``result`` falls short of ``expected``; empty when it passes."""
-    found: list[str] = []
-    if expected.release and result.release != expected.release:
-        found.append(
-            f"the guest ran kernel {result.release}, but {expected.release} was resolved and booted"
-        )
+def decode(sample: Sample, result: GuestResult) -> dict[str, dict[Fields, Fields]]:
+    """The result's dumped maps decoded with the sample's layouts; zero array entries dropped."""
+    decoded: dict[str, dict[Fields, Fields]] = {}
+    raw = result.raw_maps()
+    for check in sample.maps:
+        entries: dict[Fields, Fields] = {}
+        for key, value in raw.get(check.name, []):
+            if len(key) != check.key.size or len(value) != check.value.size:
+                raise HarnessError(
+                    f"map {check.name}: an entry has a {len(key)}-byte key and a "
+                    f"{len(value)}-byte value, the sample declares {check.key.size} and "
+                    f"{check.value.size}; the object and samples/{sample.name}/sample.py disagree"
+                )
+            fields = check.value.decode(value)
+            if check.kind == "array" and not any(fields):
+                continue
+            entries[check.key.decode(key)] = fields
+        decoded[check.name] = entries
+    return decoded
+
+
+def judge(sample: Sample, result: GuestResult, *, release: str = "") -> Judgement:
+    """Every way ``result`` falls short of what ``sample``'s oracle says it must hold."""
+    problems: list[str] = []
+    if release and result.release != release:
+        problems.append(f"the guest ran kernel {result.release}, but {release} was booted")
     if result.error is not None:
-        found.append(f"the {result.loader} loader failed in the guest: {result.error}")
-        return found
-    for name in expected.protocols:
-        counts = result.protocols.get(name)
-        label = name.upper()
-        if counts is None:
-            found.append(f"{label}: the guest reported no counts for this protocol")
+        problems.append(f"the {result.loader} loader failed in the guest: {result.error}")
+        return Judgement(problems)
+    try:
+        expected = sample.oracle(result.frames)
+    except Exception as exc:  # the oracle is the sample's code: report, do not crash
+        problems.append(
+            f"the oracle of samples/{sample.name}/sample.py failed: {type(exc).__name__}: {exc}"
+        )
+        return Judgement(problems)
+    try:
+        actual = decode(sample, result)
+    except HarnessError as exc:
+        problems.append(str(exc))
+        return Judgement(problems)
+    compared = 0
+    for check in sample.maps:
+        want = _nonzero(check, expected.get(check.name, {}))
+        have = actual.get(check.name, {})
+        compared += len(want.keys() | have.keys())
+        problems += _differences(check, want, have)
+    if result.drops:
+        problems.append(
+            f"the capture dropped {result.drops} of {result.offered} frames, so it is not a "
+            "complete reference; run fewer VMs at once"
+        )
+    if not result.frames:
+        problems.append("the capture saw no frames: the traffic never reached lo")
+    return Judgement(problems, cells(sample, expected, actual), compared)
+
+
+def _nonzero(check: MapCheck, entries: dict[Fields, Fields]) -> dict[Fields, Fields]:
+    if check.kind != "array":
+        return entries
+    return {key: value for key, value in entries.items() if any(value)}
+
+
+def _differences(
+    check: MapCheck, want: dict[Fields, Fields], have: dict[Fields, Fields]
+) -> list[str]:
+    def key_text(key: Fields) -> str:
+        return check.describe_key(key) if check.describe_key else check.key.describe(key)
+
+    found = []
+    for key in sorted(want.keys() | have.keys(), key=repr):
+        expected, actual = want.get(key), have.get(key)
+        where = f"{check.name}[{key_text(key)}]"
+        if expected == actual:
             continue
-        if counts.map_bytes != counts.capture_bytes:
+        if actual is None:
+            assert expected is not None
             found.append(
-                f"{label}: the map counted {counts.map_bytes} bytes, the capture saw "
-                f"{counts.capture_bytes} bytes (difference "
-                f"{counts.map_bytes - counts.capture_bytes:+d})"
+                f"{where}: missing from the map; the capture says {check.value.describe(expected)}"
             )
-        if counts.drops:
-            found.append(
-                f"{label}: the capture dropped {counts.drops} packets, so its count "
-                f"({counts.capture_bytes} bytes) is not a complete reference"
-            )
-        if counts.capture_bytes <= 0:
-            found.append(f"{label}: the capture saw no traffic ({counts.packets} packets)")
-    tcp = result.protocols.get("tcp")
-    if "tcp" in expected.protocols and tcp is not None:
-        floor = LOOPBACK_COPIES * tcp.payload_bytes
-        if tcp.payload_bytes < expected.tcp_bytes:
-            found.append(
-                f"TCP: the guest sent {tcp.payload_bytes} payload bytes, "
-                f"{expected.tcp_bytes} were asked for"
-            )
-        if tcp.map_bytes < floor:
-            found.append(
-                f"TCP: the map counted {tcp.map_bytes} bytes, less than twice the "
-                f"{tcp.payload_bytes} payload bytes sent ({floor})"
-            )
+        elif expected is None:
+            what = "non-zero" if check.kind == "array" else "a key the capture never saw"
+            found.append(f"{where}: {what}, the map holds {check.value.describe(actual)}")
+        else:
+            parts = [
+                f"{name} {a} in the map, {e} in the capture ({a - e:+d})"
+                if isinstance(a, int) and isinstance(e, int)
+                else f"{name} {a!r} in the map, {e!r} in the capture"
+                for name, a, e in zip(check.value.fields, actual, expected, strict=True)
+                if a != e
+            ]
+            found.append(f"{where}: " + "; ".join(parts))
+    if len(found) > MAX_LISTED:
+        found = [*found[:MAX_LISTED], f"{check.name}: and {len(found) - MAX_LISTED} more entries"]
     return found
+
+
+def cells(
+    sample: Sample, expected: Expected, actual: dict[str, dict[Fields, Fields]]
+) -> dict[str, str]:
+    """The report's cells of the sample's columns: ``"map = capture"`` or ``"map != capture"``."""
+    out = {}
+    for column in sample.columns:
+        check = sample.map_check(column.map)
+        index = check.value.fields.index(column.field)
+        zero = tuple(0 for _ in check.value.fields)
+        want = expected.get(column.map, {}).get(column.key, zero)
+        have = actual.get(column.map, {}).get(column.key, zero)
+        sign = "=" if want[index] == have[index] else "!="
+        out[column.header] = f"{have[index]!s} {sign} {want[index]!s}"
+    return out

@@ -1,55 +1,34 @@
-"""Results of a run: read from the JUnit file, shown as a table and a Markdown summary.
+"""Results of a run: read from the JUnit file, shown as tables and a Markdown summary.
 
-The contract between the VM tests and this module: each test case records these
-properties with pytest's ``record_property`` (they land in the JUnit file), and the
-report is built from the JUnit file alone.
+The contract between the VM tests and this module: each test case records the
+properties of :func:`case_properties` (plus one ``cell:<column>`` per report column
+of its sample) with pytest's ``record_property``; they land in the JUnit file, and
+the report is built from the JUnit file alone. One table per sample, since each
+sample has its own columns.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import re
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from junitparser import Error, Failure, JUnitXml, Properties, Skipped, TestCase
+from junitparser.junitparser import JUnitXmlError
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
 from harness.errors import ResultsError
 
-#: Properties every VM test case records (values are strings in the JUnit file).
-PROPERTIES = (
-    "kernel",        # what was asked: "6.1" or a path
-    "release",       # what ran: uname -r in the guest (or the resolved release if it never ran)
-    "accel",         # "kvm" or "tcg"
-    "boot_seconds",  # wall time of the VM run, float
-    "loader",        # "python" or "c"
-    "tcp_map", "tcp_capture",
-    "udp_map", "udp_capture",
-    "icmp_map", "icmp_capture",
-)  # fmt: skip
+#: The fixed properties of every case, in the order of the table's first columns.
+FIXED = ("kernel", "release", "accel", "boot_seconds", "sample", "loader")
+CELL = "cell:"
 
-PROTOCOLS = ("tcp", "udp", "icmp")
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """One test case of one kernel and one loader."""
-
-    name: str
-    outcome: str  # "passed", "failed", "error", "skipped"
-    message: str
-    properties: dict[str, str]
-
-
-#: The JUnit file ``invoke test`` writes and ``invoke report`` reads, in the results directory.
 JUNIT_NAME = "junit.xml"
-
-
-def junit_path() -> Path:
-    """Where a run's JUnit file is: ``build/results/junit.xml`` unless configured otherwise."""
-    return paths.results_dir() / JUNIT_NAME
-
 
 #: Exit status of a run, from its cases: the same numbers pytest uses.
 EXIT_OK = 0
@@ -62,79 +41,107 @@ MESSAGE_LINES = 8
 #: Shown where a case has no value (a kernel that never booted has no counts).
 MISSING = "-"
 
-# When one case appears twice (pytest writes a second <testcase> for an error in
-# teardown after a failure), the worse outcome wins.
 _SEVERITY = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 _VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
 _MARKS = {"passed": "✅", "failed": "❌", "error": "❌", "skipped": "⏭️"}
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One test case of one kernel, sample and loader."""
+
+    name: str
+    outcome: str  # "passed", "failed", "error", "skipped"
+    message: str
+    properties: dict[str, str]
+
+    def value(self, key: str) -> str:
+        return self.properties.get(key, "").strip() or self._from_name(key) or MISSING
+
+    def _from_name(self, key: str) -> str:
+        # A case that never reached its body (a skipped or failed kernel) has no
+        # properties; its id names the kernel, the sample and the loader.
+        found = re.search(r"\[(.+?)-([^-\]]+)-([^-\]]+)\]$", self.name)
+        if not found:
+            return ""
+        return {"kernel": found.group(1), "sample": found.group(2), "loader": found.group(3)}.get(
+            key, ""
+        )
+
+    @property
+    def cells(self) -> dict[str, str]:
+        return {k[len(CELL) :]: v for k, v in self.properties.items() if k.startswith(CELL)}
+
+
+def case_properties(
+    *, kernel: str, release: str, accel: str, seconds: float | None, sample: str, loader: str
+) -> dict[str, str]:
+    """The fixed properties a VM test case records."""
+    return {
+        "kernel": kernel,
+        "release": release,
+        "accel": accel,
+        "boot_seconds": "" if seconds is None else f"{seconds:.1f}",
+        "sample": sample,
+        "loader": loader,
+    }
 
 
 # --- reading -------------------------------------------------------------------------
 
 
 def parse_junit(path: Path) -> list[CaseResult]:
-    """The test cases of a JUnit XML file as pytest writes it (``--junitxml``).
-
-    Raises :class:`ResultsError` when the file is missing, not XML, or not JUnit.
-    """
-    try:
-        root = ElementTree.parse(path).getroot()
-    except FileNotFoundError as exc:
+    """The test cases of a JUnit XML file as pytest writes it (``--junitxml``)."""
+    if not path.exists():
         raise ResultsError(
             f"no JUnit file at {path}; run `invoke test` first, or name the file with --junit FILE"
-        ) from exc
+        )
+    try:
+        xml = JUnitXml.fromfile(str(path))
     except OSError as exc:
         raise ResultsError(f"cannot read the JUnit file {path}: {exc.strerror or exc}") from exc
-    except ElementTree.ParseError as exc:
+    except (JUnitXmlError, SyntaxError, ValueError) as exc:
         raise ResultsError(
-            f"{path} is not well-formed XML ({exc}); an interrupted run may have cut it "
-            "short: run `invoke test` again"
+            f"{path} is not a readable JUnit file ({exc}); an interrupted run may have cut "
+            "it short: run `invoke test` again"
         ) from exc
-    return parse_junit_root(root, source=str(path))
-
-
-def parse_junit_root(root: ElementTree.Element, *, source: str) -> list[CaseResult]:
-    """The test cases under a parsed ``<testsuites>`` or ``<testsuite>`` element."""
-    if root.tag not in ("testsuites", "testsuite"):
-        raise ResultsError(
-            f"{source} is XML but not a JUnit file: its root element is <{root.tag}>, "
-            "expected <testsuites> or <testsuite> (as written by pytest --junitxml)"
-        )
     merged: dict[tuple[str, str], CaseResult] = {}
-    for element in root.iter("testcase"):
-        name = element.get("name")
-        if not name:
-            raise ResultsError(f"{source}: a <testcase> has no name attribute; is it a JUnit file?")
-        case = _case(element, name)
-        key = (element.get("classname", ""), name)
-        merged[key] = _merge(merged[key], case) if key in merged else case
+    suites = [xml] if xml._tag == "testsuite" else list(xml)
+    for suite in suites:
+        for case in suite:
+            if not isinstance(case, TestCase):
+                continue
+            if not case.name:
+                raise ResultsError(f"{path}: a <testcase> has no name; is it a JUnit file?")
+            result = _case(case)
+            key = (case.classname or "", case.name)
+            merged[key] = _merge(merged[key], result) if key in merged else result
     return list(merged.values())
 
 
-def _case(element: ElementTree.Element, name: str) -> CaseResult:
+def _case(case: TestCase) -> CaseResult:
     properties: dict[str, str] = {}
-    for prop in element.iterfind("properties/property"):
-        key = prop.get("name")
-        if key:
-            properties[key] = prop.get("value", prop.text or "")
+    block = case.child(Properties)  # type: ignore[no-untyped-call]
+    if block is not None:
+        for prop in block:
+            if prop.name:
+                properties[prop.name] = prop.value or ""
     outcome, message = "passed", ""
-    for tag, result in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-        child = element.find(tag)
-        if child is not None:
-            outcome = result
-            message = _first_lines(child.get("message") or child.text or "")
+    for kind, name in ((Failure, "failed"), (Error, "error"), (Skipped, "skipped")):
+        found = [r for r in case.result if isinstance(r, kind)]
+        if found:
+            outcome = name
+            message = _first_lines(found[0].message or found[0].text or "")
             break
-    return CaseResult(name=name, outcome=outcome, message=message, properties=properties)
+    return CaseResult(case.name, outcome, message, properties)
 
 
 def _merge(first: CaseResult, second: CaseResult) -> CaseResult:
+    # pytest writes a second <testcase> for an error in teardown: the worse outcome wins.
     worse = first if _SEVERITY[first.outcome] >= _SEVERITY[second.outcome] else second
     messages = [m for m in (first.message, second.message) if m]
     return CaseResult(
-        name=first.name,
-        outcome=worse.outcome,
-        message="\n".join(messages),
-        properties={**second.properties, **first.properties},
+        first.name, worse.outcome, "\n".join(messages), {**second.properties, **first.properties}
     )
 
 
@@ -145,73 +152,7 @@ def _first_lines(text: str, limit: int = MESSAGE_LINES) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-# --- the cells both renderings share ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Column:
-    header: str
-    width: int  # the least width in the terminal table; wider content widens it
-    numeric: bool = False
-
-
-_COLUMNS = (
-    _Column("kernel", 6),
-    _Column("release", 20),
-    _Column("accel", 5),
-    _Column("boot s", 6, numeric=True),
-    _Column("loader", 6),
-    *(_Column(f"{proto.upper()} map:capture", 17, numeric=True) for proto in PROTOCOLS),
-    _Column("verdict", 7),
-)
-
-
-def _value(case: CaseResult, key: str) -> str:
-    return case.properties.get(key, "").strip() or MISSING
-
-
-def _kernel(case: CaseResult) -> str:
-    kernel = case.properties.get("kernel", "").strip()
-    if "/" in kernel:
-        # A kernel of the user's own, given by path: its file or directory name is
-        # enough beside the release column; the full path is in the JUnit file.
-        return kernel.rstrip("/").rsplit("/", 1)[-1]
-    if kernel:
-        return kernel
-    # A case that failed before recording anything still names its parameters.
-    match = re.search(r"\[(.+)\]$", case.name)
-    return match.group(1) if match else case.name
-
-
-def _seconds(case: CaseResult) -> str:
-    raw = _value(case, "boot_seconds")
-    try:
-        return f"{float(raw):.1f}"
-    except ValueError:
-        return raw
-
-
-def _counts(case: CaseResult, proto: str, *, differ: str) -> str:
-    counted = _value(case, f"{proto}_map")
-    captured = _value(case, f"{proto}_capture")
-    if counted == MISSING and captured == MISSING:
-        return MISSING
-    if MISSING in (counted, captured):
-        return f"{counted} vs {captured}"
-    sign = "=" if counted == captured else differ
-    return f"{counted} {sign} {captured}"
-
-
-def _cells(case: CaseResult, *, differ: str = "!=") -> list[str]:
-    return [
-        _kernel(case),
-        _value(case, "release"),
-        _value(case, "accel"),
-        _seconds(case),
-        _value(case, "loader"),
-        *(_counts(case, proto, differ=differ) for proto in PROTOCOLS),
-        _VERDICTS.get(case.outcome, case.outcome.upper()),
-    ]
+# --- the rows both renderings share ---------------------------------------------------
 
 
 def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -221,75 +162,149 @@ def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-def _ordered(cases: Sequence[CaseResult]) -> list[CaseResult]:
-    # Parallel runs write cases in the order they finish; the report reads by kernel.
-    return sorted(cases, key=lambda c: (_natural(_kernel(c)), _value(c, "loader"), c.name))
+def _kernel(case: CaseResult) -> str:
+    kernel = case.value("kernel")
+    # A kernel of the user's own, given by path: its last component is enough beside
+    # the release column; the full path is in the JUnit file.
+    return kernel.rstrip("/").rsplit("/", 1)[-1] if "/" in kernel else kernel
+
+
+def _seconds(case: CaseResult) -> str:
+    raw = case.value("boot_seconds")
+    try:
+        return f"{float(raw):.1f}"
+    except ValueError:
+        return raw
+
+
+def by_sample(cases: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
+    """The cases grouped by sample (in name order), each ordered by kernel and loader."""
+    groups: dict[str, list[CaseResult]] = {}
+    for case in cases:
+        groups.setdefault(case.value("sample"), []).append(case)
+    return {
+        name: sorted(groups[name], key=lambda c: (_natural(_kernel(c)), c.value("loader"), c.name))
+        for name in sorted(groups)
+    }
+
+
+def _columns(cases: Sequence[CaseResult]) -> list[str]:
+    seen: dict[str, None] = {}
+    for case in cases:
+        for header in case.cells:
+            seen.setdefault(header, None)
+    return list(seen)
+
+
+def _row(case: CaseResult, columns: Sequence[str], *, differ: str = "!=") -> list[str]:
+    cells = case.cells
+    return [
+        _kernel(case),
+        case.value("release"),
+        case.value("accel"),
+        _seconds(case),
+        case.value("loader"),
+        *(cells.get(c, MISSING).replace("!=", differ) for c in columns),
+        _VERDICTS.get(case.outcome, case.outcome.upper()),
+    ]
+
+
+_HEADERS = ("kernel", "release", "accel", "boot s", "loader")
+
+
+def _headers(columns: Sequence[str]) -> list[str]:
+    return [*_HEADERS, *(f"{c} map:capture" for c in columns), "verdict"]
 
 
 def _tally(cases: Sequence[CaseResult]) -> str:
-    counts = {outcome: 0 for outcome in _SEVERITY}
+    counts = dict.fromkeys(_SEVERITY, 0)
     for case in cases:
         counts[case.outcome] = counts.get(case.outcome, 0) + 1
     words = {"passed": "passed", "failed": "failed", "error": "errors", "skipped": "skipped"}
-    parts = [f"{counts[o]} {words.get(o, o)}" for o in ("passed", "failed", "error", "skipped")]
+    parts = [f"{counts[o]} {words[o]}" for o in ("passed", "failed", "error", "skipped")]
     return ", ".join(part for part in parts if not part.startswith("0 "))
 
 
 # --- rendering ----------------------------------------------------------------------
 
 
-def render_table(cases: Sequence[CaseResult]) -> str:
-    """A plain-text table for the terminal, one row per case, ordered by kernel and loader."""
-    rows = [_cells(case) for case in _ordered(cases)]
-    widths = [max([col.width, len(col.header), *(len(row[i]) for row in rows)])
-              for i, col in enumerate(_COLUMNS)]  # fmt: skip
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            cell.rjust(width) if col.numeric else cell.ljust(width)
-            for cell, width, col in zip(cells, widths, _COLUMNS, strict=True)
+def render_table(cases: Sequence[CaseResult], *, width: int = 160, color: bool = False) -> str:
+    """Plain-text tables for a terminal or a log: one per sample, one row per case."""
+    if not cases:
+        return "(no test cases)\n"
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, color_system="auto" if color else None, force_terminal=color
+    )
+    for sample, group in by_sample(cases).items():
+        columns = _columns(group)
+        table = Table(
+            title=f"{sample}: {_tally(group)}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
-        return "  ".join(padded).rstrip()
+        numeric = {3, *range(5, 5 + len(columns))}
+        for index, header in enumerate(_headers(columns)):
+            table.add_column(header, justify="right" if index in numeric else "left")
+        for case in group:
+            table.add_row(*_row(case, columns))
+        console.print(table)
+    return buffer.getvalue()
 
-    out = [line([col.header for col in _COLUMNS]), line(["-" * w for w in widths])]
-    out.extend(line(row) for row in rows)
-    if not rows:
-        out.append("(no test cases)")
-    return "\n".join(out) + "\n"
 
-
-def render_markdown(cases: Sequence[CaseResult], *, title: str = "sockex1 on each kernel") -> str:
-    """A GitHub job summary: a headline with counts, the table, and each failure's message."""
-    ordered = _ordered(cases)
-    code = summary_exit_code(ordered)
+def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on each kernel") -> str:
+    """A GitHub job summary: a headline with counts, a table per sample, each failure's message."""
+    code = summary_exit_code(cases)
     if code == EXIT_NO_CASES:
         return f"### ⚠️ {_escape(title)}: no test cases ran\n"
     mark = "✅" if code == EXIT_OK else "❌"
-    out = [f"### {mark} {_escape(title)}: {_tally(ordered)}", ""]
-
-    headers = [col.header for col in _COLUMNS]
-    out.append("| " + " | ".join(headers) + " |")
-    out.append("| " + " | ".join("---:" if col.numeric else "---" for col in _COLUMNS) + " |")
-    for case in ordered:
-        cells = [_escape(cell) for cell in _cells(case, differ="≠")]
-        cells[-1] = f"{_MARKS.get(case.outcome, '')} {cells[-1]}".strip()
-        out.append("| " + " | ".join(cells) + " |")
-
-    failures = [case for case in ordered if case.outcome in ("failed", "error")]
-    for case in failures:
-        what = f"{case.name}: {_VERDICTS.get(case.outcome, case.outcome)}"
-        fence = _fence(case.message)
-        out += [
-            "",
-            f"<details><summary>{html.escape(what)}</summary>",
-            "",
-            f"{fence}text",
-            case.message or "(no message)",
-            fence,
-            "",
-            "</details>",
-        ]
+    out = [f"### {mark} {_escape(title)}: {_tally(cases)}"]
+    groups = by_sample(cases)
+    for sample, group in groups.items():
+        columns = _columns(group)
+        headers = _headers(columns)
+        numeric = {3, *range(5, 5 + len(columns))}
+        out += ["", f"#### {_escape(sample)}: {_tally(group)}", ""]
+        out.append("| " + " | ".join(_escape(h) for h in headers) + " |")
+        out.append(
+            "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"
+        )
+        for case in group:
+            cells = [_escape(cell) for cell in _row(case, columns, differ="≠")]
+            cells[-1] = f"{_MARKS.get(case.outcome, '')} {cells[-1]}".strip()
+            out.append("| " + " | ".join(cells) + " |")
+    for group in groups.values():
+        for case in group:
+            if case.outcome not in ("failed", "error"):
+                continue
+            what = f"{case.name}: {_VERDICTS.get(case.outcome, case.outcome)}"
+            fence = _fence(case.message)
+            out += [
+                "",
+                f"<details><summary>{html.escape(what)}</summary>",
+                "",
+                f"{fence}text",
+                case.message or "(no message)",
+                fence,
+                "",
+                "</details>",
+            ]
     return "\n".join(out) + "\n"
+
+
+def render_timings(cases: Sequence[CaseResult]) -> str:
+    """Each case's phases in the guest (seconds), from the ``timings`` property."""
+    lines = []
+    for group in by_sample(cases).values():
+        for case in group:
+            timings = case.properties.get("timings", "")
+            if timings:
+                lines.append(
+                    f"{_kernel(case):>6} {case.value('sample'):<14} "
+                    f"{case.value('loader'):<8} {timings}"
+                )
+    return "\n".join(lines) + "\n" if lines else "(no timings recorded)\n"
 
 
 def _escape(text: str) -> str:

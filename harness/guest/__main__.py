@@ -1,63 +1,76 @@
-"""``python3 -m harness.guest``: run the sockex1 scenario and write one JSON per loader.
+"""``python3 -m harness.guest PLAN``: run every case of a plan and write one JSON per case.
 
 Runs inside the test VM and, for the host tests, in a private network namespace.
-Exit status 0 when the scenario ran (whatever the counts: the host judges them);
-1 when a loader failed, with its error in the JSON and one line on stderr.
+Exit status 0 when every case ran (whatever the counts: the host judges them);
+1 when a case could not run, with its error in its JSON and one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness import files
+from harness.errors import HarnessError
+from harness.guest.plan import read_plan
 from harness.guest.result import write_result
-from harness.guest.scenario import LOADERS, Options, run
+from harness.guest.scenario import run
+
+#: Written beside the plan: the guest's own clock, for the run's timeline.
+TIMES_NAME = "guest-times.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python3 -m harness.guest",
-        description="Load sockex1, send loopback traffic, compare its map with a capture.",
+        description="Run each (sample, loader) case of a plan written by the harness.",
     )
-    parser.add_argument("--loader", choices=[*LOADERS, "both"], default="both")
-    parser.add_argument("--object", type=Path, required=True, help="sockex1_kern.o")
-    parser.add_argument("--c-loader", type=Path, help="the C program sockex1 (for --loader c)")
-    parser.add_argument("--out", type=Path, required=True, help="directory for <loader>.json")
-    parser.add_argument("--tcp-bytes", type=int, default=256 * 1024)
-    parser.add_argument("--udp-bytes", type=int, default=0)
-    parser.add_argument("--icmp-count", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name in ("tcp_bytes", "udp_bytes", "icmp_count"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must not be negative")
-    return args
+    parser.add_argument("plan", type=Path, help="the plan.json the host wrote")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
     args = parse_args(argv)
-    options = Options(
-        bpf_object=args.object,
-        c_loader=args.c_loader,
-        tcp_bytes=args.tcp_bytes,
-        udp_bytes=args.udp_bytes,
-        icmp_count=args.icmp_count,
-    )
-    loaders = LOADERS if args.loader == "both" else (args.loader,)
+    try:
+        plan = read_plan(args.plan)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    release = os.uname().release
     status = 0
-    for loader in loaders:
-        result = run(loader, options)
-        path = write_result(args.out, result)
+    times = {"start": _uptime()}
+    for case in plan.cases:
+        result = run(case, release)
+        path = write_result(case.result, result)
         if result.error is not None:
             first_line = result.error.splitlines()[0] if result.error else "failed"
             print(
-                f"error: {loader} loader: {first_line} (details in {path})",
+                f"error: {case.sample}, {case.loader} loader: {first_line} (details in {path})",
                 file=sys.stderr,
                 flush=True,
             )
             status = 1
+    times["end"] = _uptime()
+    times["cases_seconds"] = round(time.monotonic() - started, 3)
+    # Without it the timeline only loses its guest-side marks.
+    with contextlib.suppress(OSError):
+        files.write_atomic(args.plan.parent / TIMES_NAME, json.dumps(times) + "\n")
     return status
+
+
+def _uptime() -> float:
+    """Seconds since the guest kernel started (its console timestamps use this clock)."""
+    try:
+        return float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
 
 
 if __name__ == "__main__":

@@ -1,20 +1,14 @@
-"""An independent count of what crosses an interface: an AF_PACKET capture.
+"""An independent record of what crosses an interface: an AF_PACKET capture.
 
-The capture is the oracle the sample's map is checked against, so it counts the
-same thing the filter does, by its own means: every frame a packet socket on the
-interface receives, with its full length (``skb->len``: the 14-byte Ethernet
-header included; ``recv`` with ``MSG_TRUNC`` returns it without copying the frame).
-On ``lo`` each packet is seen twice, leaving (``PACKET_OUTGOING``) and arriving
-(``PACKET_HOST``), by the capture and by the filter alike.
-
-How a frame is classified: the filter takes the byte at offset 23 of *any* frame
-(ETH_HLEN + the protocol field of an IPv4 header) as its protocol. The capture
-parses instead: only frames of EtherType IPv4 are attributed to their IP protocol;
-anything else is counted apart as ``other_frames``. Equality of map and capture
-is then a real statement: the filter counted exactly the IPv4 packets of each
-protocol, and nothing else happened to have that byte. In a private network
-namespace (or the test VM) ``other_frames`` is 0; if it is not, a mismatch is
-explained by those frames rather than hidden by sharing the filter's shortcut.
+The capture is the oracle's input: every sample's map is checked against what a
+capture of the same interface saw, by its own means. It records every frame a
+packet socket on the interface receives: its packet type (``PACKET_OUTGOING``
+leaving, ``PACKET_HOST`` arriving: on ``lo`` each packet is seen once each way, by
+the capture and a sample's filter alike), its full length (``skb->len``, the
+Ethernet header included; ``recvfrom`` with ``MSG_TRUNC`` returns it without
+copying the frame) and its first :data:`SNAP_LENGTH` bytes, enough for every
+header the samples parse. A sample's oracle turns these frames into the map
+entries it must hold (see :mod:`harness.samples`).
 
 A capture socket with the default receive buffer drops most frames under TCG, so
 the buffer is forced large (``SO_RCVBUFFORCE``, root only), a thread drains it
@@ -28,32 +22,20 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
 from harness.errors import CaptureError
 from harness.packet_socket import open_packet_socket
+from harness.samples import Frame
 
-ETH_P_IP = 0x0800
-ETH_HLEN = 14
-#: Offset of the protocol byte of an IPv4 header that follows an Ethernet header.
-IP_PROTOCOL_OFFSET = ETH_HLEN + 9
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 #: 64 MiB: several seconds of loopback traffic even if the reader thread stalls.
 RECEIVE_BUFFER = 64 * 1024 * 1024
-#: Bytes of each frame copied out: the Ethernet header and the IPv4 protocol byte.
-HEAD = 64
-
-
-@dataclass(frozen=True)
-class CaptureCounts:
-    """What the capture saw: per IP protocol number, bytes and frames."""
-
-    bytes: dict[int, int] = field(default_factory=dict)
-    frames: dict[int, int] = field(default_factory=dict)
-    other_frames: int = 0
-    total_frames: int = 0
+#: Bytes of each frame kept: Ethernet, two VLAN tags, an outer IPv6 header, a GRE
+#: header with every option, an inner IPv6 header and the ports fit well inside.
+SNAP_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -65,15 +47,12 @@ class CaptureStats:
 
 
 class Capture:
-    """A packet socket on one interface, counting in a thread until closed."""
+    """A packet socket on one interface, recording frames in a thread until closed."""
 
     def __init__(self, interface: str = "lo") -> None:
         self.interface = interface
         self._lock = threading.Lock()
-        self._bytes: dict[int, int] = {}
-        self._frames: dict[int, int] = {}
-        self._other = 0
-        self._total = 0
+        self._frames: list[Frame] = []
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._packets = 0
@@ -96,40 +75,35 @@ class Capture:
         self.close()
 
     def _run(self) -> None:
-        buf = bytearray(HEAD)
+        buf = bytearray(SNAP_LENGTH)
         try:
             while not self._stop.is_set():
                 try:
-                    length = self._sock.recv_into(buf, HEAD, socket.MSG_TRUNC)
+                    length, address = self._sock.recvfrom_into(buf, SNAP_LENGTH, socket.MSG_TRUNC)
                 except TimeoutError:
                     continue
-                self._count(buf, length)
+                # address: (interface, protocol, pkttype, hatype, hwaddr)
+                frame = Frame(address[2], length, bytes(buf[: min(length, SNAP_LENGTH)]))
+                with self._lock:
+                    self._frames.append(frame)
         except OSError as exc:
             if not self._stop.is_set():
                 self._error = exc
 
-    def _count(self, head: bytearray, length: int) -> None:
-        with self._lock:
-            self._total += 1
-            if length > IP_PROTOCOL_OFFSET and struct.unpack_from("!H", head, 12)[0] == ETH_P_IP:
-                protocol = head[IP_PROTOCOL_OFFSET]
-                self._bytes[protocol] = self._bytes.get(protocol, 0) + length
-                self._frames[protocol] = self._frames.get(protocol, 0) + 1
-            else:
-                self._other += 1
-
-    def counts(self) -> CaptureCounts:
-        """A snapshot of the counts so far."""
+    def frames(self) -> list[Frame]:
+        """The frames recorded so far, in the order they were read."""
         self._raise_if_failed()
         with self._lock:
-            return CaptureCounts(dict(self._bytes), dict(self._frames), self._other, self._total)
+            return list(self._frames)
 
-    def wait_quiet(self, quiet: float = 0.3, limit: float = 20.0) -> bool:
+    def wait_quiet(self, quiet: float = 0.1, limit: float = 20.0) -> bool:
         """Wait until every frame is read and none has come for ``quiet`` s; False after ``limit``.
 
         Quiet is judged by the kernel's count of frames queued to the socket
         (``PACKET_STATISTICS``), not by the reader thread alone: a reader that has
-        not been scheduled yet must not pass for an idle interface.
+        not been scheduled yet must not pass for an idle interface. The senders
+        return only once the other end has everything, so what is left in flight
+        is a few control packets: a short quiet period covers them.
         """
         deadline = time.monotonic() + limit
         stable_since: float | None = None
@@ -139,7 +113,7 @@ class Capture:
             stats = self.statistics()
             queued = stats.packets - stats.drops
             with self._lock:
-                read = self._total
+                read = len(self._frames)
             now = time.monotonic()
             if read != queued:
                 stable_since = None
@@ -150,7 +124,7 @@ class Capture:
                 return True
             if now >= deadline:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def statistics(self) -> CaptureStats:
         """Frames offered to the socket and frames dropped, since it was opened."""

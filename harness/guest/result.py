@@ -1,7 +1,10 @@
-"""What the guest scenario reports for one loader: one JSON document per loader.
+"""What the guest reports for one (sample, loader) case: one JSON document per case.
 
 The guest writes it into the results directory the host shares with the VM; the
-host's tests read it back with :func:`load_result`.
+host reads it back with :func:`load_result` and judges it (:mod:`harness.checks`).
+The result holds the raw material, not a verdict: the maps as the loader dumped
+them, and every frame the capture recorded, so the judgement (and a sample's
+oracle) can be run again on the host from the file alone.
 """
 
 from __future__ import annotations
@@ -13,87 +16,84 @@ from typing import Any
 
 from harness import files
 from harness.errors import ResultsError
-
-PROTOCOLS = ("tcp", "udp", "icmp")
-#: IP protocol numbers, the map's keys.
-PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17}
+from harness.samples import Frame
 
 
 @dataclass(frozen=True)
-class ProtocolCount:
-    """One protocol's numbers.
+class GuestResult:
+    """One case as the guest saw it.
 
-    ``map_bytes``: what the sample's map counted; ``capture_bytes`` and
-    ``packets``: what an independent packet capture on ``lo`` saw (frame lengths
-    with their Ethernet header, each frame once leaving and once arriving);
-    ``payload_bytes``: what the scenario sent above the transport (TCP stream
-    bytes, UDP datagram payloads, ICMP echo data); ``drops``: packets the capture
-    socket lost (one figure for the whole capture, repeated per protocol).
+    ``maps``: each dumped map's entries as (key hex, value hex); ``frames``: what the
+    capture recorded; ``offered``/``drops``: the capture socket's PACKET_STATISTICS;
+    ``sent``: what each traffic step delivered (bytes or echoes, by step);
+    ``timings``: seconds per phase of the case; ``error``: why the case could not run.
     """
 
-    map_bytes: int
-    capture_bytes: int
-    payload_bytes: int
-    packets: int
-    drops: int
-
-
-@dataclass(frozen=True)
-class SampleResult:
-    """One run of the scenario with one loader.
-
-    ``error`` is set when the loader failed (then the counts may be missing).
-    ``other_frames`` counts frames on ``lo`` that were not IPv4 (the filter reads
-    their byte 23 as if it were a protocol number; the capture does not).
-    """
-
-    release: str
+    sample: str
     loader: str
-    protocols: dict[str, ProtocolCount]
+    release: str
     error: str | None = None
-    other_frames: int = 0
+    maps: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    frames: tuple[Frame, ...] = ()
+    offered: int = 0
+    drops: int = 0
+    sent: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, str] = field(default_factory=dict)
 
+    def raw_maps(self) -> dict[str, list[tuple[bytes, bytes]]]:
+        return {
+            name: [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in entries]
+            for name, entries in self.maps.items()
+        }
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = asdict(self)
+        data["frames"] = [[f.pkt_type, f.length, f.head.hex()] for f in self.frames]
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> SampleResult:
+    def from_json(cls, text: str) -> GuestResult:
         try:
             data: dict[str, Any] = json.loads(text)
-            protocols = {
-                str(name): ProtocolCount(**{k: int(v) for k, v in counts.items()})
-                for name, counts in data["protocols"].items()
-            }
             return cls(
-                release=str(data["release"]),
+                sample=str(data["sample"]),
                 loader=str(data["loader"]),
-                protocols=protocols,
+                release=str(data["release"]),
                 error=None if data.get("error") is None else str(data["error"]),
-                other_frames=int(data.get("other_frames", 0)),
+                maps={
+                    str(name): [(str(k), str(v)) for k, v in entries]
+                    for name, entries in data.get("maps", {}).items()
+                },
+                frames=tuple(
+                    Frame(int(t), int(n), bytes.fromhex(h)) for t, n, h in data.get("frames", ())
+                ),
+                offered=int(data.get("offered", 0)),
+                drops=int(data.get("drops", 0)),
+                sent={str(k): int(v) for k, v in data.get("sent", {}).items()},
+                timings={str(k): float(v) for k, v in data.get("timings", {}).items()},
                 details={str(k): str(v) for k, v in data.get("details", {}).items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ResultsError(f"not a sample result: {type(exc).__name__}: {exc}") from exc
+            raise ResultsError(f"not a case result: {type(exc).__name__}: {exc}") from exc
 
 
-def write_result(directory: Path, result: SampleResult) -> Path:
-    """Write ``<directory>/<loader>.json`` (whole or not at all); its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{result.loader}.json"
+def write_result(path: Path, result: GuestResult) -> Path:
+    """Write ``result`` to ``path`` (whole or not at all); the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomic(path, result.to_json())
     return path
 
 
-def load_result(path: Path) -> SampleResult:
+def load_result(path: Path) -> GuestResult:
     """Read a result the guest wrote; a :class:`ResultsError` if it is missing or unreadable."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ResultsError(
-            f"no sample result at {path} ({exc.strerror}): the scenario did not report"
+            f"no case result at {path} ({exc.strerror}): the guest did not report this case"
         ) from exc
     try:
-        return SampleResult.from_json(text)
+        return GuestResult.from_json(text)
     except ResultsError as exc:
         raise ResultsError(f"{path}: {exc}") from exc

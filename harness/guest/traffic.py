@@ -42,12 +42,12 @@ def bring_up(interface: str = "lo") -> bool:
     return True
 
 
-def send_tcp(size: int) -> int:
-    """Send ``size`` bytes over one TCP connection on loopback, closed by both ends.
+def send_tcp(size: int, dst: str = LOOPBACK) -> int:
+    """Send ``size`` bytes over one TCP connection to ``dst`` on loopback, closed by both ends.
 
     Returns the bytes the receiving end read (equal to ``size``, or an error).
     """
-    with socket.create_server((LOOPBACK, 0)) as server:
+    with socket.create_server((dst, 0)) as server:
         server.settimeout(TIMEOUT)
         received = [0]
         failure: list[BaseException] = []
@@ -76,7 +76,7 @@ def send_tcp(size: int) -> int:
                 while client.recv(65536):
                     pass
         except OSError as exc:
-            raise TrafficError(f"TCP transfer of {size} bytes over loopback failed: {exc}") from exc
+            raise TrafficError(f"TCP transfer of {size} bytes to {dst} failed: {exc}") from exc
         finally:
             receiver.join(TIMEOUT)
     if failure:
@@ -86,14 +86,14 @@ def send_tcp(size: int) -> int:
     return size
 
 
-def send_udp(size: int) -> int:
-    """Send ``size`` bytes of UDP payload in datagrams; returns the bytes received."""
+def send_udp(size: int, dst: str = LOOPBACK) -> int:
+    """Send ``size`` bytes of UDP payload in datagrams to ``dst``; returns the bytes received."""
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
     ):
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        receiver.bind((LOOPBACK, 0))
+        receiver.bind((dst, 0))
         receiver.settimeout(TIMEOUT)
         target = receiver.getsockname()
         received = 0
@@ -112,8 +112,8 @@ def send_udp(size: int) -> int:
     return size
 
 
-def send_icmp(count: int) -> int:
-    """Send ``count`` ICMP echo requests and wait for each reply; returns the data bytes sent."""
+def send_icmp(count: int, dst: str = LOOPBACK) -> int:
+    """Send ``count`` ICMP echo requests to ``dst``, each answered; returns the data bytes sent."""
     ident = os.getpid() & 0xFFFF
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -123,7 +123,7 @@ def send_icmp(count: int) -> int:
         sock.settimeout(TIMEOUT)
         for sequence in range(count):
             data = bytes(range(ICMP_DATA))
-            sock.sendto(_echo_request(ident, sequence, data), (LOOPBACK, 0))
+            sock.sendto(_echo_request(ident, sequence, data), (dst, 0))
             deadline = time.monotonic() + TIMEOUT
             while True:
                 if time.monotonic() > deadline:

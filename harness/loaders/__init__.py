@@ -1,1 +1,134 @@
-"""Loaders: the Python loader in-process, and programs that speak the loader protocol."""
+"""Loaders: what loads a sample's object in the guest, attaches it and dumps its maps.
+
+Three are built in:
+
+- ``python``: :mod:`harness.bpf`, pyelftools and ``bpf(2)`` through ctypes, run in
+  the guest's own Python process;
+- ``c``: the classic loader on libelf (``harness/loaders/classic``), for objects
+  whose maps are ``struct bpf_map_def SEC("maps")``;
+- ``libbpf``: a loader on the distribution's libbpf (``harness/loaders/libbpf``),
+  for objects with BTF-defined maps in ``SEC(".maps")``.
+
+The program loaders are built per kernel release, against its headers, like the
+samples, and speak the loader protocol (:mod:`harness.loaders.protocol`). So can a
+loader of the user's own: ``--loader-cmd NAME=COMMAND`` adds it. Which loaders
+apply to a sample follows from its format; a loader that cannot load a sample's
+format is not run for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.paths import PROJECT_ROOT
+
+LOADERS_DIR = PROJECT_ROOT / "harness" / "loaders"
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One loader.
+
+    ``sources`` are C files built per kernel release into a program (none for the
+    in-process Python loader and for a user's command); ``command`` is a user's own
+    program and its arguments.
+    """
+
+    name: str
+    formats: tuple[str, ...]
+    description: str
+    sources: tuple[Path, ...] = ()
+    libraries: tuple[str, ...] = ()  # link options; "pkg-config:NAME" asks pkg-config
+    command: tuple[str, ...] = ()
+
+    @property
+    def in_process(self) -> bool:
+        return not self.sources and not self.command
+
+    def applies_to(self, sample_format: str) -> bool:
+        return sample_format in self.formats
+
+
+BUILTIN: tuple[Loader, ...] = (
+    Loader(
+        "python",
+        ("classic",),
+        "harness/bpf: pyelftools and bpf(2) through ctypes, in the guest's Python",
+    ),
+    Loader(
+        "c",
+        ("classic",),
+        'the classic loader on libelf, for struct bpf_map_def SEC("maps") objects',
+        sources=(LOADERS_DIR / "classic" / "loader.c", LOADERS_DIR / "classic" / "bpf_load.c"),
+        libraries=("-lelf",),
+    ),
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def builtin(names: Iterable[str] | None = None) -> list[Loader]:
+    """The built-in loaders, or those of ``names``; a :class:`ConfigError` for an unknown one."""
+    known = {loader.name: loader for loader in BUILTIN}
+    if names is None:
+        return list(known.values())
+    chosen = []
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"unknown loader {name!r}; the built-in loaders are {', '.join(known)} "
+                "(add your own with --loader-cmd NAME=COMMAND)"
+            )
+        chosen.append(known[name])
+    return chosen
+
+
+def select(spec: str, commands: Sequence[str] = ()) -> list[Loader]:
+    """The loaders of a ``--loader`` value ("all" or "NAME[,NAME...]") and ``--loader-cmd``s."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    own = [parse_command(text) for text in commands]
+    if not names or names == ["all"]:
+        chosen = builtin()
+    else:
+        own_names = {loader.name for loader in own}
+        chosen = builtin(n for n in names if n not in own_names)
+    taken = {loader.name for loader in chosen}
+    for loader in own:
+        if loader.name in taken:
+            raise ConfigError(
+                f"--loader-cmd {loader.name}=...: a loader named {loader.name} exists already; "
+                "give yours another name"
+            )
+        taken.add(loader.name)
+    return [*chosen, *own]
+
+
+def parse_command(text: str) -> Loader:
+    """A user's loader from ``NAME=COMMAND`` (COMMAND split like a shell would, no shell run).
+
+    The command must be an executable file now; it is run in the guest with the
+    loader protocol's arguments appended, for samples of every format.
+    """
+    name, sep, command = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not command.strip():
+        raise ConfigError(f"--loader-cmd {text!r}: give NAME=COMMAND, e.g. mine=./my-loader")
+    if not _NAME.match(name):
+        raise ConfigError(f"--loader-cmd {text!r}: {name!r} is not a usable loader name")
+    argv = shlex.split(command)
+    program = argv[0]
+    found = shutil.which(program) if os.sep not in program else program
+    if found is None or not os.access(found, os.X_OK) or not os.path.isfile(found):
+        raise ConfigError(
+            f"--loader-cmd {name}: {program} is not an executable file; give its path "
+            "(and chmod +x it)"
+        )
+    argv[0] = str(Path(found).resolve())
+    return Loader(name, ("classic", "btf"), f"your own: {shlex.join(argv)}", command=tuple(argv))

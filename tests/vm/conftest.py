@@ -1,72 +1,64 @@
-"""sockex1 in a VM per kernel: options, parametrization, one boot per kernel.
+"""Samples in a VM per kernel: options, parametrization, one boot per kernel.
 
-    pytest tests/vm --kernel 6.1 --loader both
+    pytest tests/vm --kernel 6.1 --sample sockex1 --loader python
     pytest tests/vm --kernel 5.10,6.12 -n 2 --dist loadgroup
 
-Each kernel is prepared (fetched and cached), the sample built against it, and the
-kernel booted once; the guest runs every requested loader and writes one JSON per
-loader; each (kernel, loader) case then judges its own JSON. A kernel's cases carry
-an ``xdist_group`` so ``--dist loadgroup`` keeps them on one worker (one boot).
+Each kernel is prepared, every sample built against it and the kernel booted once
+(:mod:`harness.run`); the guest runs every (sample, loader) case and writes one JSON
+per case; each test case then judges its own JSON. A kernel's cases carry an
+``xdist_group`` so ``--dist loadgroup`` keeps them on one worker (one boot).
 
-The options below are known to pytest when it is started on tests/vm (as ``invoke
-test`` does); a plain ``pytest`` from the project root runs these cases with their
-defaults (every reachable series, both loaders).
+Collection reads only local files: the samples' descriptors and the catalog. A
+kernel is resolved (and fetched) when its first case runs; with ``--kernel all``
+a series whose archive cannot be reached is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vmcase import KernelRun, Traffic
 
-from harness import paths, vm
-from harness.build import build_sample
-from harness.errors import HarnessError
-from harness.guest.scenario import LOADERS
-from harness.kernels import KernelOptions, expand_specs, is_path_spec, prepare
+from harness import kernels, loaders, run, samples, vm
+from harness.errors import HarnessError, MirrorError
 from harness.report import CaseResult, render_table
 
-#: Traffic the guest sends unless told otherwise.
-DEFAULT_TCP_BYTES = 256 * 1024
-DEFAULT_UDP_BYTES = 64 * 1024
-DEFAULT_ICMP_COUNT = 16
-
-_SPECS = pytest.StashKey[list[str]]()
-_SPEC_ERROR = pytest.StashKey[str]()
+_CHOICES = pytest.StashKey[list[run.KernelChoice]]()
+_CASES = pytest.StashKey[list[run.Case]]()
+_ERROR = pytest.StashKey[str]()
+_RESULTS = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vm", "sockex1 in VMs (tests/vm)")
+    group = parser.getgroup("vm", "samples in VMs (tests/vm)")
     group.addoption(
         "--kernel",
         default="",
         help="kernels to boot: a series (6.1), a comma list (5.10,6.12), 'all' "
-        "(default: every series reachable from the configured sources) or a path to "
-        "your own kernel image",
+        "(default: every series of the catalog; unreachable ones are skipped) or a path",
+    )
+    group.addoption(
+        "--sample", default="all", help="samples to run: 'all' (default) or NAME[,NAME...]"
     )
     group.addoption(
         "--loader",
-        default="both",
-        choices=(*LOADERS, "both"),
-        help="which loader of the sample to test (default: both)",
+        default="all",
+        help="loaders to run: 'all' (default) or NAME[,NAME...] of python, c, libbpf",
+    )
+    group.addoption(
+        "--loader-cmd",
+        action="append",
+        default=[],
+        help="NAME=COMMAND: a loader of your own speaking the loader protocol (repeatable)",
     )
     group.addoption(
         "--accel",
         default="auto",
         choices=("auto", "kvm", "tcg"),
         help="accelerator of the VMs (default: KVM where a probe shows it works, else TCG)",
-    )
-    group.addoption("--tcp-bytes", type=int, default=DEFAULT_TCP_BYTES, help="TCP payload")
-    group.addoption(
-        "--udp-bytes", type=int, default=DEFAULT_UDP_BYTES, help="UDP payload (0: no UDP)"
-    )
-    group.addoption(
-        "--icmp-count", type=int, default=DEFAULT_ICMP_COUNT, help="ICMP echoes (0: no ICMP)"
     )
     group.addoption(
         "--vm-timeout",
@@ -90,143 +82,134 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="an extra kernel command-line option (repeatable), e.g. for debugging a boot",
     )
     group.addoption("--mirror", default=None, help="Debian mirror URL (default: the host's)")
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where this run's results go (default: a new directory under build/results)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep these cases on one worker")
     if not hasattr(config, "workerinput"):  # the table is printed by the controller only
         config.pluginmanager.register(ResultsTable(), ResultsTable.name)
-    text = str(config.getoption("kernel", default="") or "")
     try:
-        config.stash[_SPECS] = expand_specs(text, _kernel_options(config))
+        config.stash[_CHOICES] = run.kernel_choices(
+            str(config.getoption("kernel") or ""), _kernel_options(config)
+        )
+        chosen = samples.select(str(config.getoption("sample")), samples.discover())
+        chosen_loaders = loaders.select(
+            str(config.getoption("loader")), list(config.getoption("loader_cmd"))
+        )
+        config.stash[_CASES] = run.plan_cases(chosen, chosen_loaders)
     except HarnessError as exc:
-        # Not a collection error: every case of this run fails with the message.
-        config.stash[_SPECS] = [text or "all"]
-        config.stash[_SPEC_ERROR] = str(exc)
+        # Not a collection error: the run's one case fails with the message.
+        config.stash[_CHOICES] = [run.KernelChoice("options", True)]
+        config.stash[_CASES] = []
+        config.stash[_ERROR] = str(exc)
 
 
-def _kernel_options(config: pytest.Config) -> KernelOptions:
+def _kernel_options(config: pytest.Config) -> kernels.KernelOptions:
     mirror = config.getoption("mirror", default=None)
-    return KernelOptions(mirror=str(mirror) if mirror else None)
-
-
-def _loaders(config: pytest.Config) -> tuple[str, ...]:
-    chosen = str(config.getoption("loader", default="both"))
-    return LOADERS if chosen == "both" else (chosen,)
+    return kernels.KernelOptions(mirror=str(mirror) if mirror else None)
 
 
 def kernel_id(spec: str) -> str:
     """A short test id for a kernel: the series, or a path's last component."""
-    return Path(spec).name if is_path_spec(spec) else spec
+    return Path(spec).name if kernels.is_path_spec(spec) else spec
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "kernel_spec" in metafunc.fixturenames:
-        specs = metafunc.config.stash[_SPECS]
-        metafunc.parametrize(
-            "kernel_spec",
-            [
-                pytest.param(
-                    spec, id=kernel_id(spec), marks=pytest.mark.xdist_group(f"kernel-{spec}")
-                )
-                for spec in specs
-            ],
-            scope="session",
-        )
-    if "loader" in metafunc.fixturenames:
-        metafunc.parametrize("loader", _loaders(metafunc.config))
-
-
-@pytest.fixture(scope="session")
-def traffic(pytestconfig: pytest.Config) -> Traffic:
-    return Traffic(
-        tcp_bytes=int(pytestconfig.getoption("tcp_bytes")),
-        udp_bytes=int(pytestconfig.getoption("udp_bytes")),
-        icmp_count=int(pytestconfig.getoption("icmp_count")),
+    if "kernel_choice" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    metafunc.parametrize(
+        "kernel_choice",
+        [
+            pytest.param(
+                choice, id=kernel_id(choice.spec), marks=pytest.mark.xdist_group(choice.spec)
+            )
+            for choice in config.stash[_CHOICES]
+        ],
+        scope="session",
     )
+    cases: list[run.Case | None] = [*config.stash[_CASES]] or [None]
+    metafunc.parametrize("case", cases, ids=[c.id if c else "none" for c in cases])
 
 
-def _parallel_workers() -> int:
-    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+def results_root(config: pytest.Config) -> Path:
+    """This run's results directory: --results-dir, else a new one (shared by xdist workers)."""
+    if _RESULTS not in config.stash:
+        given = config.getoption("results_dir")
+        if given:
+            config.stash[_RESULTS] = Path(str(given))
+        else:
+            # xdist workers get the controller's through the environment.
+            inherited = os.environ.get("HARNESS_RUN_RESULTS")
+            directory = Path(inherited) if inherited else run.new_results_dir()
+            os.environ["HARNESS_RUN_RESULTS"] = str(directory)
+            config.stash[_RESULTS] = directory
+    return config.stash[_RESULTS]
 
 
 @pytest.fixture(scope="session")
 def kernel_run(
-    kernel_spec: str, pytestconfig: pytest.Config, traffic: Traffic
-) -> Iterator[KernelRun]:
-    """Prepare, build and boot one kernel; the guest runs every requested loader."""
+    kernel_choice: run.KernelChoice, pytestconfig: pytest.Config
+) -> Iterator[run.KernelRun]:
+    """Prepare, build and boot one kernel; the guest runs every case."""
     config = pytestconfig
-    spec_error = config.stash.get(_SPEC_ERROR, None)
-    if spec_error is not None:
-        yield KernelRun(kernel_spec, "", "", None, None, None, spec_error)
+    spec = kernel_choice.spec
+    error = config.stash.get(_ERROR, None)
+    if error is not None:
+        yield run.KernelRun(spec, "", "", None, None, None, error)
         return
-    release = ""
-    accel = ""
-    results: Path | None = None
-    started = time.monotonic()
+    cases = config.stash[_CASES]
     try:
-        entry = prepare(kernel_spec, _kernel_options(config))
-        release = entry.release
-        build = build_sample(entry.release, entry.headers)
-        accel = vm.probe_accel(str(config.getoption("accel")), image=entry)
-        results = paths.results_dir() / entry.release
-        loaders = _loaders(config)
-        guest = [
-            sys.executable,
-            "-m",
-            "harness.guest",
-            "--loader",
-            "both" if len(loaders) > 1 else loaders[0],
-            "--object",
-            str(build.bpf_object),
-            "--c-loader",
-            str(build.c_loader),
-            "--out",
-            str(results),
-            "--tcp-bytes",
-            str(traffic.tcp_bytes),
-            "--udp-bytes",
-            str(traffic.udp_bytes),
-            "--icmp-count",
-            str(traffic.icmp_count),
-        ]
-        cpus = config.getoption("vm_cpus") or (1 if _parallel_workers() > 1 else 2)
-        timeout = config.getoption("vm_timeout")
-        started = time.monotonic()
-        ran = vm.run_vm(
-            entry,
-            guest,
-            results,
-            accel=accel,
-            expect=[f"{loader}.json" for loader in loaders],
-            timeout=float(timeout) if timeout else None,
-            memory=str(config.getoption("vm_memory")),
-            cpus=int(cpus),
-            append=list(config.getoption("vm_append")),
-        )
-    except HarnessError as exc:
-        log = getattr(exc, "log_path", None)
-        yield KernelRun(
-            kernel_spec,
-            release,
-            accel,
-            time.monotonic() - started if accel else None,
-            results,
-            log if isinstance(log, Path) else None,
-            str(exc),
-        )
+        prepared = run.prepare_kernel(spec, cases, _kernel_options(config))
+    except MirrorError as exc:
+        if not kernel_choice.explicit:
+            pytest.skip(f"kernel {spec}: {exc}")
+        yield run.KernelRun(spec, "", "", None, None, None, str(exc))
         return
-    yield KernelRun(kernel_spec, release, ran.accel, ran.seconds, ran.results_dir, ran.console_log)
+    except HarnessError as exc:
+        yield run.KernelRun(spec, "", "", None, None, None, str(exc))
+        return
+    try:
+        accel = vm.probe_accel(str(config.getoption("accel")), image=prepared.entry)
+    except HarnessError as exc:
+        yield run.KernelRun(spec, prepared.entry.release, "", None, None, None, str(exc))
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = config.getoption("vm_cpus") or (1 if workers > 1 else 2)
+    timeout = config.getoption("vm_timeout")
+    options = run.VmOptions(
+        accel=accel,
+        timeout=float(timeout) if timeout else None,
+        memory=str(config.getoption("vm_memory")),
+        cpus=int(cpus),
+        append=tuple(config.getoption("vm_append")),
+    )
+    yield run.boot(prepared, cases, options, results_root(config))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # SIGTERM (CI cancelling, docker stop) unwinds like Ctrl-C, so every VM is killed.
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) in (signal.SIG_DFL, None):
+            signal.signal(signum, stop)
 
 
 class ResultsTable:
     """Prints the table ``invoke test`` prints at the end of a plain pytest run (as in CI).
 
     ``invoke test`` prints its own from the JUnit file and turns this one off with
-    ``-p no:sockex1-table``.
+    ``-p no:results-table``.
     """
 
-    name = "sockex1-table"
+    name = "results-table"
 
     def __init__(self) -> None:
         self.cases: list[CaseResult] = []
@@ -235,12 +218,16 @@ class ResultsTable:
         properties = {str(name): str(value) for name, value in report.user_properties}
         if "loader" not in properties:
             return  # not a VM case, or one that never reached its checks
-        if report.when == "call" or (report.when == "setup" and report.failed):
-            outcome = "error" if report.when == "setup" else report.outcome
-            message = str(report.longrepr or "") if report.failed else ""
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome: str = report.outcome
+            if report.when == "setup" and report.failed:
+                outcome = "error"
+            message = str(report.longrepr or "") if not report.passed else ""
+            if report.skipped and isinstance(report.longrepr, tuple):
+                message = str(report.longrepr[2])
             self.cases.append(CaseResult(report.nodeid, outcome, message, properties))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.cases:
-            terminalreporter.section("sockex1 on each kernel")
+            terminalreporter.section("samples on each kernel")
             terminalreporter.write(render_table(self.cases))

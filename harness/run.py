@@ -1,0 +1,333 @@
+"""A run: kernels x samples x loaders, one VM boot per kernel.
+
+``invoke test`` and the VM tests (``tests/vm``) both call this module; pytest only
+parametrizes and judges. The steps, per kernel:
+
+1. :func:`plan_cases`: the (sample, loader) cases, from the samples' formats and the
+   loaders chosen (a loader that cannot load a sample's format is not run for it);
+2. :func:`prepare_kernel`: the kernel fetched and cached if needed, every sample and
+   program loader built against its headers; samples the kernel is too old for, or
+   whose kernel options it lacks, are set aside with the reason;
+3. :func:`boot`: one VM runs every case (the guest reads a plan, writes one JSON per
+   case into the run's results directory);
+4. the judgement of each case is :func:`harness.checks.judge`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import files, paths, vm
+from harness.build import SampleBuild, build_loader, build_sample
+from harness.errors import ConfigError, HarnessError, NotAKernelError, UnknownSeriesError
+from harness.guest.plan import PLAN_NAME, CasePlan, Plan, write_plan
+from harness.kernels import KernelEntry, KernelOptions, catalog_series, is_path_spec, prepare
+from harness.kernels.image import embedded_config
+from harness.kernels.kconfig import parse_config
+from harness.loaders import Loader
+from harness.loaders.protocol import LoadRequest
+from harness.samples import Sample
+
+log = logging.getLogger(__name__)
+
+#: The results of every run are kept apart: ``<results>/<run id>/``; ``latest`` links
+#: the newest, which ``invoke report`` reads by default.
+LATEST = "latest"
+TIMELINE_NAME = "timeline.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    sample: Sample
+    loader: Loader
+
+    @property
+    def id(self) -> str:
+        return f"{self.sample.name}-{self.loader.name}"
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A kernel of the run: named by the user (fails when unreachable) or implied by "all"."""
+
+    spec: str
+    explicit: bool
+
+
+def kernel_choices(text: str, options: KernelOptions) -> list[KernelChoice]:
+    """The kernels of a ``--kernel`` value, checked without touching the network.
+
+    ``""`` or ``"all"`` is every series of the catalog; whether its archive answers
+    is found out when the kernel is prepared (an unreachable one is then skipped).
+    """
+    known = catalog_series(options)
+    if text.strip() in ("", "all"):
+        return [KernelChoice(series, False) for series in known]
+    found = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part not in known and not is_path_spec(part):
+            raise UnknownSeriesError(
+                f"unknown kernel {part!r}: the catalog has {', '.join(known)} "
+                "(kernels/catalog.toml); give a path to your own kernel with --kernel PATH"
+            )
+        if is_path_spec(part) and not Path(part).expanduser().exists():
+            raise NotAKernelError(f"--kernel {part}: no such file or directory")
+        found.append(KernelChoice(part, True))
+    if not found:
+        raise ConfigError("--kernel names no kernel; give a series such as 6.1, or all")
+    return list({c.spec: c for c in found}.values())
+
+
+def plan_cases(samples: Sequence[Sample], loaders: Sequence[Loader]) -> list[Case]:
+    """Every (sample, loader) pair where the loader can load the sample's format."""
+    return [Case(s, loader) for s in samples for loader in loaders if loader.applies_to(s.format)]
+
+
+@dataclass(frozen=True)
+class PreparedKernel:
+    """A kernel ready to boot, with everything built for it."""
+
+    spec: str
+    entry: KernelEntry
+    builds: dict[str, SampleBuild]  # by sample name
+    programs: dict[str, Path]  # program loaders by name
+    skipped: dict[str, str]  # sample name -> why it does not run on this kernel
+    seconds: dict[str, float] = field(default_factory=dict)  # prepare, build
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """``(6, 1)`` of ``6.1.0-57-amd64``; None when the release does not start with one."""
+    found = re.match(r"^(\d+)\.(\d+)", release)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def _parse_version(text: str) -> tuple[int, int]:
+    version = kernel_version(text)
+    if version is None:
+        raise HarnessError(f"{text!r} is not a kernel version such as 5.10")
+    return version
+
+
+def _kernel_config(entry: KernelEntry) -> dict[str, str] | None:
+    if entry.config is not None:
+        try:
+            return parse_config(entry.config.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return None
+    text = embedded_config(entry.image)
+    return parse_config(text) if text is not None else None
+
+
+def why_not(sample: Sample, entry: KernelEntry) -> str | None:
+    """Why ``sample`` cannot run on ``entry`` (too old, options missing), or None."""
+    if sample.min_kernel:
+        have = kernel_version(entry.release)
+        need = _parse_version(sample.min_kernel)
+        if have is not None and have < need:
+            reason = f": {sample.min_kernel_reason}" if sample.min_kernel_reason else ""
+            return f"needs Linux {sample.min_kernel} or later{reason}"
+    if sample.kconfig:
+        config = _kernel_config(entry)
+        if config is not None:
+            missing = [o for o in sample.kconfig if config.get(o) not in ("y", "m")]
+            if missing:
+                return f"the kernel lacks {', '.join(missing)}"
+    return None
+
+
+def prepare_kernel(
+    spec: str,
+    cases: Sequence[Case],
+    options: KernelOptions,
+    *,
+    progress: Callable[[str], None] | None = None,
+    build_root: Path | None = None,
+) -> PreparedKernel:
+    """Fetch ``spec`` if needed and build every sample and loader of ``cases`` for it."""
+    started = time.monotonic()
+    entry = prepare(spec, options, progress=progress)
+    prepared_at = time.monotonic()
+    builds: dict[str, SampleBuild] = {}
+    programs: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for case in cases:
+        sample, loader = case.sample, case.loader
+        if sample.name not in builds and sample.name not in skipped:
+            reason = why_not(sample, entry)
+            if reason is not None:
+                skipped[sample.name] = reason
+            else:
+                builds[sample.name] = build_sample(
+                    sample, entry.release, entry.headers, build_root=build_root
+                )
+        if loader.sources and loader.name not in programs:
+            built = build_loader(loader, entry.release, entry.headers, build_root=build_root)
+            programs[loader.name] = built.outputs["program"]
+    seconds = {
+        "prepare": round(prepared_at - started, 3),
+        "build": round(time.monotonic() - prepared_at, 3),
+    }
+    return PreparedKernel(spec, entry, builds, programs, skipped, seconds)
+
+
+def case_result_path(results_dir: Path, case: Case) -> Path:
+    """Where the guest writes a case's JSON: ``<release dir>/<sample>/<loader>.json``."""
+    return results_dir / case.sample.name / f"{case.loader.name}.json"
+
+
+def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Path) -> Plan:
+    """The plan the guest runs: the cases of ``cases`` whose sample was built."""
+    planned = []
+    for case in cases:
+        build = prepared.builds.get(case.sample.name)
+        if build is None:
+            continue
+        sample = case.sample
+        request = LoadRequest(
+            object=build.bpf_object,
+            programs=tuple((p.section, p.type) for p in sample.programs),
+            attach=tuple((p.section, p.attach) for p in sample.programs if p.attach),
+            prog_arrays=tuple(
+                (array.map, index, section)
+                for array in sample.prog_arrays
+                for index, section in sorted(array.entries.items())
+            ),
+            dump=tuple(m.name for m in sample.maps),
+        )
+        if case.loader.command:
+            command: tuple[str, ...] = case.loader.command
+        elif case.loader.sources:
+            command = (str(prepared.programs[case.loader.name]),)
+        else:
+            command = ()
+        planned.append(
+            CasePlan(
+                sample=sample.name,
+                loader=case.loader.name,
+                command=command,
+                request=request,
+                traffic=sample.traffic,
+                result=case_result_path(results_dir, case),
+            )
+        )
+    return Plan(tuple(planned))
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    accel: str
+    timeout: float | None = None
+    memory: str = "1G"
+    cpus: int = 2
+    append: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelRun:
+    """One kernel's VM run, shared by its cases; ``error`` when it produced no results."""
+
+    spec: str
+    release: str
+    accel: str
+    seconds: float | None
+    results_dir: Path | None
+    console_log: Path | None
+    error: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def boot(
+    prepared: PreparedKernel, cases: Sequence[Case], options: VmOptions, results_root: Path
+) -> KernelRun:
+    """Boot the kernel once and run every case in it; errors are kept in the result."""
+    entry = prepared.entry
+    results = results_root / entry.release
+    plan = guest_plan(prepared, cases, results)
+    if not plan.cases:
+        return KernelRun(
+            prepared.spec, entry.release, options.accel, None, results, None,
+            skipped=prepared.skipped,
+        )  # fmt: skip
+    plan_path = results / PLAN_NAME
+    for case in plan.cases:
+        case.result.unlink(missing_ok=True)
+    write_plan(plan_path, plan)
+    guest = [sys.executable, "-m", "harness.guest", str(plan_path)]
+    started = time.monotonic()
+    try:
+        ran = vm.run_vm(
+            entry,
+            guest,
+            results,
+            accel=options.accel,
+            expect=[str(c.result.relative_to(results)) for c in plan.cases],
+            timeout=options.timeout,
+            memory=options.memory,
+            cpus=options.cpus,
+            append=list(options.append),
+        )
+    except HarnessError as exc:
+        log_path = getattr(exc, "log_path", None)
+        _write_timeline(results, prepared, time.monotonic() - started)
+        return KernelRun(
+            prepared.spec,
+            entry.release,
+            options.accel,
+            time.monotonic() - started,
+            results,
+            log_path if isinstance(log_path, Path) else None,
+            str(exc),
+            prepared.skipped,
+        )
+    _write_timeline(results, prepared, ran.seconds)
+    return KernelRun(
+        prepared.spec,
+        entry.release,
+        ran.accel,
+        ran.seconds,
+        ran.results_dir,
+        ran.console_log,
+        skipped=prepared.skipped,
+    )
+
+
+def _write_timeline(results: Path, prepared: PreparedKernel, vm_seconds: float) -> None:
+    timeline = {**prepared.seconds, "vm": round(vm_seconds, 3)}
+    try:
+        files.write_atomic(results / TIMELINE_NAME, json.dumps(timeline) + "\n")
+    except OSError as exc:
+        log.warning("could not write the timeline of %s: %s", results, exc)
+
+
+# --- results directories -----------------------------------------------------------
+
+
+def new_results_dir(root: Path | None = None) -> Path:
+    """A fresh directory for one run's results, and ``latest`` pointed at it."""
+    root = root or paths.results_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    directory = root / f"run-{stamp}-{os.getpid()}"
+    directory.mkdir()
+    link = root / LATEST
+    temp = root / f".{LATEST}.{os.getpid()}"
+    temp.unlink(missing_ok=True)
+    temp.symlink_to(directory.name)
+    os.replace(temp, link)
+    return directory
+
+
+def latest_results_dir(root: Path | None = None) -> Path:
+    """The newest run's results directory (``<results>/latest``)."""
+    root = root or paths.results_dir()
+    return root / LATEST

@@ -1,0 +1,67 @@
+"""Every (kernel, sample, loader) case: the sample's maps hold exactly what the capture says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from harness import checks, run
+from harness.errors import HarnessError
+from harness.guest.result import load_result
+from harness.report import case_properties
+
+pytestmark = pytest.mark.vm
+
+
+def test_case(
+    kernel_run: run.KernelRun,
+    case: run.Case | None,
+    record_property: Callable[[str, object], None],
+) -> None:
+    if case is None:
+        pytest.fail(kernel_run.error or "no (sample, loader) case to run", pytrace=False)
+    properties = case_properties(
+        kernel=kernel_run.spec,
+        release=kernel_run.release,
+        accel=kernel_run.accel,
+        seconds=kernel_run.seconds,
+        sample=case.sample.name,
+        loader=case.loader.name,
+    )
+    try:
+        outcome, message = _judge(kernel_run, case, properties)
+    finally:
+        for name, value in properties.items():
+            record_property(name, value)
+    if outcome == "skip":
+        pytest.skip(message)
+    if message:
+        pytest.fail(message, pytrace=False)
+
+
+def _judge(kernel: run.KernelRun, case: run.Case, properties: dict[str, str]) -> tuple[str, str]:
+    """("skip" or "judged", the failure message or skip reason; "" when it passes)."""
+    what = f"kernel {kernel.release or kernel.spec}, {case.sample.name}, {case.loader.name} loader"
+    reason = kernel.skipped.get(case.sample.name)
+    if reason is not None:
+        return "skip", f"{case.sample.name} on {kernel.release}: {reason}"
+    where = f"\nconsole log: {kernel.console_log}" if kernel.console_log else ""
+    if kernel.error is not None:
+        return "judged", f"kernel {kernel.spec}: {kernel.error}"
+    assert kernel.results_dir is not None
+    path = run.case_result_path(kernel.results_dir, case)
+    try:
+        result = load_result(path)
+    except HarnessError as exc:
+        return "judged", f"{what}: {exc}{where}"
+    properties["release"] = result.release
+    properties["timings"] = " ".join(f"{k}={v:.3f}" for k, v in result.timings.items())
+    judgement = checks.judge(case.sample, result, release=kernel.release)
+    for header, cell in judgement.cells.items():
+        properties[f"cell:{header}"] = cell
+    properties["entries"] = str(judgement.entries)
+    if not judgement.problems:
+        return "judged", ""
+    listed = "\n".join(f"  - {problem}" for problem in judgement.problems)
+    return "judged", f"{what}:\n{listed}\nresult: {path}{where}"

@@ -7,18 +7,19 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sockex1_objects import build_host
+from sockex1_objects import build_host, compile_object
 
 from harness.bpf import elf, loader
 from harness.errors import BpfObjectError
 
-_SAMPLE: bytes | None = None
+#: The objects corrupted: sockex1, and one of several programs, maps and map types.
+_OBJECTS: dict[str, bytes] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def sample(tmp_path_factory: pytest.TempPathFactory) -> None:
-    global _SAMPLE
-    _SAMPLE = build_host(tmp_path_factory.mktemp("build")).bpf_object.read_bytes()
+def objects(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _OBJECTS["sockex1"] = build_host(tmp_path_factory.mktemp("build")).bpf_object.read_bytes()
+    _OBJECTS["flows"] = compile_object("flows", tmp_path_factory.mktemp("objects")).read_bytes()
 
 
 def _corrupt(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
@@ -28,18 +29,19 @@ def _corrupt(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> byte
     return bytes(image[:cut] if cut is not None else image)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    name=st.sampled_from(["sockex1", "flows"]),
     edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=8),
     cut=st.one_of(st.none(), st.integers(min_value=0, max_value=2000)),
 )
 def test_corrupted_object_raises_only_bpf_object_error(
-    edits: list[tuple[int, int]], cut: int | None
+    name: str, edits: list[tuple[int, int]], cut: int | None
 ) -> None:
-    assert _SAMPLE is not None
-    data = _corrupt(_SAMPLE, edits, cut)
+    data = _corrupt(_OBJECTS[name], edits, cut)
     try:
         obj = elf.parse_object(data, Path("mutated_kern.o"))
+        loader.check_map_types(obj)
         fds = {m.name: 3 + i for i, m in enumerate(obj.maps)}
         for program in obj.programs:
             loader.program_type(program.section)

@@ -1,0 +1,448 @@
+"""Crafted Ethernet frames, and the flow dissector the flow samples implement.
+
+Two halves, both pure (no sockets, no I/O):
+
+- **Builders** make whole Ethernet frames of each kind in
+  :data:`harness.samples.FRAME_KINDS`, with correct IPv4 header, UDP and GRE
+  checksums, for the guest to write onto ``lo`` through a packet socket
+  (``harness/guest/crafted.py``). Every kind ends in a UDP datagram (except
+  "fragment", a later fragment of one, and "arp"), so the innermost flow has ports.
+- **The dissector** (:func:`dissect`) is the model of what the BPF programs of
+  ``samples/sockex2`` and ``samples/sockex3`` compute from a frame; their oracles
+  run it over the frames the capture saw. It is written step by step like those
+  programs, and keeps their arithmetic: an absolute packet load
+  (``load_half``/``load_word``, BPF_LD_ABS/IND) returns the network-order bytes as a
+  host-order number, so 127.0.0.2 is ``0x7f000002``, and a load past ``skb->len``
+  ends the program, which then counts nothing.
+
+What the programs parse, and so what :func:`dissect` parses: Ethernet; an optional
+802.1AD tag followed by an optional 802.1Q tag; IPv4 (header length from IHL; a
+fragment, first or later, gets IP protocol 0 and so no ports and no tunnel) or IPv6
+(fixed header only: extension headers are not followed, the next header is the IP
+protocol). One level of tunnel: GRE version 0 without routing (optional checksum,
+key and sequence words; payload IPv4 or IPv6, optionally after tags as above), IPIP
+(protocol 4) and IPv6 in IP (protocol 41). Ports (the first four bytes of the
+transport header) for TCP and UDP only. An IPv6 address becomes one 32-bit number,
+the XOR of its four 32-bit words, each loaded as above.
+
+On ``lo`` the kernel strips the outermost VLAN tag of a received frame before
+packet sockets see it (``skb_vlan_untag`` in ``__netif_receive_skb_core``): the
+copy seen leaving is tagged, the copy seen arriving has one tag less and is
+shorter by 4 bytes. The programs and the capture see the same bytes, so nothing
+here models that; it is why an oracle must work on captured frames, not on the
+frames that were sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+ETH_HLEN = 14
+VLAN_HLEN = 4
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+ETH_P_IPV6 = 0x86DD
+
+IPPROTO_ICMP = 1
+IPPROTO_IPIP = 4
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+
+#: The first 16 bits of a GRE header (RFC 2784, RFC 2890), as load_half returns them.
+GRE_CSUM = 0x8000
+GRE_ROUTING = 0x4000
+GRE_KEY = 0x2000
+GRE_SEQ = 0x1000
+GRE_VERSION = 0x0007
+
+#: IPv4 ``frag_off``: more fragments, and the offset in 8-byte units.
+IP_MF = 0x2000
+IP_OFFSET = 0x1FFF
+
+IPV4_HLEN = 20
+IPV6_HLEN = 40
+UDP_HLEN = 8
+
+#: The MAC address of ``lo``: frames to it are received as PACKET_HOST, like all of lo's traffic.
+LOOPBACK_MAC = bytes(6)
+#: Ports of every crafted UDP datagram (9 is the discard service: nothing answers on it).
+SPORT = 40000
+DPORT = 9
+#: VLAN ids of the crafted tags: outer (802.1AD) and inner (802.1Q).
+OUTER_VID = 200
+INNER_VID = 100
+#: The GRE key and sequence number the "gre" frames carry.
+GRE_KEY_VALUE = 0x0A0B0C0D
+GRE_SEQ_VALUE = 1
+#: The offset, in 8-byte units, of the crafted later fragment.
+FRAGMENT_OFFSET = 185
+
+DEFAULT_SRC4 = "127.0.0.1"
+DEFAULT_SRC6 = "::1"
+
+#: Kinds whose innermost packet is IPv6: their destination is an IPv6 address.
+IPV6_KINDS = ("ipv6", "ip6ip")
+
+
+# --- builders --------------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: a header holding it sums to 0xffff."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ethernet(ethertype: int, body: bytes, tags: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """An Ethernet frame to and from lo's address, with VLAN ``tags`` (TPID, TCI), outer first."""
+    header = LOOPBACK_MAC + LOOPBACK_MAC
+    for tpid, tci in tags:
+        header += struct.pack("!HH", tpid, tci)
+    return header + struct.pack("!H", ethertype) + body
+
+
+def ipv4(
+    src: str, dst: str, protocol: int, payload: bytes, *, frag_off: int = 0, ident: int = 0
+) -> bytes:
+    """An IPv4 packet (20-byte header, TTL 64) with its header checksum."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        IPV4_HLEN + len(payload),
+        ident,
+        frag_off,
+        64,
+        protocol,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + payload
+
+
+def ipv6(src: str, dst: str, next_header: int, payload: bytes) -> bytes:
+    """An IPv6 packet (fixed header, hop limit 64, no extension headers)."""
+    return (
+        struct.pack("!IHBB", 6 << 28, len(payload), next_header, 64)
+        + ipaddress.IPv6Address(src).packed
+        + ipaddress.IPv6Address(dst).packed
+        + payload
+    )
+
+
+def udp(src: str, dst: str, payload: bytes, sport: int = SPORT, dport: int = DPORT) -> bytes:
+    """A UDP datagram whose checksum covers the IPv4 or IPv6 pseudo-header of src and dst."""
+    length = UDP_HLEN + len(payload)
+    source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if source.version != destination.version:
+        raise ValueError(f"UDP from {src} to {dst}: the addresses are not of one IP version")
+    if source.version == 4:
+        pseudo = source.packed + destination.packed + struct.pack("!BBH", 0, IPPROTO_UDP, length)
+    else:
+        pseudo = source.packed + destination.packed + struct.pack("!I3xB", length, IPPROTO_UDP)
+    header = struct.pack("!HHHH", sport, dport, length, 0)
+    total = checksum(pseudo + header + payload) or 0xFFFF  # 0 means "no checksum" in UDP
+    return struct.pack("!HHHH", sport, dport, length, total) + payload
+
+
+def gre(
+    protocol: int,
+    payload: bytes,
+    *,
+    with_checksum: bool = False,
+    key: int | None = None,
+    sequence: int | None = None,
+) -> bytes:
+    """A GRE version 0 header (optional checksum, key and sequence words) and its payload."""
+    flags = (
+        (GRE_CSUM if with_checksum else 0)
+        | (GRE_KEY if key is not None else 0)
+        | (GRE_SEQ if sequence is not None else 0)
+    )
+    options = b""
+    if key is not None:
+        options += struct.pack("!I", key)
+    if sequence is not None:
+        options += struct.pack("!I", sequence)
+    if not with_checksum:
+        return struct.pack("!HH", flags, protocol) + options + payload
+    # The checksum covers the GRE header (checksum field zero) and the payload.
+    unsummed = struct.pack("!HHHH", flags, protocol, 0, 0) + options + payload
+    return struct.pack("!HHHH", flags, protocol, checksum(unsummed), 0) + options + payload
+
+
+def arp_request(sender: str, target: str) -> bytes:
+    """An ARP request body: who has ``target``, tell ``sender`` (lo's zero MAC)."""
+    return (
+        struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 1)
+        + LOOPBACK_MAC
+        + ipaddress.IPv4Address(sender).packed
+        + bytes(6)
+        + ipaddress.IPv4Address(target).packed
+    )
+
+
+def build(
+    kind: str,
+    dst: str,
+    *,
+    payload: int = 64,
+    src: str | None = None,
+    outer_src: str = DEFAULT_SRC4,
+    outer_dst: str = DEFAULT_SRC4,
+) -> bytes:
+    """One frame of ``kind`` (see :data:`harness.samples.FRAME_KINDS`) to ``dst``.
+
+    ``dst`` and ``src`` are the innermost packet's addresses: IPv6 for the kinds in
+    :data:`IPV6_KINDS`, IPv4 otherwise (``src`` defaults to ::1 or 127.0.0.1).
+    ``outer_src`` and ``outer_dst`` address the outer IPv4 header of a tunnel.
+    ``payload`` is the number of UDP payload bytes (of fragment bytes for
+    "fragment"). A :class:`ValueError` names what is wrong with the arguments.
+    """
+    if payload < 0:
+        raise ValueError(f"frame kind {kind}: negative payload size {payload}")
+    version = 6 if kind in IPV6_KINDS else 4
+    try:
+        address = ipaddress.ip_address(dst)
+    except ValueError as exc:
+        raise ValueError(f"frame kind {kind}: destination {dst!r} is no IP address") from exc
+    if address.version != version:
+        raise ValueError(
+            f"frame kind {kind} carries IPv{version}, but its destination {dst} is IPv"
+            f"{address.version}; give an IPv{version} address"
+        )
+    src = src or (DEFAULT_SRC6 if version == 6 else DEFAULT_SRC4)
+    data = bytes(i & 0xFF for i in range(payload))
+
+    def udp4() -> bytes:
+        return ipv4(src, dst, IPPROTO_UDP, udp(src, dst, data))
+
+    def udp6() -> bytes:
+        return ipv6(src, dst, IPPROTO_UDP, udp(src, dst, data))
+
+    if kind == "vlan":
+        return ethernet(ETH_P_IP, udp4(), ((ETH_P_8021Q, INNER_VID),))
+    if kind == "qinq":
+        return ethernet(ETH_P_IP, udp4(), ((ETH_P_8021AD, OUTER_VID), (ETH_P_8021Q, INNER_VID)))
+    if kind == "ipv6":
+        return ethernet(ETH_P_IPV6, udp6())
+    if kind == "ipip":
+        return ethernet(ETH_P_IP, ipv4(outer_src, outer_dst, IPPROTO_IPIP, udp4()))
+    if kind == "gre":
+        tunnel = gre(
+            ETH_P_IP, udp4(), with_checksum=True, key=GRE_KEY_VALUE, sequence=GRE_SEQ_VALUE
+        )
+        return ethernet(ETH_P_IP, ipv4(outer_src, outer_dst, IPPROTO_GRE, tunnel))
+    if kind == "gre-vlan":
+        tagged = struct.pack("!HH", INNER_VID, ETH_P_IP) + udp4()
+        tunnel = gre(ETH_P_8021Q, tagged, key=GRE_KEY_VALUE)
+        return ethernet(ETH_P_IP, ipv4(outer_src, outer_dst, IPPROTO_GRE, tunnel))
+    if kind == "ip6ip":
+        return ethernet(ETH_P_IP, ipv4(outer_src, outer_dst, IPPROTO_IPV6, udp6()))
+    if kind == "fragment":
+        # A later fragment (offset set, MF clear): the receiver keeps it for reassembly
+        # and, with no first fragment ever coming, drops it silently.
+        return ethernet(ETH_P_IP, ipv4(src, dst, IPPROTO_UDP, data, frag_off=FRAGMENT_OFFSET))
+    if kind == "arp":
+        return ethernet(ETH_P_ARP, arp_request(src, dst))
+    raise ValueError(f"unknown frame kind {kind!r}")
+
+
+# --- the dissector ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the flow programs compute from one frame.
+
+    Addresses are as the programs hold them: an IPv4 address as the host-order
+    number of its four bytes, an IPv6 address folded (:func:`fold_ipv6`).
+    """
+
+    src: int
+    dst: int
+    ip_proto: int  # of the innermost header parsed; 0 for an IPv4 fragment
+    sport: int  # 0 unless ip_proto is TCP or UDP and ports were read
+    dport: int
+    thoff: int  # offset of what follows the last header parsed (the transport header)
+    n_proto: int  # ETH_P_IP or ETH_P_IPV6: the innermost network header
+    vlans: tuple[int, ...] = ()  # VLAN ids of the tags parsed, outermost first
+    outer: tuple[int, int] | None = None  # (src, dst) of the tunnel's outer header
+
+    @property
+    def ports(self) -> int:
+        """The 32-bit word the programs load at the transport header: sport << 16 | dport."""
+        return self.sport << 16 | self.dport
+
+
+class SnapTooShort(ValueError):
+    """The captured head ends before a byte the programs read, though the frame has it."""
+
+
+class _Abort(Exception):
+    """A load past ``skb->len``: the BPF program ends there and counts nothing."""
+
+
+class _Packet:
+    """Absolute loads over a frame's captured head, with the BPF program's bounds."""
+
+    def __init__(self, head: bytes, length: int) -> None:
+        self.head = head
+        self.length = length
+
+    def _load(self, offset: int, size: int) -> int:
+        if offset + size > self.length:
+            raise _Abort
+        if offset + size > len(self.head):
+            raise SnapTooShort(
+                f"the program reads bytes {offset}..{offset + size} of a {self.length}-byte "
+                f"frame, but only its first {len(self.head)} bytes were captured; "
+                "capture more of each frame"
+            )
+        return int.from_bytes(self.head[offset : offset + size], "big")
+
+    def byte(self, offset: int) -> int:
+        return self._load(offset, 1)
+
+    def half(self, offset: int) -> int:
+        return self._load(offset, 2)
+
+    def word(self, offset: int) -> int:
+        return self._load(offset, 4)
+
+
+def fold_ipv6(address: bytes | str) -> int:
+    """An IPv6 address as the programs key it: the XOR of its four words, each host order."""
+    packed = ipaddress.IPv6Address(address).packed
+    words: tuple[int, ...] = struct.unpack("!IIII", packed)
+    return words[0] ^ words[1] ^ words[2] ^ words[3]
+
+
+def ipv4_key(address: str) -> int:
+    """An IPv4 address as the programs hold it (what load_word returns): 127.0.0.2 -> 0x7f000002."""
+    return int(ipaddress.IPv4Address(address))
+
+
+def show_ipv4(value: int) -> str:
+    """A 32-bit address value as a dotted quad (an IPv6 fold shows as one too)."""
+    return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+
+
+@dataclass
+class _State:
+    nhoff: int
+    src: int = 0
+    dst: int = 0
+    ip_proto: int = 0
+    n_proto: int = 0
+
+
+def _skip_tags(packet: _Packet, proto: int, nhoff: int, vlans: list[int]) -> tuple[int, int]:
+    """An optional 802.1AD tag, then an optional 802.1Q tag: (ethertype after them, offset)."""
+    for tpid in (ETH_P_8021AD, ETH_P_8021Q):
+        if proto == tpid:
+            vlans.append(packet.half(nhoff) & 0x0FFF)
+            proto = packet.half(nhoff + 2)
+            nhoff += VLAN_HLEN
+    return proto, nhoff
+
+
+def _parse_ipv4(packet: _Packet, state: _State) -> None:
+    nhoff = state.nhoff
+    ihl = packet.byte(nhoff) & 0x0F
+    state.ip_proto = packet.byte(nhoff + 9)
+    if packet.half(nhoff + 6) & (IP_MF | IP_OFFSET):
+        state.ip_proto = 0
+    state.src = packet.word(nhoff + 12)
+    state.dst = packet.word(nhoff + 16)
+    state.n_proto = ETH_P_IP
+    state.nhoff = nhoff + ihl * 4
+
+
+def _parse_ipv6(packet: _Packet, state: _State) -> None:
+    nhoff = state.nhoff
+    state.ip_proto = packet.byte(nhoff + 6)
+    words = [packet.word(nhoff + 8 + 4 * i) for i in range(8)]
+    state.src = words[0] ^ words[1] ^ words[2] ^ words[3]
+    state.dst = words[4] ^ words[5] ^ words[6] ^ words[7]
+    state.n_proto = ETH_P_IPV6
+    state.nhoff = nhoff + IPV6_HLEN
+
+
+def _parse_network(packet: _Packet, proto: int, state: _State) -> bool:
+    """Parse the IPv4 or IPv6 header at ``state.nhoff``; False for any other ethertype."""
+    if proto == ETH_P_IP:
+        _parse_ipv4(packet, state)
+    elif proto == ETH_P_IPV6:
+        _parse_ipv6(packet, state)
+    else:
+        return False
+    return True
+
+
+def dissect(head: bytes, length: int | None = None, *, ports: bool = True) -> Flow | None:
+    """The flow the programs compute from a frame, or None where they count nothing.
+
+    ``head`` is the frame's first bytes, ``length`` its full length (``skb->len``;
+    default ``len(head)``). None for a frame that is neither IPv4 nor IPv6 after its
+    tags, and for one that ends before a byte the programs load (they stop there).
+    ``ports=False`` models a program that never loads the ports (sockex2 keys on the
+    destination only), so a frame ending at its transport header still counts.
+    A :class:`SnapTooShort` if the head was cut before a byte the frame has.
+    """
+    packet = _Packet(head, len(head) if length is None else length)
+    try:
+        return _dissect(packet, ports)
+    except _Abort:
+        return None
+
+
+def _dissect(packet: _Packet, read_ports: bool) -> Flow | None:
+    vlans: list[int] = []
+    proto, nhoff = _skip_tags(packet, packet.half(12), ETH_HLEN, vlans)
+    state = _State(nhoff)
+    if not _parse_network(packet, proto, state):
+        return None
+    outer: tuple[int, int] | None = None
+    if state.ip_proto == IPPROTO_GRE:
+        flags = packet.half(state.nhoff)
+        proto = packet.half(state.nhoff + 2)
+        if not flags & (GRE_VERSION | GRE_ROUTING):
+            state.nhoff += 4
+            for flag in (GRE_CSUM, GRE_KEY, GRE_SEQ):
+                if flags & flag:
+                    state.nhoff += 4
+            proto, state.nhoff = _skip_tags(packet, proto, state.nhoff, vlans)
+            if proto in (ETH_P_IP, ETH_P_IPV6):
+                outer = (state.src, state.dst)
+                _parse_network(packet, proto, state)
+    elif state.ip_proto in (IPPROTO_IPIP, IPPROTO_IPV6):
+        outer = (state.src, state.dst)
+        _parse_network(packet, ETH_P_IP if state.ip_proto == IPPROTO_IPIP else ETH_P_IPV6, state)
+    sport = dport = 0
+    if read_ports and state.ip_proto in (IPPROTO_TCP, IPPROTO_UDP):
+        word = packet.word(state.nhoff)
+        sport, dport = word >> 16, word & 0xFFFF
+    return Flow(
+        src=state.src,
+        dst=state.dst,
+        ip_proto=state.ip_proto,
+        sport=sport,
+        dport=dport,
+        thoff=state.nhoff,
+        n_proto=state.n_proto,
+        vlans=tuple(vlans),
+        outer=outer,
+    )

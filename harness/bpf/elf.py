@@ -137,7 +137,10 @@ def read_object(path: Path) -> BpfObject:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BpfObjectError(f"cannot read BPF object {path}: {exc.strerror}") from exc
+        raise BpfObjectError(
+            f"cannot read BPF object {path}: {exc.strerror}; "
+            "build it with `invoke build`, or give the path of a built object"
+        ) from exc
     return parse_object(data, path)
 
 

@@ -99,7 +99,7 @@ def _differences(
         return check.describe_key(key) if check.describe_key else check.key.describe(key)
 
     found = []
-    for key in sorted(want.keys() | have.keys(), key=repr):
+    for key in sorted(want.keys() | have.keys(), key=_order):
         expected, actual = want.get(key), have.get(key)
         where = f"{check.name}[{key_text(key)}]"
         if expected == actual:
@@ -124,6 +124,10 @@ def _differences(
     if len(found) > MAX_LISTED:
         found = [*found[:MAX_LISTED], f"{check.name}: and {len(found) - MAX_LISTED} more entries"]
     return found
+
+
+def _order(key: Fields) -> tuple[tuple[int, int | bytes], ...]:
+    return tuple((0, part) if isinstance(part, int) else (1, part) for part in key)
 
 
 def cells(

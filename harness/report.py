@@ -213,7 +213,7 @@ _HEADERS = ("kernel", "release", "accel", "boot s", "loader")
 
 
 def _headers(columns: Sequence[str]) -> list[str]:
-    return [*_HEADERS, *(f"{c} map:capture" for c in columns), "verdict"]
+    return [*_HEADERS, *columns, "verdict"]
 
 
 def _tally(cases: Sequence[CaseResult]) -> str:
@@ -228,7 +228,7 @@ def _tally(cases: Sequence[CaseResult]) -> str:
 # --- rendering ----------------------------------------------------------------------
 
 
-def render_table(cases: Sequence[CaseResult], *, width: int = 160, color: bool = False) -> str:
+def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool = False) -> str:
     """Plain-text tables for a terminal or a log: one per sample, one row per case."""
     if not cases:
         return "(no test cases)\n"
@@ -239,18 +239,18 @@ def render_table(cases: Sequence[CaseResult], *, width: int = 160, color: bool =
     for sample, group in by_sample(cases).items():
         columns = _columns(group)
         table = Table(
-            title=f"{sample}: {_tally(group)}",
+            title=f"{sample}: {_tally(group)} (each column: the map's value = the capture's)",
             title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
         )
         numeric = {3, *range(5, 5 + len(columns))}
         for index, header in enumerate(_headers(columns)):
-            table.add_column(header, justify="right" if index in numeric else "left")
+            table.add_column(header, justify="right" if index in numeric else "left", no_wrap=True)
         for case in group:
             table.add_row(*_row(case, columns))
         console.print(table)
-    return buffer.getvalue()
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 
 def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on each kernel") -> str:
@@ -265,7 +265,11 @@ def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on eac
         columns = _columns(group)
         headers = _headers(columns)
         numeric = {3, *range(5, 5 + len(columns))}
-        out += ["", f"#### {_escape(sample)}: {_tally(group)}", ""]
+        out += [
+            "",
+            f"#### {_escape(sample)}: {_tally(group)} (each column: map = capture)",
+            "",
+        ]
         out.append("| " + " | ".join(_escape(h) for h in headers) + " |")
         out.append(
             "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"

@@ -82,6 +82,10 @@ class LoaderProgram:
 
     def _failure(self, what: str) -> LoaderError:
         status = self.child.poll()
+        if status is None and not any(self._open.values()):
+            # Both pipes closed: the loader is exiting; give it a moment to be reaped.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = self.child.wait(5)
         if status is None:
             reason = f"did not {what} within {LOADER_TIMEOUT:.0f} s"
         elif status < 0:

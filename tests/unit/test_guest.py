@@ -1,51 +1,89 @@
-"""The guest scenario's seams that need no root: its JSON, and driving the C program."""
+"""The guest's seams that need no root: the plan and result JSON, and driving loader programs."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.errors import LoaderError, ResultsError
-from harness.guest.__main__ import parse_args
-from harness.guest.result import ProtocolCount, SampleResult, load_result, write_result
-from harness.guest.scenario import Options, attach
+from harness.errors import LoaderError, LoaderProtocolError, ResultsError
+from harness.guest import scenario
+from harness.guest.plan import CasePlan, Plan, read_plan, write_plan
+from harness.guest.result import GuestResult, load_result, write_result
+from harness.guest.scenario import attach
+from harness.loaders.protocol import LoadRequest
+from harness.samples import Frame, Frames, Icmp, Tcp, Udp
+
+REQUEST = LoadRequest(
+    object=Path("obj_kern.o"),
+    programs=(("socket/0", "socket_filter"), ("socket/1", "socket_filter")),
+    attach=(("socket/0", "socket:lo"),),
+    prog_arrays=(("jmp_table", 1, "socket/1"),),
+    dump=("flows",),
+)
 
 
-def sample_result() -> SampleResult:
-    return SampleResult(
-        release="6.1.0-56-amd64",
+def case(tmp_path: Path, command: tuple[str, ...] = (), loader: str = "python") -> CasePlan:
+    return CasePlan(
+        sample="demo",
+        loader=loader,
+        command=command,
+        request=REQUEST,
+        traffic=(Tcp(1000, "127.0.0.2"), Udp(10), Icmp(2), Frames("vlan", 3, payload=20)),
+        result=tmp_path / "demo" / f"{loader}.json",
+    )
+
+
+def test_plan_round_trips_through_json(tmp_path: Path) -> None:
+    plan = Plan((case(tmp_path), case(tmp_path, ("/bin/loader",), "c")))
+
+    write_plan(tmp_path / "plan.json", plan)
+
+    assert read_plan(tmp_path / "plan.json") == plan
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"cases": [{"sample": "x"}]}'])
+def test_unreadable_plan(tmp_path: Path, text: str) -> None:
+    (tmp_path / "plan.json").write_text(text)
+
+    with pytest.raises(ResultsError, match="not a guest plan"):
+        read_plan(tmp_path / "plan.json")
+
+
+def guest_result() -> GuestResult:
+    return GuestResult(
+        sample="sockex1",
         loader="c",
-        protocols={
-            "tcp": ProtocolCount(527224, 527224, 262144, 44, 0),
-            "udp": ProtocolCount(0, 0, 0, 0, 0),
-            "icmp": ProtocolCount(1960, 1960, 280, 20, 0),
-        },
-        details={"quiet_seconds": "0.301"},
+        release="6.1.0-57-amd64",
+        maps={"my_map": [("06000000", "0a00000000000000")]},
+        frames=(Frame(4, 74, b"\x00" * 12 + b"\x08\x00"), Frame(0, 74, b"\x01\x02")),
+        offered=2,
+        sent={"tcp 127.0.0.1": 10},
+        timings={"attach": 0.25},
+        details={"quiet": "x"},
     )
 
 
 def test_result_round_trips_through_json(tmp_path: Path) -> None:
-    result = sample_result()
+    result = guest_result()
 
-    path = write_result(tmp_path, result)
+    path = write_result(tmp_path / "sockex1" / "c.json", result)
 
-    assert path == tmp_path / "c.json"
     assert load_result(path) == result
-    assert os.listdir(tmp_path) == ["c.json"]
+    assert result.raw_maps() == {"my_map": [(b"\x06\0\0\0", b"\x0a" + bytes(7))]}
+    assert os.listdir(tmp_path / "sockex1") == ["c.json"]
 
 
-def test_result_with_an_error_and_no_counts(tmp_path: Path) -> None:
-    failed = SampleResult("5.10.0-46-amd64", "python", {}, error="verifier said no\nlog")
+def test_result_with_an_error_and_nothing_else(tmp_path: Path) -> None:
+    failed = GuestResult("sockex2", "python", "5.10.0-46-amd64", error="verifier said no\nlog")
 
-    assert load_result(write_result(tmp_path, failed)) == failed
+    assert load_result(write_result(tmp_path / "r.json", failed)) == failed
 
 
-@pytest.mark.parametrize(
-    "text", ["", "{", "[]", '{"release": "x"}', '{"release": "x", "loader": "c", "protocols": 3}']
-)
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"sample": "x"}', '{"sample": 1, "frames": 3}'])
 def test_unreadable_result(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.json"
     path.write_text(text)
@@ -54,76 +92,104 @@ def test_unreadable_result(tmp_path: Path, text: str) -> None:
         load_result(path)
 
 
-def test_missing_result_says_the_scenario_did_not_report(tmp_path: Path) -> None:
+def test_missing_result_says_the_guest_did_not_report(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="did not report"):
         load_result(tmp_path / "python.json")
 
 
-def test_arguments() -> None:
-    args = parse_args(["--loader", "c", "--object", "o", "--out", "d", "--icmp-count", "3"])
-
-    assert (args.loader, args.object, args.out) == ("c", Path("o"), Path("d"))
-    assert (args.tcp_bytes, args.udp_bytes, args.icmp_count) == (256 * 1024, 0, 3)
-    with pytest.raises(SystemExit):
-        parse_args(["--object", "o", "--out", "d", "--udp-bytes", "-1"])
-
-
-def fake_c_loader(tmp_path: Path, body: str) -> Path:
-    """A stand-in for the C program: a Python script with the same conversation."""
-    path = tmp_path / "sockex1"
-    path.write_text(f"#!{sys.executable}\nimport sys\n{body}")
+def fake_loader(tmp_path: Path, body: str) -> Path:
+    """A stand-in for a loader program: a Python script with the same conversation."""
+    path = tmp_path / "loader"
+    path.write_text(f"#!{sys.executable}\nimport sys, time\n{body}")
     path.chmod(0o755)
     return path
 
 
-def test_c_loader_conversation(tmp_path: Path) -> None:
-    binary = fake_c_loader(
+def test_loader_conversation(tmp_path: Path) -> None:
+    program = fake_loader(
         tmp_path,
-        "assert sys.argv[1:] == ['--harness', 'obj_kern.o']\n"
+        "assert sys.argv[1:3] == ['--object', 'obj_kern.o'], sys.argv\n"
+        "assert '--prog-array' in sys.argv and 'jmp_table:1:socket/1' in sys.argv\n"
+        "print('libbpf: a line of its own', flush=True)\n"
         "print('ready', flush=True)\n"
         "sys.stdin.read()\n"
-        "print('TCP 10 UDP 20 ICMP 30 bytes')\n",
+        'print(\'{"maps": {"flows": [["0100", "ff"]]}}\')\n',
     )
-    options = Options(bpf_object=Path("obj_kern.o"), c_loader=binary)
 
-    with attach("c", options) as sample:
-        counts = sample.read()
+    with attach(case(tmp_path, (str(program),), "mine")) as attached:
+        dump = attached.dump()
 
-    assert counts == {"tcp": 10, "udp": 20, "icmp": 30}
+    assert dump == {"flows": [(b"\x01\x00", b"\xff")]}
 
 
-def test_c_loader_failing_to_load_reports_its_stderr(tmp_path: Path) -> None:
-    binary = fake_c_loader(
-        tmp_path,
-        "sys.stderr.write('obj_kern.o: not an ELF object\\n')\nsys.exit(1)\n",
+def test_loader_failing_to_load_reports_its_stderr(tmp_path: Path) -> None:
+    program = fake_loader(
+        tmp_path, "sys.stderr.write('obj_kern.o: not an ELF object\\n')\nsys.exit(1)\n"
     )
-    options = Options(bpf_object=Path("obj_kern.o"), c_loader=binary)
 
     with (
-        pytest.raises(LoaderError, match=r"exited with status 1 before attaching: obj_kern"),
-        attach("c", options),
+        pytest.raises(LoaderError, match=r"mine loader exited with status 1 before .*not an ELF"),
+        attach(case(tmp_path, (str(program),), "mine")),
     ):
         pass
 
 
-def test_c_loader_failing_after_attach(tmp_path: Path) -> None:
-    binary = fake_c_loader(
+def test_loader_that_never_says_ready_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scenario, "LOADER_TIMEOUT", 0.5)
+    program = fake_loader(tmp_path, "time.sleep(30)\n")
+    started = time.monotonic()
+
+    with (
+        pytest.raises(LoaderError, match=r"did not load and attach"),
+        attach(case(tmp_path, (str(program),), "mine")),
+    ):
+        pass
+
+    assert time.monotonic() - started < 20  # killed, not waited for
+
+
+@pytest.mark.parametrize(
+    ("report", "problem"),
+    [
+        ("", "it printed no JSON"),
+        ("garbage", "its report is not JSON"),
+        ('{"maps": {}}', "its report has no entry list for map 'flows'"),
+        ('{"maps": {"flows": [["zz", "00"]]}}', "map flows: an entry is not hex"),
+    ],
+)
+def test_loader_speaking_the_protocol_wrongly(tmp_path: Path, report: str, problem: str) -> None:
+    program = fake_loader(
+        tmp_path, f"print('ready', flush=True)\nsys.stdin.read()\nprint({report!r})\n"
+    )
+
+    with (
+        pytest.raises(
+            LoaderProtocolError, match=f"mine loader broke the loader protocol: {problem}"
+        ),
+        attach(case(tmp_path, (str(program),), "mine")) as attached,
+    ):
+        attached.dump()
+
+
+def test_loader_failing_after_attach(tmp_path: Path) -> None:
+    program = fake_loader(
         tmp_path,
         "print('ready', flush=True)\nsys.stdin.read()\n"
-        "sys.stderr.write('cannot read my_map[6]\\n')\nsys.exit(1)\n",
+        "sys.stderr.write('cannot read map flows\\n')\nsys.exit(1)\n",
     )
-    options = Options(bpf_object=Path("obj_kern.o"), c_loader=binary)
 
     with (
-        pytest.raises(LoaderError, match=r"before reporting its counts: cannot read my_map"),
-        attach("c", options) as sample,
+        pytest.raises(LoaderError, match=r"before it could report its maps: cannot read map"),
+        attach(case(tmp_path, (str(program),), "mine")) as attached,
     ):
-        sample.read()
+        attached.dump()
 
 
-def test_unknown_loader() -> None:
+def test_a_loader_without_a_command_must_be_the_python_one(tmp_path: Path) -> None:
     with (
-        pytest.raises(LoaderError, match="unknown loader 'rust'"),
-        attach("rust", Options(bpf_object=Path("o"))),
+        pytest.raises(LoaderError, match="loader rust has no command"),
+        attach(case(tmp_path, (), "rust")),
     ):
         pass

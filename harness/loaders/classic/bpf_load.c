@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -381,7 +382,7 @@ static int relocate_programs(struct bpf_load_object *obj, Elf *elf, size_t secti
 	return 0;
 }
 
-static int read_object(struct bpf_load_object *obj, Elf *elf)
+static int read_object(struct bpf_load_object *obj, Elf *elf, off_t file_size)
 {
 	size_t section_count, strtab, sym_strtab = 0, maps_index = 0, i;
 	size_t prog_sections[BPF_LOAD_MAX_PROGS];
@@ -393,6 +394,12 @@ static int read_object(struct bpf_load_object *obj, Elf *elf)
 			    "clang -target bpf", elf_errmsg(-1));
 	if (ehdr.e_machine != EM_BPF || ehdr.e_ident[EI_CLASS] != ELFCLASS64)
 		return bpf_load_fail(obj, "not a 64-bit BPF object; compile it with clang -target bpf");
+	/* libelf reads a section table beyond the end of the file as no sections at all. */
+	if (ehdr.e_shoff + (uint64_t)ehdr.e_shnum * ehdr.e_shentsize > (uint64_t)file_size)
+		return bpf_load_fail(obj, "the file is cut short: it holds %lld bytes, its section "
+				     "table ends at byte %llu; rebuild the object",
+				     (long long)file_size, (unsigned long long)(ehdr.e_shoff +
+				     (uint64_t)ehdr.e_shnum * ehdr.e_shentsize));
 	if (elf_getshdrstrndx(elf, &strtab) || elf_getshdrnum(elf, &section_count))
 		return bpf_load_fail(obj, "the section table is unreadable (%s); the file may be cut "
 			    "short, rebuild it", elf_errmsg(-1));
@@ -447,6 +454,7 @@ static int read_object(struct bpf_load_object *obj, Elf *elf)
 
 int bpf_load_open(struct bpf_load_object *obj, const char *path)
 {
+	struct stat st;
 	Elf *elf;
 	int i, file_fd, ret;
 
@@ -462,12 +470,12 @@ int bpf_load_open(struct bpf_load_object *obj, const char *path)
 	file_fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (file_fd < 0)
 		return bpf_load_fail(obj, "cannot open the object: %s", strerror(errno));
-	elf = elf_begin(file_fd, ELF_C_READ, NULL);
+	elf = fstat(file_fd, &st) ? NULL : elf_begin(file_fd, ELF_C_READ, NULL);
 	if (!elf)
 		ret = bpf_load_fail(obj, "not an ELF object (%s); give a BPF object built with "
-			   "clang -target bpf", elf_errmsg(-1));
+				    "clang -target bpf", elf_errmsg(-1));
 	else
-		ret = read_object(obj, elf);
+		ret = read_object(obj, elf, st.st_size);
 	if (elf)
 		elf_end(elf);
 	close(file_fd);

@@ -1,0 +1,198 @@
+"""The flow samples (sockex2, sockex3): their oracles on crafted frame lists, and their build.
+
+The expected entries below are written out by hand (addresses as numbers, lengths
+as the frame layouts give them), not computed with harness/frames.py, so that an
+oracle and the dissector it stands on are checked against something else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import frames, paths, samples
+from harness.bpf import elf
+from harness.build import bpf_argv
+from harness.proc import SubprocessRunner, require
+from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Frames, Sample
+
+FLOW_SAMPLES = ("sockex2", "sockex3")
+MAP_TYPE_HASH = 1
+MAP_TYPE_PROG_ARRAY = 3
+LOOPBACK = 0x7F000001
+TCP_ACK_LENGTH = 14 + 20 + 20
+
+
+@pytest.fixture(scope="module")
+def available() -> dict[str, Sample]:
+    return samples.discover()
+
+
+def both_ways(frame: bytes) -> list[Frame]:
+    """How lo shows a frame: leaving, then arriving without its outer VLAN tag."""
+    received = frame
+    if frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
+        received = frame[:12] + frame[16:]
+    return [
+        Frame(PACKET_OUTGOING, len(frame), frame),
+        Frame(PACKET_HOST, len(received), received),
+    ]
+
+
+def tcp_ack(src: str, dst: str, sport: int, dport: int) -> bytes:
+    """A bare TCP ACK (20-byte header, no payload): the transport checksum is not checked."""
+    header = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + b"\x50\x10" + bytes(6)
+    return frames.ethernet(frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_TCP, header))
+
+
+def crafted() -> list[Frame]:
+    """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, and one TCP ACK each way."""
+    captured: list[Frame] = []
+    for kind, dst in (
+        ("vlan", "127.0.0.16"),  # 110 bytes leaving, 106 arriving
+        ("qinq", "127.0.0.16"),  # 114 and 110
+        ("gre", "127.0.0.20"),  # 142 and 142
+        ("ip6ip", "fd00::6"),  # 146 and 146
+        ("fragment", "127.0.0.23"),  # 98 and 98
+        ("arp", "127.0.0.24"),  # not IP: not counted
+    ):
+        captured += both_ways(frames.build(kind, dst, payload=64))
+    captured += both_ways(tcp_ack("127.0.0.1", "127.0.0.2", 50000, 80))
+    captured += both_ways(tcp_ack("127.0.0.2", "127.0.0.1", 80, 50000))
+    return captured
+
+
+def test_both_flow_samples_are_discovered(available: dict[str, Sample]) -> None:
+    for name in FLOW_SAMPLES:
+        sample = available[name]
+        assert sample.directory == (paths.SAMPLES_DIR / name).resolve()
+        assert sample.format == "classic"
+        assert (sample.directory / "README.md").is_file()
+
+
+def test_sockex2_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
+    expected = {
+        (0x7F000010,): (4, 110 + 106 + 114 + 110),
+        (0x7F000014,): (2, 142 * 2),
+        (0xFD000006,): (2, 146 * 2),
+        (0x7F000017,): (2, 98 * 2),
+        (0x7F000002,): (2, TCP_ACK_LENGTH * 2),
+        (LOOPBACK,): (2, TCP_ACK_LENGTH * 2),
+    }
+    assert available["sockex2"].oracle(crafted()) == {"hash_map": expected}
+
+
+def test_sockex2_describes_keys_as_addresses(available: dict[str, Sample]) -> None:
+    describe = available["sockex2"].map_check("hash_map").describe_key
+    assert describe is not None
+    assert describe((0x7F000010,)) == "127.0.0.16"
+    assert describe((0xFD000006,)) == "253.0.0.6"
+
+
+def test_sockex3_counts_per_flow(available: dict[str, Sample]) -> None:
+    udp, tcp = 17, 6
+    expected = {
+        (LOOPBACK, 0x7F000010, 40000, 9, udp): (4, 110 + 106 + 114 + 110),
+        (LOOPBACK, 0x7F000014, 40000, 9, udp): (2, 142 * 2),
+        (1, 0xFD000006, 40000, 9, udp): (2, 146 * 2),
+        (LOOPBACK, 0x7F000017, 0, 0, 0): (2, 98 * 2),
+        (LOOPBACK, 0x7F000002, 50000, 80, tcp): (2, TCP_ACK_LENGTH * 2),
+        (0x7F000002, LOOPBACK, 80, 50000, tcp): (2, TCP_ACK_LENGTH * 2),
+    }
+    assert available["sockex3"].oracle(crafted()) == {"flow_map": expected}
+
+
+def test_sockex3_describes_keys_as_flows(available: dict[str, Sample]) -> None:
+    describe = available["sockex3"].map_check("flow_map").describe_key
+    assert describe is not None
+    key = (LOOPBACK, 0x7F000002, 50000, 80, 6)
+    assert describe(key) == "127.0.0.1:50000 -> 127.0.0.2:80 tcp"
+
+
+def test_oracles_of_an_empty_capture(available: dict[str, Sample]) -> None:
+    assert available["sockex2"].oracle([]) == {"hash_map": {}}
+    assert available["sockex3"].oracle([]) == {"flow_map": {}}
+
+
+@pytest.mark.parametrize("name", FLOW_SAMPLES)
+def test_columns_read_entries_the_declared_traffic_makes(
+    available: dict[str, Sample], name: str
+) -> None:
+    """Each column's key is one the oracle gives for the sample's own traffic.
+
+    The TCP, UDP and ICMP steps are stood in for by one frame each to their
+    destination; the crafted frames are built as the guest builds them.
+    """
+    sample = available[name]
+    captured: list[Frame] = []
+    for step in sample.traffic:
+        if isinstance(step, Frames):
+            captured += both_ways(frames.build(step.kind, step.dst, payload=step.payload))
+    expected = sample.oracle(captured)
+    (check,) = sample.maps
+    frame_columns = [c for c in sample.columns if c.header not in ("TCP", "UDP", "ICMP")]
+    assert frame_columns
+    for column in frame_columns:
+        assert column.key in expected[check.name], column.header
+    for step in sample.traffic:
+        if isinstance(step, Frames):
+            assert step.kind in samples.FRAME_KINDS
+    assert {s.kind for s in sample.traffic if isinstance(s, Frames)} == set(samples.FRAME_KINDS)
+
+
+def test_sockex3_jump_slots_match_its_source(available: dict[str, Sample]) -> None:
+    sample = available["sockex3"]
+    source = (sample.directory / sample.kern).read_text()
+    slots = {
+        int(index): name
+        for name, index in re.findall(r"#define (PARSE_\w+|COUNT_FLOW) (\d+)", source)
+    }
+    (array,) = sample.prog_arrays
+    assert array.map == "jmp_table"
+    assert set(array.entries) == set(slots)
+    for index, section in array.entries.items():
+        assert section == f"socket/{index}", slots[index]
+    attached = [p.section for p in sample.programs if p.attach]
+    assert attached == ["socket/0"]
+
+
+# --- the build: clang as harness/build.py runs it, against each set of headers ---------------
+
+
+def header_sets() -> list[object]:
+    """The host's headers, and each cached kernel's UAPI headers."""
+    found: list[object] = [pytest.param(None, id="host")]
+    kernels = paths.cache_dir() / "kernels"
+    if kernels.is_dir():
+        for entry in sorted(kernels.iterdir()):
+            if (entry / "include" / "linux" / "bpf.h").is_file():
+                found.append(pytest.param(entry / "include", id=entry.name))
+    return found
+
+
+@pytest.mark.parametrize("headers", header_sets())
+@pytest.mark.parametrize("name", FLOW_SAMPLES)
+def test_kern_source_compiles_without_warnings(
+    available: dict[str, Sample], name: str, headers: Path | None, tmp_path: Path
+) -> None:
+    sample = available[name]
+    output = tmp_path / sample.object_name
+    argv = bpf_argv(require("clang", "clang"), headers, sample.directory / sample.kern, output)
+
+    done = SubprocessRunner().run(argv, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    obj = elf.read_object(output)
+    assert obj.license == "GPL"
+    assert {p.section for p in sample.programs} == {p.section for p in obj.programs}
+    for check in sample.maps:
+        definition = obj.map(check.name)
+        assert definition.type == MAP_TYPE_HASH
+        assert (definition.key_size, definition.value_size) == (check.key.size, check.value.size)
+    for array in sample.prog_arrays:
+        definition = obj.map(array.map)
+        assert definition.type == MAP_TYPE_PROG_ARRAY
+        assert max(array.entries) < definition.max_entries

@@ -69,6 +69,13 @@ BUILTIN: tuple[Loader, ...] = (
         sources=(LOADERS_DIR / "classic" / "loader.c", LOADERS_DIR / "classic" / "bpf_load.c"),
         libraries=("-lelf",),
     ),
+    Loader(
+        "libbpf",
+        ("btf",),
+        'the bpf_object API of the distribution\'s libbpf, for BTF-defined SEC(".maps") objects',
+        sources=(LOADERS_DIR / "libbpf" / "loader.c",),
+        libraries=("pkg-config:libbpf",),
+    ),
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -16,13 +16,12 @@ a series whose archive cannot be reached is skipped with the reason.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import kernels, loaders, run, samples, vm
+from harness import kernels, loaders, proc, run, samples, vm
 from harness.errors import HarnessError, MirrorError
 from harness.report import CaseResult, render_table
 
@@ -91,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep these cases on one worker")
+    # SIGTERM (CI cancelling, docker stop) and SIGHUP unwind like Ctrl-C: every VM is killed.
+    proc.PytestSignals.register(config)
     if not hasattr(config, "workerinput"):  # the table is printed by the controller only
         config.pluginmanager.register(ResultsTable(), ResultsTable.name)
     try:
@@ -190,16 +191,6 @@ def kernel_run(
         append=tuple(config.getoption("vm_append")),
     )
     yield run.boot(prepared, cases, options, results_root(config))
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # SIGTERM (CI cancelling, docker stop) unwinds like Ctrl-C, so every VM is killed.
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) in (signal.SIG_DFL, None):
-            signal.signal(signum, stop)
 
 
 class ResultsTable:

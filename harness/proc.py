@@ -98,13 +98,19 @@ class PytestSignals:
     """A pytest plugin: SIGTERM and SIGHUP end the session as Ctrl-C does (VMs killed,
     the JUnit file written), and pytest exits with status 128 + signal.
 
-    Register it from a ``conftest.py``::
+    Register it from a ``conftest.py`` (more than one may)::
 
         def pytest_configure(config):
-            config.pluginmanager.register(proc.PytestSignals(), proc.PytestSignals.name)
+            proc.PytestSignals.register(config)
     """
 
     name = "harness-signals"
+
+    @classmethod
+    def register(cls, config: _Config) -> None:
+        manager = config.pluginmanager
+        if not manager.has_plugin(cls.name):
+            manager.register(cls(), cls.name)
 
     def pytest_configure(self) -> None:
         exit_on_signals()
@@ -116,6 +122,16 @@ class PytestSignals:
 
 class _Session(Protocol):
     exitstatus: int
+
+
+class _PluginManager(Protocol):
+    def has_plugin(self, name: str) -> bool: ...
+    def register(self, plugin: object, name: str | None = None) -> object: ...
+
+
+class _Config(Protocol):
+    @property
+    def pluginmanager(self) -> _PluginManager: ...
 
 
 @dataclass(frozen=True)

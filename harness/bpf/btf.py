@@ -569,6 +569,17 @@ class BtfMapDef:
     values_offset: int | None = None
 
     @property
+    def btf_type_ids(self) -> tuple[int, int] | None:
+        """``(btf_key_type_id, btf_value_type_id)`` for BPF_MAP_CREATE, or None: pass none.
+
+        The kernel refuses a key type without a value type (EINVAL, seen on 6.18 for an
+        array of maps declaring only its key), so ids go only with a map that declares both.
+        """
+        if self.key_type_id and self.value_type_id:
+            return self.key_type_id, self.value_type_id
+        return None
+
+    @property
     def initial_slots(self) -> int:
         """How many ``values`` slots the variable has room for (its initialiser's length)."""
         if self.values_offset is None:

@@ -178,6 +178,7 @@ def test_array_map_of_u32_to_long(maps_object: Compiled) -> None:
     assert counters.offset == maps_object.var_offsets["counters"]
     assert counters.size == 32
     assert counters.inner is None and counters.values_offset is None
+    assert counters.btf_type_ids == (counters.key_type_id, counters.value_type_id)
 
 
 def test_hash_map_with_struct_key_and_value_and_flags(maps_object: Compiled) -> None:
@@ -206,6 +207,7 @@ def test_map_given_by_sizes_has_no_type_ids(maps_object: Compiled) -> None:
         4,
     )
     assert (sized.key_type_id, sized.value_type_id) == (0, 0)
+    assert sized.btf_type_ids is None
 
 
 def test_prog_array_records_where_its_initial_programs_go(maps_object: Compiled) -> None:
@@ -237,6 +239,8 @@ def test_map_in_map_defines_its_inner_map(maps_object: Compiled) -> None:
         4,
     )
     assert outer.initial_slots == 0
+    assert outer.key_type_id and not outer.value_type_id
+    assert outer.btf_type_ids is None  # a key type alone: the kernel refuses it
     inner = outer.inner
     assert inner is not None
     assert (inner.name, inner.type, inner.key_size, inner.value_size, inner.max_entries) == (

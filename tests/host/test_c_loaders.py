@@ -1,0 +1,362 @@
+"""The C loaders (classic on libelf, and libbpf) on the host kernel, through the loader protocol.
+
+Each loader is built as the harness builds it (:func:`harness.build.build_loader`)
+against the host's headers, and loads its own format of tests/data/objects_c's
+udp_ports object: "socket/entry" is attached to ``lo`` and tail-calls index 0 of
+the prog array jump, which the loader fills with "socket/count"; that program
+counts packets and bytes per UDP destination port in the hash map ports.
+Datagrams are sent to a few ports, each received by a socket bound there, and the
+dumped entries must decode to exactly what was sent: on ``lo`` each datagram is
+seen twice (leaving and arriving), as a frame of 14 + 20 + 8 header bytes and its
+payload.
+
+Each traffic case runs in a private network namespace (``unshare -n``), so the
+only frames on its ``lo`` are its own: this file, run as a program, is what runs
+inside it. It drives the loader with the guest's protocol driver
+(:class:`harness.guest.scenario.LoaderProgram`), sends the datagrams and prints
+the dump as the protocol's JSON. Needs root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import proc
+from harness.build import bpf_argv, build_loader
+from harness.errors import HarnessError, LoaderError
+from harness.guest.scenario import LoaderProgram
+from harness.guest.traffic import bring_up
+from harness.loaders import LOADERS_DIR, Loader, builtin
+from harness.loaders.protocol import READY, Dump, LoadRequest, format_dump, parse_dump
+from harness.paths import PROJECT_ROOT
+from harness.proc import Completed, SubprocessRunner, require
+from harness.samples import Layout
+
+pytestmark = [
+    pytest.mark.host,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (bpf(2), packet sockets, netns)"),
+    pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)"),
+]
+
+OBJECTS = PROJECT_ROOT / "tests" / "data" / "objects_c"
+
+#: The libbpf loader, as the harness would list it (harness.loaders.BUILTIN does not yet).
+LIBBPF = Loader(
+    "libbpf",
+    ("btf",),
+    'the loader on the distribution\'s libbpf, for BTF-defined SEC(".maps") objects',
+    sources=(LOADERS_DIR / "libbpf" / "loader.c",),
+    libraries=("pkg-config:libbpf",),
+)
+#: Each C loader and the object format it loads.
+LOADERS = {"c": "classic", "libbpf": "btf"}
+
+PORT_KEY = Layout("<I", ("port",))
+PORT_COUNTS = Layout("<QQ", ("packets", "bytes"))
+#: Ethernet, IPv4 (no options) and UDP headers before each datagram's payload.
+UDP_FRAME_OVERHEAD = 14 + 20 + 8
+#: The index of jump that socket/entry tail-calls.
+COUNT_INDEX = 0
+#: The destination address of every datagram.
+DESTINATION = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Datagrams:
+    """``count`` datagrams of ``payload`` bytes to ``port``."""
+
+    port: int
+    count: int
+    payload: int
+
+
+TRAFFIC = (Datagrams(9000, 3, 100), Datagrams(9001, 1, 1000), Datagrams(9002, 2, 10))
+
+#: How the namespace side ends a run: closing the loader's input, or SIGTERM.
+END_EOF = "eof"
+END_SIGTERM = "sigterm"
+#: A run whose request leaves the prog array empty.
+NO_PROG_ARRAY = "no-prog-array"
+
+
+def udp_ports_request(obj: Path, *, fill: bool = True) -> LoadRequest:
+    return LoadRequest(
+        object=obj,
+        programs=(("socket/entry", "socket_filter"), ("socket/count", "socket_filter")),
+        attach=(("socket/entry", "socket:lo"),),
+        prog_arrays=(("jump", COUNT_INDEX, "socket/count"),) if fill else (),
+        dump=("ports", "jump"),
+    )
+
+
+# --- the host side: pytest ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each C loader built against the host's headers, by name."""
+    root = tmp_path_factory.mktemp("build")
+    loaders = [*builtin(["c"]), LIBBPF]
+    return {
+        loader.name: build_loader(loader, "host", None, build_root=root).outputs["program"]
+        for loader in loaders
+    }
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The udp_ports object of each format, by format."""
+    out = tmp_path_factory.mktemp("objects")
+    return {
+        fmt: compile_data(f"udp_ports_{fmt}_kern.c", out, btf=fmt == "btf")
+        for fmt in set(LOADERS.values())
+    }
+
+
+def compile_data(name: str, out_dir: Path, *, btf: bool) -> Path:
+    source = OBJECTS / name
+    output = out_dir / source.with_suffix(".o").name
+    clang = require("clang", "clang")
+    SubprocessRunner().run(bpf_argv(clang, None, source, output, btf=btf))
+    return output
+
+
+def in_namespace(*args: str) -> Completed:
+    """This file run as a program in a network namespace of its own."""
+    argv = ["unshare", "-n", sys.executable, __file__, *args]
+    return SubprocessRunner().run(argv, check=False, cwd=PROJECT_ROOT, timeout=120)
+
+
+def run_loader(program: Path, *args: str) -> Completed:
+    """The loader with ``args`` and an empty input, in a namespace of its own."""
+    return SubprocessRunner().run(
+        ["unshare", "-n", str(program), *args], check=False, input="", timeout=60
+    )
+
+
+def decoded_ports(dump: Dump) -> dict[int, tuple[int, int]]:
+    ports: dict[int, tuple[int, int]] = {}
+    for raw_key, raw_value in dump["ports"]:
+        (port,) = PORT_KEY.decode(raw_key)
+        packets, length = PORT_COUNTS.decode(raw_value)
+        assert isinstance(port, int) and isinstance(packets, int) and isinstance(length, int)
+        ports[port] = (packets, length)
+    return ports
+
+
+def expected_ports() -> dict[int, tuple[int, int]]:
+    return {d.port: (2 * d.count, 2 * d.count * (UDP_FRAME_OVERHEAD + d.payload)) for d in TRAFFIC}
+
+
+@pytest.mark.parametrize("end", [END_EOF, END_SIGTERM])
+@pytest.mark.parametrize("name", LOADERS)
+def test_each_port_is_counted_exactly_through_the_tail_call(
+    programs: dict[str, Path], objects: dict[str, Path], name: str, end: str
+) -> None:
+    done = in_namespace(end, str(programs[name]), str(objects[LOADERS[name]]))
+
+    assert done.returncode == 0, done.stderr
+    dump = parse_dump(done.stdout, ["ports", "jump"], loader=name)
+    assert decoded_ports(dump) == expected_ports()
+    # The prog array holds a program (its id) at the one index that was filled.
+    assert [key for key, _ in dump["jump"]] == [PORT_KEY.encode((COUNT_INDEX,))]
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_without_the_prog_array_filled_nothing_is_counted(
+    programs: dict[str, Path], objects: dict[str, Path], name: str
+) -> None:
+    done = in_namespace(NO_PROG_ARRAY, str(programs[name]), str(objects[LOADERS[name]]))
+
+    assert done.returncode == 0, done.stderr
+    dump = parse_dump(done.stdout, ["ports", "jump"], loader=name)
+    assert dump == {"ports": [], "jump": []}
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_a_truncated_object_fails_naming_it(
+    programs: dict[str, Path], objects: dict[str, Path], name: str, tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated_kern.o"
+    truncated.write_bytes(objects[LOADERS[name]].read_bytes()[:300])
+
+    done = run_loader(programs[name], *udp_ports_request(truncated).argv())
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    # libbpf says what it found first; the loader's own line, the last, names the file.
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{truncated}: "), done.stderr
+    assert "rebuild" in last or "libbpf cannot open the object" in last, done.stderr
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_a_verifier_rejection_names_the_section_and_keeps_the_log(
+    programs: dict[str, Path], name: str, tmp_path: Path
+) -> None:
+    fmt = LOADERS[name]
+    rejected = compile_data(f"rejected_{fmt}_kern.c", tmp_path, btf=fmt == "btf")
+    request = LoadRequest(rejected, programs=(("socket/rejected", "socket_filter"),))
+
+    done = run_loader(programs[name], *request.argv())
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    summary = [line for line in lines if line.startswith(f"{rejected}: ")]
+    assert len(summary) == 1, done.stderr
+    assert "socket/rejected" in summary[0]
+    # The verifier's own words, from its log, reach stderr.
+    assert any("invalid mem access 'map_value_or_null'" in line for line in lines), done.stderr
+    assert any(line.startswith("processed ") for line in lines), done.stderr
+
+
+@pytest.mark.parametrize("name", LOADERS)
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"dump": ("nosuch",)}, "nosuch"),
+        (
+            {"programs": (("socket/nosuch", "socket_filter"),), "attach": (), "prog_arrays": ()},
+            "socket/nosuch",
+        ),
+        ({"prog_arrays": (("ports", 0, "socket/count"),)}, "ports"),
+    ],
+    ids=["missing-map", "missing-section", "not-a-prog-array"],
+)
+def test_a_request_the_object_cannot_meet_fails_naming_what_is_missing(
+    programs: dict[str, Path],
+    objects: dict[str, Path],
+    name: str,
+    change: dict[str, Any],
+    named: str,
+) -> None:
+    obj = objects[LOADERS[name]]
+    request = dataclasses.replace(udp_ports_request(obj), **change)
+
+    done = run_loader(programs[name], *request.argv())
+
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{obj}: ") and named in last, done.stderr
+
+
+#: A request that is well formed: the usage errors below add to it or take from it.
+LOAD_COUNT = ["--object", "OBJ", "--program", "socket/count:socket_filter"]
+USAGE_ERRORS = {
+    "nothing": [],
+    "no-program": ["--object", "OBJ"],
+    "unknown-type": ["--object", "OBJ", "--program", "socket/count:xdp"],
+    "program-without-type": ["--object", "OBJ", "--program", "socket/count"],
+    "unknown-option": [*LOAD_COUNT, "--bogus", "x"],
+    "option-without-value": [*LOAD_COUNT, "--dump"],
+    "attach-not-socket": [*LOAD_COUNT, "--attach", "socket/count:tc:lo"],
+    "attach-unloaded-section": [*LOAD_COUNT, "--attach", "socket/entry:socket:lo"],
+    "prog-array-index-not-a-number": [*LOAD_COUNT, "--prog-array", "jump:x:socket/count"],
+    "object-twice": ["--object", "OBJ", *LOAD_COUNT],
+}
+
+
+@pytest.mark.parametrize("name", LOADERS)
+@pytest.mark.parametrize("args", USAGE_ERRORS.values(), ids=USAGE_ERRORS.keys())
+def test_a_wrong_argument_exits_2_with_usage(
+    programs: dict[str, Path], objects: dict[str, Path], name: str, args: list[str]
+) -> None:
+    obj = str(objects[LOADERS[name]])
+    argv = [obj if arg == "OBJ" else arg for arg in args]
+
+    done = run_loader(programs[name], *argv)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "usage: " in done.stderr
+
+
+# --- the namespace side: this file as a program ---------------------------------------
+
+
+def send_traffic() -> None:
+    """Send every datagram to a socket bound at its port, which receives it.
+
+    A datagram received has been through lo's receive path, so the packet socket's
+    program has run on both of its frames before the maps are read.
+    """
+    for datagrams in TRAFFIC:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        ):
+            receiver.bind((DESTINATION, datagrams.port))
+            receiver.settimeout(10)
+            for _ in range(datagrams.count):
+                sender.sendto(b"x" * datagrams.payload, (DESTINATION, datagrams.port))
+                if len(receiver.recv(65536)) != datagrams.payload:
+                    raise LoaderError(f"a datagram to port {datagrams.port} came back cut")
+
+
+def run_until_eof(program: Path, request: LoadRequest) -> Dump:
+    """The loader driven as the guest drives it: ready, traffic, input closed, dump."""
+    child = proc.spawn([str(program), *request.argv()])
+    try:
+        driver = LoaderProgram(program.name, child, request)
+        driver.wait_ready()
+        send_traffic()
+        return driver.dump()
+    finally:
+        proc.kill_group(child)
+
+
+def run_until_sigterm(program: Path, request: LoadRequest) -> Dump:
+    """Ready, traffic, then SIGTERM with the loader's input still open."""
+    child = proc.spawn([str(program), *request.argv()])
+    assert child.stdout is not None and child.stderr is not None
+    try:
+        first = child.stdout.readline().decode().strip()
+        if first != READY:
+            raise LoaderError(
+                f"{program.name} said {first!r}, not {READY!r}: "
+                f"{child.stderr.read().decode(errors='replace')}"
+            )
+        send_traffic()
+        child.send_signal(signal.SIGTERM)
+        report = child.stdout.read().decode()  # to its end: the loader has exited
+        status = child.wait(30)
+        if status != 0:
+            raise LoaderError(
+                f"{program.name} exited with {status} after SIGTERM: "
+                f"{child.stderr.read().decode(errors='replace')}"
+            )
+        return parse_dump(report, request.dump, loader=program.name)
+    finally:
+        proc.kill_group(child)
+
+
+def main(argv: Sequence[str]) -> int:
+    mode, program, obj = argv[0], Path(argv[1]), Path(argv[2])
+    try:
+        bring_up("lo")
+        if mode == END_SIGTERM:
+            dump = run_until_sigterm(program, udp_ports_request(obj))
+        else:
+            dump = run_until_eof(program, udp_ports_request(obj, fill=mode != NO_PROG_ARRAY))
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_dump(dump))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

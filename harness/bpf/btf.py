@@ -657,6 +657,7 @@ def _map_def(
     key_type_id = value_type_id = 0
     inner: BtfMapDef | None = None
     values_offset: int | None = None
+    values: BtfMember | None = None
     for member in definition.members:
         if member.name in _NUMBER_MEMBERS:
             numbers[_NUMBER_MEMBERS[member.name]] = _uint_member(btf, what, member)
@@ -672,16 +673,18 @@ def _map_def(
             else:
                 value_type_id = pointer.type_id
         elif member.name == "values":
-            if inner_of is not None:
-                raise btf.fail(f"{what} declares values of its own; maps nest one level only")
-            inner = _values(btf, what, name, member, numbers["type"])
-            if member.bit_offset % 8 or member.bitfield_size:
-                raise btf.fail(f"{what}: member 'values' is not at a whole byte")
-            values_offset = offset + member.bit_offset // 8
+            values = member  # read once the map's type is known, wherever it is declared
         else:
             raise btf.fail(
                 f"{what}: unknown member {member.name!r} (known: {', '.join(_KNOWN_MEMBERS)})"
             )
+    if values is not None:
+        if inner_of is not None:
+            raise btf.fail(f"{what} declares values of its own; maps nest one level only")
+        inner = _values(btf, what, name, values, numbers["type"])
+        if values.bit_offset % 8 or values.bitfield_size:
+            raise btf.fail(f"{what}: member 'values' is not at a whole byte")
+        values_offset = offset + values.bit_offset // 8
     for field, type_field in (("key_size", key_type_id), ("value_size", value_type_id)):
         if not type_field:
             continue

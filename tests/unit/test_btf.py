@@ -549,6 +549,32 @@ def test_map_member_not_declared_with_uint(tmp_path: Path) -> None:
         btf.map_defs(laid_out(compiled))
 
 
+def test_values_declared_before_the_map_type_are_read_the_same(maps_object: Compiled) -> None:
+    types = laid_out(maps_object)
+    jumps = map_struct(types, "jumps")
+    assert [m.name for m in jumps.members][0::3] == ["type", "values"]
+    values_first = (jumps.members[3], *jumps.members[:3])
+
+    changed = with_type(types, dataclasses.replace(jumps, members=values_first))
+
+    assert by_name(btf.map_defs(changed))["jumps"] == by_name(btf.map_defs(types))["jumps"]
+
+
+def test_values_on_a_map_that_holds_neither_programs_nor_maps(maps_object: Compiled) -> None:
+    types = laid_out(maps_object)
+    jumps = map_struct(types, "jumps")
+    counters = map_struct(types, "counters")
+    assert counters.members[0].name == "type"  # BPF_MAP_TYPE_ARRAY
+    members = (counters.members[0], *jumps.members[1:])
+
+    changed = with_type(types, dataclasses.replace(jumps, members=members))
+
+    with pytest.raises(
+        BpfObjectError, match=r"map 'jumps': values are programs but the map is of type 2"
+    ):
+        btf.map_defs(changed)
+
+
 def test_map_with_an_unknown_member(maps_object: Compiled) -> None:
     types = laid_out(maps_object)
     definition = map_struct(types, "counters")

@@ -1,0 +1,3 @@
+/* The rejected object with a verifier log longer than 64 KiB. */
+#define LONG_LOG
+#include "rejected_classic_kern.c"

@@ -20,8 +20,6 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from debian.debian_support import Version
-
 from harness import files
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
 from harness.kernels import apt, cache, kconfig, local
@@ -45,6 +43,7 @@ __all__ = [
     "is_path_spec",
     "list_kernels",
     "prepare",
+    "prune",
     "resolve",
 ]
 
@@ -91,7 +90,7 @@ def is_path_spec(spec: str) -> bool:
 
 
 def _apt_root(options: KernelOptions, series: str) -> apt.AptRoot:
-    return apt.AptRoot(options.cache / "apt" / series)
+    return apt.AptRoot.of(options.cache, series)
 
 
 def default_series(options: KernelOptions) -> list[str]:
@@ -174,7 +173,7 @@ def _series(spec: str, options: KernelOptions) -> Series:
 def _resolve_series(series: Series, options: KernelOptions, runner: Runner) -> apt.Resolved:
     sources = apt.sources_for(series, options.mirrors())
     root = _apt_root(options, series.name)
-    with files.locked(root.root / "lock"):
+    with files.locked(root.lock):
         apt.update_index(root, series, sources, runner, refresh=options.refresh)
         return apt.query(root, series, runner)
 
@@ -233,14 +232,41 @@ def prepare(
             root = _apt_root(options, series.name)
 
             def download(dest: Path) -> dict[str, Path]:
-                with files.locked(root.root / "lock"):
+                with files.locked(root.lock):
                     return apt.download(root, resolved.packages, dest, runner, progress)
 
+            fetching = cache.entry_problem(cache.entry_dir(options.cache, kernel.release), kernel)
             entry = cache.ensure_entry(
                 kernel, series, options.cache, download, runner=runner, progress=progress
             )
+            if fetching:
+                # A new release makes the series' older entries dead weight.
+                trim(options, progress=progress)
     kconfig.check_entry(entry)
     return entry
+
+
+def prune(options: KernelOptions, *, dry_run: bool = False) -> cache.Pruned:
+    """Remove from the cache what no run will use again (see :func:`cache.prune`):
+    releases that are not the newest cached of their series, and the package indexes
+    of series the catalog does not have."""
+    return cache.prune(options.cache, catalog_series(options), dry_run=dry_run)
+
+
+def trim(options: KernelOptions, *, progress: apt.Progress | None = None) -> cache.Pruned:
+    """:func:`prune`, after a fetch; a failure to remove is a warning, not an error."""
+    try:
+        pruned = prune(options)
+    except OSError as exc:
+        log.warning("could not trim the kernel cache %s: %s", options.cache, exc)
+        return cache.Pruned((), ())
+    for removal in pruned.removed:
+        line = f"removed {removal.path} ({removal.size / 1e6:.0f} MB): {removal.why}"
+        if progress:
+            progress(line)
+        else:
+            log.info("%s", line)
+    return pruned
 
 
 def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelEntry | None:
@@ -249,7 +275,7 @@ def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelE
     if not found:
         return None
 
-    path, manifest = max(found, key=lambda item: Version(item[1].packages[0].version))
+    path, manifest = cache.newest_entry(found)
     kernel = cache.kernel_of(manifest)
     return cache.entry_of(path, manifest, replace(kernel, spec=spec))
 

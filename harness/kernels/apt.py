@@ -238,11 +238,24 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
         return str(exc)
 
 
+#: The directory of the cache that holds each series' private apt state.
+APT_DIR = "apt"
+
+
 @dataclass(frozen=True)
 class AptRoot:
     """The private apt state of one series, under ``<cache>/apt/<series>``."""
 
     root: Path
+
+    @classmethod
+    def of(cls, cache: Path, series: str) -> AptRoot:
+        return cls(cache / APT_DIR / series)
+
+    @property
+    def lock(self) -> Path:
+        """Held while apt runs on this state (apt's own locks are per process)."""
+        return self.root / "lock"
 
     @property
     def conf(self) -> Path:

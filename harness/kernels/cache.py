@@ -13,30 +13,35 @@
 
 An entry is built in a temporary directory beside it and renamed into place, under a
 lock per release, so two runs at once download once and a crash leaves nothing behind
-that could pass for an entry.
+that could pass for an entry. :func:`prune` removes what no run will use again (older
+releases of a series, indexes of series the catalog no longer has), never what a
+holder of the release's lock is building or using.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from debian.debian_support import Version
+
 from harness.errors import CacheError, CommandError, KernelError
 from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
-from harness.kernels.apt import HEADERS_PACKAGE, Progress
+from harness.kernels.apt import APT_DIR, HEADERS_PACKAGE, AptRoot, Progress
 from harness.kernels.catalog import Series
 from harness.kernels.model import Kernel, KernelEntry, Package
 from harness.proc import Runner, require
@@ -171,6 +176,11 @@ def cached_entries(cache: Path) -> list[tuple[Path, Manifest]]:
         if manifest is not None and entry_problem(entry) is None:
             found.append((entry, manifest))
     return found
+
+
+def newest_entry(found: Sequence[tuple[Path, Manifest]]) -> tuple[Path, Manifest]:
+    """The entry built from the highest Debian version of its kernel package."""
+    return max(found, key=lambda item: Version(item[1].packages[0].version))
 
 
 def disk_usage(path: Path) -> int:
@@ -408,3 +418,120 @@ def _swap_in(staged: Path, entry: Path, work: Path) -> None:
     if entry.exists() or entry.is_symlink():
         entry.rename(work / "old")
     staged.rename(entry)
+
+
+# --- pruning --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A directory :func:`prune` removes (or would), its size and why it goes."""
+
+    path: Path
+    size: int
+    why: str
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :func:`prune` removed (or would), and what it left because it is in use."""
+
+    removed: tuple[Removal, ...]
+    in_use: tuple[Removal, ...]
+
+    @property
+    def freed(self) -> int:
+        return sum(r.size for r in self.removed)
+
+
+def prune(cache: Path, keep_series: Collection[str], *, dry_run: bool = False) -> Pruned:
+    """Remove what no run will use again from ``cache``.
+
+    That is: entries of a release that is not the newest cached of its series,
+    incomplete entries and the leftovers of interrupted fetches, and the apt state of
+    series not in ``keep_series``. Each goes only if its lock can be taken at once (a
+    run building it, or holding :func:`in_use`, keeps it). ``dry_run`` removes nothing
+    and tells what would go.
+    """
+    removed, busy = [], []
+    for removal, lock in _prune_plan(cache, keep_series):
+        with _try_lock(lock) as free:
+            if not free:
+                busy.append(removal)
+                continue
+            if not dry_run:
+                log.info("removing %s: %s", removal.path, removal.why)
+                shutil.rmtree(removal.path)
+            removed.append(removal)
+    return Pruned(tuple(removed), tuple(busy))
+
+
+@contextlib.contextmanager
+def in_use(entry: KernelEntry | Path) -> Iterator[None]:
+    """Keep :func:`prune` away from a cache entry while a VM boots it (a shared lock)."""
+    path = entry if isinstance(entry, Path) else entry.image.parent.parent
+    lock = _lock_path(path.parent.parent, path.name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prune_plan(cache: Path, keep_series: Collection[str]) -> list[tuple[Removal, Path]]:
+    """Each directory to remove with the lock that must be free to remove it."""
+    plan: list[tuple[Removal, Path]] = []
+
+    def add(path: Path, why: str, lock: Path) -> None:
+        plan.append((Removal(path, disk_usage(path), why), lock))
+
+    root = kernels_dir(cache)
+    complete: dict[str | None, list[tuple[Path, Manifest]]] = {}
+    for path in sorted(root.iterdir()) if root.is_dir() else ():
+        if not path.is_dir() or path.name == ".locks":
+            continue
+        if path.name.startswith(".build-"):
+            # .build-<release>-<random>: mkdtemp's random part has no dash.
+            release = path.name.removeprefix(".build-").rsplit("-", 1)[0]
+            add(path, "left by an interrupted fetch", _lock_path(cache, release))
+            continue
+        if path.name.startswith("."):
+            continue
+        manifest = read_manifest(path)
+        problem = entry_problem(path)
+        if manifest is None or problem is not None:
+            add(path, f"incomplete: {problem}", _lock_path(cache, path.name))
+        else:
+            complete.setdefault(manifest.series, []).append((path, manifest))
+    for series, found in complete.items():
+        if series is None:
+            continue  # not a series' entry: nothing to compare it with
+        newest, newest_manifest = newest_entry(found)
+        for path, _manifest in found:
+            if path != newest:
+                why = f"not the newest cached of series {series} ({newest_manifest.release} is)"
+                add(path, why, _lock_path(cache, path.name))
+    apt_dir = cache / APT_DIR
+    for path in sorted(apt_dir.iterdir()) if apt_dir.is_dir() else ():
+        if path.is_dir() and path.name not in keep_series:
+            why = f"package index of series {path.name}, not in the catalog"
+            add(path, why, AptRoot(path).lock)
+    return plan
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` if nobody holds it; yield whether we do."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

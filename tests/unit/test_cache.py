@@ -12,6 +12,7 @@ import pytest
 from fakes import Call, FakeRunner
 
 from harness.errors import CacheError, KernelError
+from harness.files import locked
 from harness.kernels import cache
 from harness.kernels.catalog import load_catalog
 from harness.kernels.model import Kernel, KernelEntry, Package
@@ -284,3 +285,88 @@ def test_modules_found_under_the_other_lib_dir(
     entry = fetch(tmp_path, Downloads())
     assert entry.modules is not None
     assert (entry.modules / "kernel" / "fs" / "9p" / "9p.ko.xz").is_file()
+
+
+# --- pruning ----------------------------------------------------------------------------
+
+
+def cached(cache_root: Path, series: str, release: str, version: str) -> Path:
+    """A complete entry of ``release`` (image package ``version``) in a fake cache."""
+    entry = cache.entry_dir(cache_root, release)
+    (entry / "boot").mkdir(parents=True)
+    (entry / "boot" / f"vmlinux-{release}").write_bytes(b"k" * 1000)
+    pkg = Package(f"linux-image-{release}-unsigned", version)
+    kernel = Kernel(series, series, release, "debian", (pkg,))
+    cache.write_manifest(entry, kernel, [pkg], f"boot/vmlinux-{release}", [])
+    assert cache.entry_problem(entry) is None
+    return entry
+
+
+@pytest.fixture
+def cache_tree(tmp_path: Path) -> dict[str, Path]:
+    """Two 6.1 releases (9 before 10 only as Debian versions), one 6.12, an interrupted
+    fetch, an entry without manifest, and the apt state of a series still known and of
+    one the catalog dropped."""
+    root = tmp_path / "cache"
+    tree = {
+        "6.1 old": cached(root, "6.1", "6.1.0-9-amd64", "6.1.27-1"),
+        "6.1 new": cached(root, "6.1", "6.1.0-10-amd64", "6.1.38-1"),
+        "6.12": cached(root, "6.12", RELEASE, "6.12.118-1"),
+        "leftover": cache.kernels_dir(root) / f".build-{RELEASE}-k2j4x_1q",
+        "incomplete": cache.kernels_dir(root) / "6.1.0-11-amd64",
+        "apt 6.1": root / "apt" / "6.1",
+        "apt 5.4": root / "apt" / "5.4",
+    }
+    for key in ("leftover", "incomplete", "apt 6.1", "apt 5.4"):
+        (tree[key] / "lists").mkdir(parents=True)
+        (tree[key] / "lists" / "x_Packages").write_bytes(b"p" * 500)
+    return tree
+
+
+GOES = ("6.1 old", "leftover", "incomplete", "apt 5.4")
+STAYS = ("6.1 new", "6.12", "apt 6.1")
+
+
+def test_prune_keeps_the_newest_of_each_series_and_the_catalogs_indexes(
+    cache_tree: dict[str, Path], tmp_path: Path
+) -> None:
+    pruned = cache.prune(tmp_path / "cache", ["6.1", "6.12"])
+    assert {r.path for r in pruned.removed} == {cache_tree[k] for k in GOES}
+    assert pruned.in_use == ()
+    assert not any(cache_tree[k].exists() for k in GOES)
+    assert all(cache_tree[k].exists() for k in STAYS)
+    (old,) = [r for r in pruned.removed if r.path == cache_tree["6.1 old"]]
+    assert old.why == "not the newest cached of series 6.1 (6.1.0-10-amd64 is)"
+    assert old.size > 1000  # the image and the manifest
+    assert pruned.freed == sum(r.size for r in pruned.removed)
+    assert cache.prune(tmp_path / "cache", ["6.1", "6.12"]).removed == ()
+
+
+def test_a_dry_run_tells_what_would_go_and_removes_nothing(
+    cache_tree: dict[str, Path], tmp_path: Path
+) -> None:
+    pruned = cache.prune(tmp_path / "cache", ["6.1", "6.12"], dry_run=True)
+    assert {r.path for r in pruned.removed} == {cache_tree[k] for k in GOES}
+    assert all(path.exists() for path in cache_tree.values())
+
+
+def test_prune_leaves_what_a_run_holds(cache_tree: dict[str, Path], tmp_path: Path) -> None:
+    apt_lock = cache_tree["apt 5.4"] / "lock"
+    with cache.in_use(cache_tree["6.1 old"]), locked(apt_lock):
+        pruned = cache.prune(tmp_path / "cache", ["6.1", "6.12"])
+    assert {r.path for r in pruned.in_use} == {cache_tree["6.1 old"], cache_tree["apt 5.4"]}
+    assert cache_tree["6.1 old"].exists() and cache_tree["apt 5.4"].exists()
+    assert not cache_tree["leftover"].exists()
+    # Once the run let go, they go.
+    again = cache.prune(tmp_path / "cache", ["6.1", "6.12"])
+    assert {r.path for r in again.removed} == {cache_tree["6.1 old"], cache_tree["apt 5.4"]}
+
+
+def test_a_fetch_in_progress_keeps_its_work_directory(
+    cache_tree: dict[str, Path], tmp_path: Path
+) -> None:
+    # ensure_entry holds the release's lock while it builds in .build-<release>-*.
+    with locked(tmp_path / "cache" / "kernels" / ".locks" / f"{RELEASE}.lock"):
+        pruned = cache.prune(tmp_path / "cache", ["6.1", "6.12"])
+    assert [r.path for r in pruned.in_use] == [cache_tree["leftover"]]
+    assert cache_tree["leftover"].exists()

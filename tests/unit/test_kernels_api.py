@@ -201,3 +201,32 @@ def test_offline_prepare_takes_the_newest_cached_entry_by_debian_version(
     entry = kernels.prepare("6.12", options, runner=runner())
     assert entry.kernel.release == "6.12.10+deb13-amd64"
     assert entry.kernel.spec == "6.12"
+
+
+def test_a_fetch_trims_older_releases_and_unknown_indexes(
+    options: KernelOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_boot_pieces(monkeypatch)
+
+    def older(release: str) -> Path:
+        staged = options.cache / "kernels" / release
+        (staged / "boot").mkdir(parents=True)
+        (staged / "boot" / f"vmlinuz-{release}").write_bytes(b"kernel")
+        kernel = Kernel("6.12", "6.12", release, "debian", (Package("linux-image", "6.12.9-1"),))
+        cache.write_manifest(staged, kernel, kernel.packages, f"boot/vmlinuz-{release}", [])
+        return staged
+
+    before = older("6.12.9+deb13-amd64")
+    dropped = options.cache / "apt" / "5.4"
+    dropped.mkdir(parents=True)
+    heard: list[str] = []
+    entry = kernels.prepare("6.12", options, runner=runner(), progress=heard.append)
+    assert entry.image.is_file()
+    assert not before.exists() and not dropped.exists()
+    assert (options.cache / "apt" / "6.12").is_dir()
+    assert any(line.startswith(f"removed {before} ") for line in heard)
+    # Only a fetch trims: an entry used from the cache leaves the rest alone.
+    again = older("6.12.8+deb13-amd64")
+    kernels.prepare("6.12", options, runner=runner())
+    assert again.exists()
+    assert [r.path for r in kernels.prune(options, dry_run=True).removed] == [again]

@@ -68,7 +68,7 @@ ns.add_collection(kernels_ns)
 
 # Each section below defines its tasks and registers them in ``ns`` or ``kernels_ns``.
 
-# --- kernels: kernels.list, kernels.fetch, kernels.resolve --------------------------
+# --- kernels: kernels.list, kernels.fetch, kernels.resolve, kernels.prune ---------------
 
 
 _MIRROR_HELP = (
@@ -144,7 +144,9 @@ def kernels_list(
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
-    print(f"\ncache: {options.cache}")
+    from harness.kernels.cache import disk_usage
+
+    print(f"\ncache: {options.cache} ({_megabytes(disk_usage(options.cache))} in all)")
     for note in notes:
         print(f"note: {note}")
 
@@ -212,9 +214,33 @@ def kernels_resolve(c: Context, kernel: str, packages: bool = False, verbose: bo
         print(found.release)
 
 
+@task(
+    help={
+        "dry_run": "list what would be removed, remove nothing",
+        "verbose": "log details",
+    }
+)
+@_reports_errors
+def kernels_prune(c: Context, dry_run: bool = False, verbose: bool = False) -> None:
+    """Remove cached kernels that are not the newest of their series, and unused indexes."""
+    from harness import kernels, paths
+
+    pruned = kernels.prune(kernels.KernelOptions(cache=paths.cache_dir()), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for removal in pruned.removed:
+        print(f"{verb} {removal.path} ({_megabytes(removal.size)}): {removal.why}")
+    for removal in pruned.in_use:
+        print(f"kept {removal.path}: in use by another run ({removal.why})")
+    if not pruned.removed and not pruned.in_use:
+        print("nothing to remove")
+    else:
+        print(f"{verb} {_megabytes(pruned.freed)} in all")
+
+
 kernels_ns.add_task(kernels_list, name="list")
 kernels_ns.add_task(kernels_fetch, name="fetch")
 kernels_ns.add_task(kernels_resolve, name="resolve")
+kernels_ns.add_task(kernels_prune, name="prune")
 
 # --- samples: samples.list ------------------------------------------------------------
 

@@ -11,11 +11,14 @@ Subprocesses are not covered; unit tests run them through a fake runner.
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from process_trees import alive
 
 from harness import proc
 
@@ -92,6 +95,16 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield attempts
     if attempts:
         pytest.fail(f"the test tried to reach the network: {'; '.join(attempts)}")
+
+
+@pytest.fixture
+def reaped() -> Iterator[list[int]]:
+    """Pids a test started; whatever still runs at the end is killed, pass or fail."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -52,7 +52,8 @@ def test_this_machine_stays_reachable() -> None:
 
 
 def test_a_swallowed_attempt_still_fails_the_test(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text((Path(__file__).parent / "conftest.py").read_text())
+    for helper in ("conftest.py", "process_trees.py"):
+        (tmp_path / helper).write_text((Path(__file__).parent / helper).read_text())
     (tmp_path / "test_swallow.py").write_text(
         "import urllib.request\n\n\n"
         "def test_swallows():\n"

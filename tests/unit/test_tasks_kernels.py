@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from invoke import Context, Exit
+from process_trees import PATIENCE, survivors, tree, tree_pids
+from process_trees import python as python_child
+from test_cache import cached
 
 import harness.kernels as kernels
 from harness.errors import MirrorError
@@ -105,3 +109,65 @@ def test_resolve_of_an_unknown_series_exits_with_the_catalog_message(
     assert err.value.code == 1
     assert "no kernel series '9.9'" in str(err.value.message)
     assert "--kernel PATH" in str(err.value.message)
+
+
+def test_list_shows_the_caches_total(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    (tmp_path / "apt" / "6.1").mkdir(parents=True)
+    (tmp_path / "apt" / "6.1" / "Packages").write_bytes(b"x" * 3_000_000)
+    monkeypatch.setattr(kernels, "list_kernels", lambda options: [])
+    tasks.kernels_list(Context())
+    assert f"cache: {tmp_path} (3 MB in all)" in capsys.readouterr().out
+
+
+def test_prune_dry_run_lists_then_prune_removes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    old = cached(tmp_path, "6.1", "6.1.0-9-amd64", "6.1.27-1")
+    cached(tmp_path, "6.1", "6.1.0-10-amd64", "6.1.38-1")
+    why = "not the newest cached of series 6.1 (6.1.0-10-amd64 is)"
+
+    tasks.kernels_prune(Context(), dry_run=True)
+    assert old.exists()
+    assert capsys.readouterr().out.splitlines() == [
+        f"would remove {old} (0 MB): {why}",
+        "would remove 0 MB in all",
+    ]
+    tasks.kernels_prune(Context())
+    assert not old.exists()
+    assert capsys.readouterr().out.splitlines()[0] == f"removed {old} (0 MB): {why}"
+    tasks.kernels_prune(Context())
+    assert capsys.readouterr().out == "nothing to remove\n"
+
+
+def test_sigterm_to_a_task_kills_its_commands_and_exits_143(
+    tmp_path: Path, reaped: list[int]
+) -> None:
+    code = """
+        import sys
+        from invoke import Exit
+        import tasks
+        from harness import proc
+
+        @tasks._reports_errors
+        def work(verbose=False):
+            proc.SubprocessRunner().run(sys.argv[1:])
+
+        try:
+            work()
+        except Exit as exc:
+            print(exc.message, file=sys.stderr)
+            sys.exit(exc.code)
+    """
+    marker = tmp_path / "pids"
+    child = python_child(code, *tree(marker))
+    reaped.append(child.pid)
+    reaped += tree_pids(marker, child)
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 143, err
+    assert err.strip().endswith("terminated by SIGTERM")
+    assert survivors(reaped) == []

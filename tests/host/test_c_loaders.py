@@ -32,11 +32,12 @@ from typing import Any
 
 import pytest
 
-from harness import proc
-from harness.build import bpf_argv, build_loader
+from harness import paths, proc
+from harness.build import bpf_argv, build_loader, link_options, program_argv
 from harness.errors import HarnessError, LoaderError
 from harness.guest.scenario import LoaderProgram
 from harness.guest.traffic import bring_up
+from harness.kernels.cache import cached_entries
 from harness.loaders import LOADERS_DIR, Loader, builtin
 from harness.loaders.protocol import READY, Dump, LoadRequest, format_dump, parse_dump
 from harness.paths import PROJECT_ROOT
@@ -51,6 +52,8 @@ pytestmark = [
 
 OBJECTS = PROJECT_ROOT / "tests" / "data" / "objects_c"
 
+#: The classic loader, as the harness lists it.
+CLASSIC = builtin(["c"])[0]
 #: The libbpf loader, as the harness would list it (harness.loaders.BUILTIN does not yet).
 LIBBPF = Loader(
     "libbpf",
@@ -107,7 +110,7 @@ def udp_ports_request(obj: Path, *, fill: bool = True) -> LoadRequest:
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each C loader built against the host's headers, by name."""
     root = tmp_path_factory.mktemp("build")
-    loaders = [*builtin(["c"]), LIBBPF]
+    loaders = [CLASSIC, LIBBPF]
     return {
         loader.name: build_loader(loader, "host", None, build_root=root).outputs["program"]
         for loader in loaders
@@ -285,6 +288,49 @@ def test_a_wrong_argument_exits_2_with_usage(
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert "usage: " in done.stderr
+
+
+def header_sets() -> dict[str, Path | None]:
+    """The host's headers and each cached kernel's UAPI headers, by release."""
+    found: dict[str, Path | None] = {"host": None}
+    for entry, manifest in cached_entries(paths.cache_dir()):
+        if (entry / "include" / "linux" / "bpf.h").is_file():
+            found[manifest.release] = entry / "include"
+    return found
+
+
+HEADER_SETS = header_sets()
+#: What is built against each kernel's headers: the loaders, and sockex1's demo on bpf_load.c.
+PROGRAMS = {
+    "c": (CLASSIC.sources, CLASSIC.libraries),
+    "libbpf": (LIBBPF.sources, LIBBPF.libraries),
+    "sockex1": (
+        (PROJECT_ROOT / "samples" / "sockex1" / "sockex1_user.c", *CLASSIC.sources[1:]),
+        CLASSIC.libraries,
+    ),
+}
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("release", HEADER_SETS)
+def test_the_c_programs_build_without_a_warning_against_each_kernels_headers(
+    program: str, release: str, tmp_path: Path
+) -> None:
+    sources, libraries = PROGRAMS[program]
+    runner = SubprocessRunner()
+    cc, *flags = program_argv(
+        require("cc", "gcc"),
+        HEADER_SETS[release],
+        sources,
+        tmp_path / program,
+        include=(LOADERS_DIR / "classic",),
+        libraries=link_options(libraries, runner),
+    )
+
+    done = runner.run([cc, "-Wextra", "-Werror", *flags], check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
 
 # --- the namespace side: this file as a program ---------------------------------------

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     release = os.uname().release
+    # Before Linux 5.11 the kernel charges maps to RLIMIT_MEMLOCK, whose default a hash map
+    # of a thousand entries exceeds (bpf(2) then says EPERM); every loader of the run,
+    # in this process or started from it, gets it lifted, as libbpf does for itself.
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(
+            resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
     status = 0
     times = {"start": _uptime()}
     for case in plan.cases:

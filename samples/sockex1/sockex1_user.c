@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 
 #include "bpf_load.h"
@@ -79,8 +80,11 @@ int main(int argc, char **argv)
 	static struct bpf_load_object obj;
 	char default_object[4096];
 	const char *object;
+	struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
 	int ret;
 
+	/* Kernels before 5.11 charge maps to RLIMIT_MEMLOCK. */
+	setrlimit(RLIMIT_MEMLOCK, &unlimited);
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		fprintf(stderr, "usage: %s [OBJECT]\n", argv[0]);
 		return 2;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "bpf_load.h"
 
@@ -414,12 +415,16 @@ int main(int argc, char **argv)
 {
 	static struct bpf_load_object obj;
 	static struct request req;
+	/* Before Linux 5.11 maps are charged to RLIMIT_MEMLOCK, whose default a hash map of
+	 * a thousand entries exceeds (EPERM); a loader lifts it, as libbpf does itself. */
+	struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
 	int sockets[MAX_ITEMS], ret, i;
 
 	if (argc > 0)
 		program_name = argv[0];
 	if (parse_args(&req, argc, argv))
 		return EXIT_USAGE;
+	setrlimit(RLIMIT_MEMLOCK, &unlimited);
 	for (i = 0; i < MAX_ITEMS; i++)
 		sockets[i] = -1;
 	ret = run(&obj, &req, sockets);

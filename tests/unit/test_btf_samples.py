@@ -1,0 +1,337 @@
+"""The BTF samples (sockex1-btf, sockex2-btf, sockex3-btf): discovery, oracles, build.
+
+The expected entries are written out by hand (protocol numbers, addresses as
+numbers, lengths as the frame layouts give them), not computed with
+harness/frames.py, so that an oracle is checked against something else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from harness import frames, paths, samples
+from harness.bpf import btf, elf
+from harness.build import bpf_argv
+from harness.proc import SubprocessRunner, require
+from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Frames, Sample
+
+#: Each BTF sample and the classic sample whose programs it carries over.
+BTF_SAMPLES = {"sockex1-btf": "sockex1", "sockex2-btf": "sockex2", "sockex3-btf": "sockex3"}
+FLOW_SAMPLES = ("sockex2-btf", "sockex3-btf")
+#: The oldest kernel the harness runs; a sample without min_kernel must load there.
+OLDEST_KERNEL = (5, 10)
+# From include/uapi/linux/bpf.h and if_packet.h.
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PROG_ARRAY = 3
+PACKET_BROADCAST = 1
+PACKET_OTHERHOST = 3
+LOOPBACK = 0x7F000001
+UDP, TCP, ICMP = 17, 6, 1
+TCP_ACK_LENGTH = 14 + 20 + 20
+ICMP_ECHO_LENGTH = 14 + 20 + 8 + 56
+UDP_LENGTH = 14 + 20 + 8 + 64
+
+
+@pytest.fixture(scope="module")
+def available() -> dict[str, Sample]:
+    return samples.discover()
+
+
+def both_ways(frame: bytes) -> list[Frame]:
+    """How lo shows a frame: leaving, then arriving without its outer VLAN tag."""
+    received = frame
+    if frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
+        received = frame[:12] + frame[16:]
+    return [
+        Frame(PACKET_OUTGOING, len(frame), frame),
+        Frame(PACKET_HOST, len(received), received),
+    ]
+
+
+def tcp_ack(src: str, dst: str, sport: int, dport: int) -> bytes:
+    """A bare TCP ACK (20-byte header, no payload): the transport checksum is not checked."""
+    header = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + b"\x50\x10" + bytes(6)
+    return frames.ethernet(frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_TCP, header))
+
+
+def icmp_echo(src: str, dst: str) -> bytes:
+    """An ICMP echo request with ping's 56 bytes of data (its checksum is not checked)."""
+    message = b"\x08\x00" + bytes(6) + bytes(56)
+    return frames.ethernet(frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_ICMP, message))
+
+
+def udp4(src: str, dst: str) -> bytes:
+    payload = bytes(64)
+    return frames.ethernet(
+        frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_UDP, frames.udp(src, dst, payload))
+    )
+
+
+def crafted_flows() -> list[Frame]:
+    """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, and one TCP ACK each way."""
+    captured: list[Frame] = []
+    for kind, dst in (
+        ("vlan", "127.0.0.16"),  # 110 bytes leaving, 106 arriving
+        ("qinq", "127.0.0.16"),  # 114 and 110
+        ("gre", "127.0.0.20"),  # 142 and 142
+        ("ip6ip", "fd00::6"),  # 146 and 146
+        ("fragment", "127.0.0.23"),  # 98 and 98
+        ("arp", "127.0.0.24"),  # not IP: not counted
+    ):
+        captured += both_ways(frames.build(kind, dst, payload=64))
+    captured += both_ways(tcp_ack("127.0.0.1", "127.0.0.2", 50000, 80))
+    captured += both_ways(tcp_ack("127.0.0.2", "127.0.0.1", 80, 50000))
+    return captured
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def test_the_btf_samples_are_discovered_as_btf(available: dict[str, Sample]) -> None:
+    for name in BTF_SAMPLES:
+        sample = available[name]
+        assert sample.directory == (paths.SAMPLES_DIR / name).resolve()
+        assert sample.format == "btf"
+        assert (sample.directory / "README.md").is_file()
+        assert sample.user == ()
+
+
+def test_no_btf_sample_claims_a_kernel_limit(available: dict[str, Sample]) -> None:
+    """Nothing they use is newer than 5.10 (see test_btf_kinds_are_known_to_the_oldest_kernel)."""
+    for name in BTF_SAMPLES:
+        assert available[name].min_kernel is None
+        assert available[name].min_kernel_reason == ""
+
+
+@pytest.mark.parametrize("name", BTF_SAMPLES)
+def test_a_btf_sample_keeps_its_classic_twins_traffic_maps_and_columns(
+    available: dict[str, Sample], name: str
+) -> None:
+    """So that the two report tables read alike: only the format (and sockex1's filter) differ."""
+    sample, classic = available[name], available[BTF_SAMPLES[name]]
+    assert sample.traffic == classic.traffic
+    assert sample.columns == classic.columns
+    assert sample.programs == classic.programs
+    assert sample.prog_arrays == classic.prog_arrays
+    strip = [dataclasses.replace(m, describe_key=None) for m in sample.maps]
+    assert strip == [dataclasses.replace(m, describe_key=None) for m in classic.maps]
+
+
+# --- sockex1-btf: outgoing frames only ----------------------------------------------------------
+
+
+def test_sockex1_btf_counts_outgoing_ipv4_bytes_per_protocol(
+    available: dict[str, Sample],
+) -> None:
+    captured = [
+        *both_ways(tcp_ack("127.0.0.1", "127.0.0.1", 50000, 80)),
+        *both_ways(tcp_ack("127.0.0.1", "127.0.0.1", 80, 50000)),
+        *both_ways(udp4("127.0.0.1", "127.0.0.1")),
+        *both_ways(icmp_echo("127.0.0.1", "127.0.0.1")),
+    ]
+    expected = {
+        (TCP,): (2 * TCP_ACK_LENGTH,),
+        (UDP,): (UDP_LENGTH,),
+        (ICMP,): (ICMP_ECHO_LENGTH,),
+    }
+    assert available["sockex1-btf"].oracle(captured) == {"my_map": expected}
+
+
+def test_sockex1_btf_ignores_frames_that_are_not_outgoing(available: dict[str, Sample]) -> None:
+    frame = udp4("127.0.0.1", "127.0.0.1")
+    captured = [
+        Frame(kind, len(frame), frame) for kind in (PACKET_HOST, PACKET_BROADCAST, PACKET_OTHERHOST)
+    ]
+    assert available["sockex1-btf"].oracle(captured) == {"my_map": {}}
+    # The classic sample, which counts every frame, does count them: the filter is what differs.
+    assert available["sockex1"].oracle(captured) == {"my_map": {(UDP,): (3 * UDP_LENGTH,)}}
+
+
+def test_sockex1_btf_ignores_outgoing_frames_that_are_not_ipv4(
+    available: dict[str, Sample],
+) -> None:
+    captured = [
+        *both_ways(frames.build("ipv6", "fd00::1")),
+        *both_ways(frames.build("arp", "127.0.0.2")),
+        Frame(PACKET_OUTGOING, 20, bytes(12) + b"\x08\x00" + bytes(6)),  # ends before byte 23
+    ]
+    assert available["sockex1-btf"].oracle(captured) == {"my_map": {}}
+
+
+def test_sockex1_btf_columns_read_the_protocols(available: dict[str, Sample]) -> None:
+    sample = available["sockex1-btf"]
+    assert {c.header: c.key for c in sample.columns} == {
+        "TCP": (TCP,),
+        "UDP": (UDP,),
+        "ICMP": (ICMP,),
+    }
+
+
+# --- sockex2-btf and sockex3-btf: the flow samples' oracles ---------------------------------------
+
+
+def test_sockex2_btf_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
+    expected = {
+        (0x7F000010,): (4, 110 + 106 + 114 + 110),
+        (0x7F000014,): (2, 142 * 2),
+        (0xFD000006,): (2, 146 * 2),
+        (0x7F000017,): (2, 98 * 2),
+        (0x7F000002,): (2, TCP_ACK_LENGTH * 2),
+        (LOOPBACK,): (2, TCP_ACK_LENGTH * 2),
+    }
+    assert available["sockex2-btf"].oracle(crafted_flows()) == {"hash_map": expected}
+
+
+def test_sockex2_btf_describes_keys_as_addresses(available: dict[str, Sample]) -> None:
+    describe = available["sockex2-btf"].map_check("hash_map").describe_key
+    assert describe is not None
+    assert describe((0x7F000010,)) == "127.0.0.16"
+    assert describe((0xFD000006,)) == "253.0.0.6"
+
+
+def test_sockex3_btf_counts_per_flow(available: dict[str, Sample]) -> None:
+    expected = {
+        (LOOPBACK, 0x7F000010, 40000, 9, UDP): (4, 110 + 106 + 114 + 110),
+        (LOOPBACK, 0x7F000014, 40000, 9, UDP): (2, 142 * 2),
+        (1, 0xFD000006, 40000, 9, UDP): (2, 146 * 2),
+        (LOOPBACK, 0x7F000017, 0, 0, 0): (2, 98 * 2),
+        (LOOPBACK, 0x7F000002, 50000, 80, TCP): (2, TCP_ACK_LENGTH * 2),
+        (0x7F000002, LOOPBACK, 80, 50000, TCP): (2, TCP_ACK_LENGTH * 2),
+    }
+    assert available["sockex3-btf"].oracle(crafted_flows()) == {"flow_map": expected}
+
+
+def test_sockex3_btf_describes_keys_as_flows(available: dict[str, Sample]) -> None:
+    describe = available["sockex3-btf"].map_check("flow_map").describe_key
+    assert describe is not None
+    assert describe((LOOPBACK, 0x7F000002, 50000, 80, TCP)) == "127.0.0.1:50000 -> 127.0.0.2:80 tcp"
+
+
+@pytest.mark.parametrize("name", BTF_SAMPLES)
+def test_oracles_of_an_empty_capture(available: dict[str, Sample], name: str) -> None:
+    sample = available[name]
+    (check,) = sample.maps
+    assert sample.oracle([]) == {check.name: {}}
+
+
+@pytest.mark.parametrize("name", FLOW_SAMPLES)
+def test_columns_read_entries_the_declared_traffic_makes(
+    available: dict[str, Sample], name: str
+) -> None:
+    """Each crafted-frame column's key is one the oracle gives for the sample's own traffic."""
+    sample = available[name]
+    captured: list[Frame] = []
+    for step in sample.traffic:
+        if isinstance(step, Frames):
+            captured += both_ways(frames.build(step.kind, step.dst, payload=step.payload))
+    expected = sample.oracle(captured)
+    (check,) = sample.maps
+    frame_columns = [c for c in sample.columns if c.header not in ("TCP", "UDP", "ICMP")]
+    assert frame_columns
+    for column in frame_columns:
+        assert column.key in expected[check.name], column.header
+
+
+def test_sockex3_btf_jump_slots_match_its_source(available: dict[str, Sample]) -> None:
+    sample = available["sockex3-btf"]
+    source = (sample.directory / sample.kern).read_text()
+    slots = {
+        int(index): name
+        for name, index in re.findall(r"#define (PARSE_\w+|COUNT_FLOW) (\d+)", source)
+    }
+    (array,) = sample.prog_arrays
+    assert array.map == "jmp_table"
+    assert set(array.entries) == set(slots)
+    for index, section in array.entries.items():
+        assert section == f"socket/{index}", slots[index]
+    assert [p.section for p in sample.programs if p.attach] == ["socket/0"]
+
+
+# --- the build: clang as harness/build.py runs it for a btf sample, against each set of headers ---
+
+
+def header_sets() -> list[object]:
+    """The host's headers, and each cached kernel's UAPI headers."""
+    found: list[object] = [pytest.param(None, id="host")]
+    kernels = paths.cache_dir() / "kernels"
+    if kernels.is_dir():
+        for entry in sorted(kernels.iterdir()):
+            if (entry / "include" / "linux" / "bpf.h").is_file():
+                found.append(pytest.param(entry / "include", id=entry.name))
+    return found
+
+
+def compile_sample(sample: Sample, headers: Path | None, out_dir: Path) -> Path:
+    """Build ``sample``'s object as the harness does (with -g); fail on any warning."""
+    output = out_dir / sample.object_name
+    argv = bpf_argv(
+        require("clang", "clang"), headers, sample.directory / sample.kern, output, btf=True
+    )
+    done = SubprocessRunner().run(argv, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    return output
+
+
+#: What each sample's maps must be in its object: name -> (type, key size, value size, entries).
+MAP_DEFINITIONS = {
+    "sockex1-btf": {"my_map": (MAP_TYPE_ARRAY, 4, 8, 256)},
+    "sockex2-btf": {"hash_map": (MAP_TYPE_HASH, 4, 16, 1024)},
+    "sockex3-btf": {
+        "jmp_table": (MAP_TYPE_PROG_ARRAY, 4, 4, 8),
+        "flow_map": (MAP_TYPE_HASH, 16, 16, 1024),
+    },
+}
+
+
+@pytest.mark.parametrize("headers", header_sets())
+@pytest.mark.parametrize("name", BTF_SAMPLES)
+def test_kern_source_compiles_without_warnings_into_btf_maps(
+    available: dict[str, Sample], name: str, headers: Path | None, tmp_path: Path
+) -> None:
+    sample = available[name]
+    output = compile_sample(sample, headers, tmp_path)
+
+    obj = elf.read_object(output)
+
+    assert obj.license == "GPL"
+    assert {p.section for p in sample.programs} == {p.section for p in obj.programs}
+    found = {m.name: (m.type, m.key_size, m.value_size, m.max_entries) for m in obj.maps}
+    assert found == MAP_DEFINITIONS[name]
+    for check in sample.maps:
+        assert found[check.name][1:3] == (check.key.size, check.value.size)
+    for array in sample.prog_arrays:
+        assert max(array.entries) < found[array.map][3]
+
+
+@pytest.mark.parametrize("name", BTF_SAMPLES)
+def test_maps_are_in_dot_maps_and_no_prog_array_is_initialised(
+    available: dict[str, Sample], name: str, tmp_path: Path
+) -> None:
+    """No legacy "maps" section, and nothing relocated into .maps: the loader fills jmp_table."""
+    output = compile_sample(available[name], None, tmp_path)
+    with output.open("rb") as file:
+        sections = {section.name for section in ELFFile(file).iter_sections()}
+    assert ".maps" in sections
+    assert "maps" not in sections
+    assert ".rel.maps" not in sections
+
+
+@pytest.mark.parametrize("name", BTF_SAMPLES)
+def test_btf_kinds_are_known_to_the_oldest_kernel(
+    available: dict[str, Sample], name: str, tmp_path: Path
+) -> None:
+    """Why no min_kernel: every BTF kind the object holds loads on 5.10 without sanitising."""
+    output = compile_sample(available[name], None, tmp_path)
+    with output.open("rb") as file:
+        section = ELFFile(file).get_section_by_name(".BTF")
+        assert section is not None
+        types = btf.parse_btf(section.data())
+    used = {t.kind for t in types.types}
+    assert used <= btf.kinds_supported_by(OLDEST_KERNEL), used

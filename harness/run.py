@@ -15,6 +15,7 @@ parametrizes and judges. The steps, per kernel:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from harness import files, paths, vm
 from harness.build import SampleBuild, build_loader, build_sample
 from harness.errors import ConfigError, HarnessError, NotAKernelError, UnknownSeriesError
 from harness.guest.plan import PLAN_NAME, CasePlan, Plan, write_plan
-from harness.kernels import KernelEntry, KernelOptions, catalog_series, is_path_spec, prepare
+from harness.kernels import KernelEntry, KernelOptions, cache, catalog_series, is_path_spec, prepare
 from harness.kernels.image import embedded_config
 from harness.kernels.kconfig import parse_config
 from harness.loaders import Loader
@@ -103,6 +104,14 @@ class PreparedKernel:
     programs: dict[str, Path]  # program loaders by name
     skipped: dict[str, str]  # sample name -> why it does not run on this kernel
     seconds: dict[str, float] = field(default_factory=dict)  # prepare, build
+    #: What failed to build, by "sample NAME" or "loader NAME": only its cases fail.
+    broken: dict[str, str] = field(default_factory=dict)
+
+    def problem(self, case: Case) -> str | None:
+        """Why ``case`` cannot run on this kernel because something of it did not build."""
+        return self.broken.get(f"sample {case.sample.name}") or self.broken.get(
+            f"loader {case.loader.name}"
+        )
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -160,24 +169,33 @@ def prepare_kernel(
     builds: dict[str, SampleBuild] = {}
     programs: dict[str, Path] = {}
     skipped: dict[str, str] = {}
+    broken: dict[str, str] = {}
     for case in cases:
         sample, loader = case.sample, case.loader
         if sample.name not in builds and sample.name not in skipped:
             reason = why_not(sample, entry)
             if reason is not None:
                 skipped[sample.name] = reason
+            elif f"sample {sample.name}" not in broken:
+                # One sample that does not build fails its own cases, not the kernel's.
+                try:
+                    builds[sample.name] = build_sample(
+                        sample, entry.release, entry.headers, build_root=build_root
+                    )
+                except HarnessError as exc:
+                    broken[f"sample {sample.name}"] = str(exc)
+        if loader.sources and loader.name not in programs and f"loader {loader.name}" not in broken:
+            try:
+                built = build_loader(loader, entry.release, entry.headers, build_root=build_root)
+            except HarnessError as exc:
+                broken[f"loader {loader.name}"] = str(exc)
             else:
-                builds[sample.name] = build_sample(
-                    sample, entry.release, entry.headers, build_root=build_root
-                )
-        if loader.sources and loader.name not in programs:
-            built = build_loader(loader, entry.release, entry.headers, build_root=build_root)
-            programs[loader.name] = built.outputs["program"]
+                programs[loader.name] = built.outputs["program"]
     seconds = {
         "prepare": round(prepared_at - started, 3),
         "build": round(time.monotonic() - prepared_at, 3),
     }
-    return PreparedKernel(spec, entry, builds, programs, skipped, seconds)
+    return PreparedKernel(spec, entry, builds, programs, skipped, seconds, broken)
 
 
 def case_result_path(results_dir: Path, case: Case) -> Path:
@@ -190,7 +208,7 @@ def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Pat
     planned = []
     for case in cases:
         build = prepared.builds.get(case.sample.name)
-        if build is None:
+        if build is None or prepared.problem(case) is not None:
             continue
         sample = case.sample
         request = LoadRequest(
@@ -244,6 +262,7 @@ class KernelRun:
     console_log: Path | None
     error: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
 
 
 def boot(
@@ -256,7 +275,7 @@ def boot(
     if not plan.cases:
         return KernelRun(
             prepared.spec, entry.release, options.accel, None, results, None,
-            skipped=prepared.skipped,
+            skipped=prepared.skipped, broken=prepared.broken,
         )  # fmt: skip
     plan_path = results / PLAN_NAME
     for case in plan.cases:
@@ -264,18 +283,21 @@ def boot(
     write_plan(plan_path, plan)
     guest = [sys.executable, "-m", "harness.guest", str(plan_path)]
     started = time.monotonic()
+    # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.
+    hold = cache.in_use(entry) if entry.kernel.origin != "local" else contextlib.nullcontext()
     try:
-        ran = vm.run_vm(
-            entry,
-            guest,
-            results,
-            accel=options.accel,
-            expect=[str(c.result.relative_to(results)) for c in plan.cases],
-            timeout=options.timeout,
-            memory=options.memory,
-            cpus=options.cpus,
-            append=list(options.append),
-        )
+        with hold:
+            ran = vm.run_vm(
+                entry,
+                guest,
+                results,
+                accel=options.accel,
+                expect=[str(c.result.relative_to(results)) for c in plan.cases],
+                timeout=options.timeout,
+                memory=options.memory,
+                cpus=options.cpus,
+                append=list(options.append),
+            )
     except HarnessError as exc:
         log_path = getattr(exc, "log_path", None)
         _write_timeline(results, prepared, time.monotonic() - started)
@@ -288,6 +310,7 @@ def boot(
             log_path if isinstance(log_path, Path) else None,
             str(exc),
             prepared.skipped,
+            prepared.broken,
         )
     _write_timeline(results, prepared, ran.seconds)
     return KernelRun(
@@ -298,6 +321,7 @@ def boot(
         ran.results_dir,
         ran.console_log,
         skipped=prepared.skipped,
+        broken=prepared.broken,
     )
 
 

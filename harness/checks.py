@@ -99,6 +99,12 @@ def _differences(
         return check.describe_key(key) if check.describe_key else check.key.describe(key)
 
     found = []
+    if want and not have:
+        found.append(
+            f"{check.name} is empty, but the capture says it must hold {len(want)} entries: "
+            "the sample counted nothing (was its program attached, and every prog array "
+            "it tail-calls through filled?)"
+        )
     for key in sorted(want.keys() | have.keys(), key=_order):
         expected, actual = want.get(key), have.get(key)
         where = f"{check.name}[{key_text(key)}]"

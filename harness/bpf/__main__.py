@@ -3,6 +3,8 @@
 The arguments and the exchange are those :mod:`harness.loaders.protocol`
 documents: load, fill prog arrays and attach as asked, print ``ready``, wait for
 end of input (or SIGTERM), print the requested maps as one JSON document, exit 0.
+What the kernel refused and the load did without (an object's BTF, say) is a line
+``note: ...`` on stderr each, before ``ready``.
 A failure is one line on stderr (followed by the verifier's log when a program is
 rejected) and exit status 1; a malformed command line exits 2.
 """
@@ -61,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m harness.bpf",
         description=(
-            'Load a classic (SEC("maps")) BPF object, attach it, and report its maps '
+            'Load a BPF object (maps in SEC("maps") or BTF-defined in SEC(".maps")), '
+            "attach it, and report its maps "
             "when stdin closes (the loader protocol of harness/loaders/protocol.py)."
         ),
     )
@@ -174,6 +177,8 @@ def main(argv: Sequence[str] | None = None, *, stdin_fd: int | None = None) -> i
             EndOfRun(sys.stdin.fileno() if stdin_fd is None else stdin_fd) as end,
             loader.load_request(request) as attached,
         ):
+            for note in attached.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
             print(READY, flush=True)
             end.wait()
             report = format_dump(attached.dump())

@@ -32,7 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.bpf.syscall import BPF_MAP_TYPE_PROG_ARRAY
+from harness.bpf.syscall import (
+    BPF_MAP_TYPE_ARRAY_OF_MAPS,
+    BPF_MAP_TYPE_HASH_OF_MAPS,
+    BPF_MAP_TYPE_PROG_ARRAY,
+    FUNC_INFO_SIZE,
+    LINE_INFO_SIZE,
+)
 from harness.errors import BpfObjectError
 
 ByteOrder = Literal["little", "big"]
@@ -52,8 +58,6 @@ POINTER_SIZE = 8
 FD_SIZE = 4
 
 # enum bpf_map_type values a ``values`` array is allowed on.
-BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
-BPF_MAP_TYPE_HASH_OF_MAPS = 13
 _MAP_IN_MAP_TYPES = (BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS)
 
 
@@ -912,9 +916,6 @@ def kernel_btf(
 #: magic, version, flags, hdr_len, func_info_off/len, line_info_off/len (core_relo_* optional).
 _EXT_HEADER = "HBBIIIII"
 EXT_HEADER_SIZE = struct.calcsize("<" + _EXT_HEADER)
-#: ``struct bpf_func_info`` and ``struct bpf_line_info`` as BPF_PROG_LOAD takes them.
-FUNC_INFO_SIZE = 8
-LINE_INFO_SIZE = 16
 INSN_SIZE = 8
 
 

@@ -1,10 +1,18 @@
 """Read a BPF ELF object into plain values: programs, map definitions, relocations, license.
 
-The objects are the legacy kind the kernel's samples/bpf used: maps declared as
-``struct bpf_map_def`` in a section named ``maps`` (five 32-bit fields, 20 bytes
-each), programs in executable sections (``socket1``, ``socket/0``, ...), map
-references as ``R_BPF_64_64`` relocations on 64-bit immediate loads, and the license
-string in a section named ``license``.
+Programs are executable sections (``socket1``, ``socket/0``, ...), map references
+``R_BPF_64_64`` relocations on 64-bit immediate loads, the license the string in a
+section named ``license``. Maps come in two kinds, both read into :class:`MapDef`:
+
+* classic: ``struct bpf_map_def`` in a section named ``maps`` (five 32-bit fields,
+  20 bytes each), as the kernel's samples/bpf declared them until 2019;
+* BTF-defined: variables of section ``.maps`` (built with ``clang -g``), whose
+  definitions are in the object's ``.BTF`` (:func:`harness.bpf.btf.map_defs`). The
+  first contents of a prog array or map of maps declared with ``__array(values, ...)``
+  are ``R_BPF_64_ABS64`` relocations of ``.maps``, read into :class:`Slot`.
+
+The ``.BTF`` and ``.BTF.ext`` sections are parsed here, so that a malformed one is an
+error of reading the object, before anything is loaded.
 
 Everything pyelftools is asked is asked here, inside one ``try``: a malformed file
 can make it fail in many ways (``ELFError``, ``struct.error``, ``IndexError`` ...), and
@@ -15,20 +23,37 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
+from elftools.elf.sections import Section, SymbolTableSection
+from elftools.elf.sections import Symbol as ElfSymbol
 
+from harness.bpf.btf import (
+    BTF_MAPS_SECTION,
+    Btf,
+    BtfExt,
+    BtfMapDef,
+    map_defs,
+    map_slot,
+    parse_btf,
+    parse_btf_ext,
+    with_layout,
+)
 from harness.errors import BpfObjectError
 
 #: ``e_machine`` of a BPF object.
 EM_BPF = 247
-#: The one relocation type the loaders apply: a 64-bit immediate load of a map.
+#: The one relocation type the loaders apply to programs: a 64-bit immediate load of a map.
 R_BPF_64_64 = 1
+#: A 64-bit address in data: in ``.maps``, a program or map that a slot starts with.
+R_BPF_64_ABS64 = 2
+#: A call to a function of another section (a subprogram in ``.text``).
+R_BPF_64_32 = 10
 #: ``struct bpf_map_def``: type, key_size, value_size, max_entries, map_flags.
 MAP_DEF = struct.Struct("<5I")
 MAP_DEF_SIZE = MAP_DEF.size
@@ -38,6 +63,8 @@ INSN_SIZE = 8
 LD_IMM64 = 0x18
 
 MAPS_SECTION = "maps"
+BTF_SECTION = ".BTF"
+BTF_EXT_SECTION = ".BTF.ext"
 LICENSE_SECTION = "license"
 VERSION_SECTION = "version"
 
@@ -70,7 +97,11 @@ class Symbol:
 
 @dataclass(frozen=True)
 class MapDef:
-    """One ``struct bpf_map_def`` of the ``maps`` section."""
+    """One map: a ``struct bpf_map_def`` of ``maps``, or a BTF-defined map of ``.maps``.
+
+    A BTF-defined map keeps its whole definition in ``btf`` (BTF type ids, inner map,
+    NUMA node ...); the fields before it are the same numbers.
+    """
 
     name: str
     offset: int
@@ -79,6 +110,32 @@ class MapDef:
     value_size: int
     max_entries: int
     flags: int
+    btf: BtfMapDef | None = None
+
+    @classmethod
+    def from_btf(cls, definition: BtfMapDef) -> MapDef:
+        return cls(
+            definition.name,
+            definition.offset,
+            type=definition.type,
+            key_size=definition.key_size,
+            value_size=definition.value_size,
+            max_entries=definition.max_entries,
+            flags=definition.flags,
+            btf=definition,
+        )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A slot of a prog array or map of maps that the object declares filled.
+
+    ``target`` is the program's section (a prog array) or the map's name (a map of maps).
+    """
+
+    map: str
+    index: int
+    target: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +167,15 @@ class BpfObject:
     programs: tuple[Program, ...]
     maps: tuple[MapDef, ...]
     symbols: tuple[Symbol, ...]
+    #: The parsed ``.BTF`` as clang wrote it (not laid out), or None without one.
+    btf: Btf | None = None
+    #: Function and line information of ``.BTF.ext``, or None without one.
+    btf_ext: BtfExt | None = None
+    #: What :func:`harness.bpf.btf.kernel_btf` lays the BTF out with: every section's
+    #: size, every named object symbol's offset in its section.
+    section_sizes: Mapping[str, int] = field(default_factory=dict)
+    var_offsets: Mapping[str, int] = field(default_factory=dict)
+    slots: tuple[Slot, ...] = ()
 
     def program(self, section: str) -> Program:
         for program in self.programs:
@@ -126,8 +192,11 @@ class BpfObject:
             if map_def.name == name:
                 return map_def
         have = ", ".join(m.name for m in self.maps) or "none"
+        sections = " or ".join(
+            sorted({BTF_MAPS_SECTION if m.btf else MAPS_SECTION for m in self.maps})
+        )
         raise BpfObjectError(
-            f"{self.path}: no map {name!r} in section maps (maps: {have}); "
+            f"{self.path}: no map {name!r} in section {sections or MAPS_SECTION} (maps: {have}); "
             "rebuild the object with `invoke build`, or name one of its maps"
         )
 
@@ -179,8 +248,15 @@ class _Reader:
 
         names = self.section_names()
         symbols = self.symbols(names)
-        maps = self.maps(symbols)
-        programs = self.programs(names, symbols, {m.name for m in maps})
+        section_sizes = {s.name: s["sh_size"] for s in self.elf.iter_sections() if s.name}
+        var_offsets = {
+            s.name: s.value for s in symbols if s.name and s.section and s.kind == "STT_OBJECT"
+        }
+        types = self.btf()
+        ext = self.btf_ext(types)
+        btf_maps = self.btf_maps(types, section_sizes, var_offsets)
+        maps = self.maps(symbols) + tuple(MapDef.from_btf(m) for m in btf_maps)
+        programs = self.programs(names, symbols, maps)
         if not programs:
             raise self.fail("no program: no executable section holds instructions")
         return BpfObject(
@@ -190,6 +266,110 @@ class _Reader:
             programs=programs,
             maps=maps,
             symbols=symbols,
+            btf=types,
+            btf_ext=ext,
+            section_sizes=section_sizes,
+            var_offsets=var_offsets,
+            slots=self.slots(btf_maps, programs),
+        )
+
+    def btf(self) -> Btf | None:
+        section = self.elf.get_section_by_name(BTF_SECTION)
+        if section is None:
+            return None
+        return parse_btf(self.whole(section), f"{self.path} {BTF_SECTION}")
+
+    def btf_ext(self, types: Btf | None) -> BtfExt | None:
+        section = self.elf.get_section_by_name(BTF_EXT_SECTION)
+        if section is None or types is None:
+            return None
+        return parse_btf_ext(self.whole(section), types, f"{self.path} {BTF_EXT_SECTION}")
+
+    def whole(self, section: Section) -> bytes:
+        data: bytes = section.data()
+        if len(data) != section["sh_size"]:
+            raise self.fail(
+                f"section {section.name} is cut short ({len(data)} of {section['sh_size']} "
+                "bytes); rebuild the object"
+            )
+        return data
+
+    def btf_maps(
+        self,
+        types: Btf | None,
+        section_sizes: Mapping[str, int],
+        var_offsets: Mapping[str, int],
+    ) -> tuple[BtfMapDef, ...]:
+        size = section_sizes.get(BTF_MAPS_SECTION)
+        if size is None:
+            return ()
+        if types is None:
+            raise self.fail(
+                f"section {BTF_MAPS_SECTION} declares BTF-defined maps but the object has no "
+                f"{BTF_SECTION} section; compile it with clang -g"
+            )
+        maps = map_defs(with_layout(types, section_sizes, var_offsets))
+        if size and not maps:
+            raise self.fail(
+                f"section {BTF_MAPS_SECTION} holds {size} bytes but {BTF_SECTION} describes "
+                f"no map in it; compile the object with clang -g and do not strip its BTF"
+            )
+        return maps
+
+    def slots(self, maps: tuple[BtfMapDef, ...], programs: tuple[Program, ...]) -> tuple[Slot, ...]:
+        """The slots ``.rel.maps`` fills: each relocation is a pointer in a map's ``values``."""
+        index = next(
+            (i for i, s in enumerate(self.elf.iter_sections()) if s.name == BTF_MAPS_SECTION),
+            None,
+        )
+        result: list[Slot] = []
+        for section in self.elf.iter_sections():
+            if not isinstance(section, RelocationSection) or section["sh_info"] != index:
+                continue
+            table = self.symbol_table(section)
+            for entry in section.iter_relocations():
+                where = f"{BTF_MAPS_SECTION}+{entry['r_offset']:#x}"
+                if entry["r_info_type"] != R_BPF_64_ABS64:
+                    raise self.fail(
+                        f"unsupported relocation type {entry['r_info_type']} at {where}; "
+                        f"only R_BPF_64_ABS64 ({R_BPF_64_ABS64}), a program or map a slot "
+                        "starts with, is supported there"
+                    )
+                symbol = self.symbol(table, entry["r_info_sym"], where)
+                try:
+                    map_def, slot = map_slot(maps, entry["r_offset"])
+                except BpfObjectError as exc:
+                    raise self.fail(str(exc)) from exc
+                if slot >= map_def.max_entries:
+                    raise self.fail(
+                        f"map {map_def.name} declares a value at index {slot} but has "
+                        f"{map_def.max_entries} entries"
+                    )
+                result.append(Slot(map_def.name, slot, self.slot_target(map_def, symbol, programs)))
+        return tuple(result)
+
+    def slot_target(
+        self, map_def: BtfMapDef, symbol: ElfSymbol, programs: tuple[Program, ...]
+    ) -> str:
+        name = symbol.name
+        if map_def.inner is not None:
+            section = (
+                self.elf.get_section(symbol["st_shndx"])
+                if isinstance(symbol["st_shndx"], int)
+                else None
+            )
+            if section is None or section.name != BTF_MAPS_SECTION:
+                raise self.fail(
+                    f"map {map_def.name} declares {name!r} as a value, which is not a map of "
+                    f"section {BTF_MAPS_SECTION}"
+                )
+            return str(name)
+        for program in programs:
+            if program.name == name and symbol["st_value"] == 0:
+                return program.section
+        raise self.fail(
+            f"prog array {map_def.name} declares {name!r} as a value, which is not the "
+            "program of a section (one function per program section)"
         )
 
     def section_names(self) -> dict[int, str]:
@@ -239,7 +419,7 @@ class _Reader:
         return tuple(result)
 
     def programs(
-        self, names: dict[int, str], symbols: tuple[Symbol, ...], map_names: set[str]
+        self, names: dict[int, str], symbols: tuple[Symbol, ...], maps: tuple[MapDef, ...]
     ) -> tuple[Program, ...]:
         relocations: dict[int, list[Relocation]] = {}
         for section in self.elf.iter_sections():
@@ -253,7 +433,7 @@ class _Reader:
             target = section["sh_info"]
             if not self.is_program(target):
                 continue  # debug information and the like: nothing a loader patches
-            relocations[target] = self.relocations(section, names[target], map_names)
+            relocations[target] = self.relocations(section, names[target], maps)
 
         result = []
         for index, section in enumerate(self.elf.iter_sections()):
@@ -287,35 +467,70 @@ class _Reader:
             and section["sh_size"] > 0
         )
 
-    def relocations(
-        self, section: RelocationSection, target: str, map_names: set[str]
-    ) -> list[Relocation]:
+    def symbol_table(self, section: RelocationSection) -> SymbolTableSection:
         table = self.elf.get_section(section["sh_link"])
         if not isinstance(table, SymbolTableSection):
             raise self.fail(f"relocation section {section.name} has no symbol table")
+        return table
+
+    def symbol(self, table: SymbolTableSection, index: int, where: str) -> ElfSymbol:
+        if not 0 < index < table.num_symbols():
+            raise self.fail(
+                f"relocation at {where} names symbol #{index}, which is not in the symbol table"
+            )
+        return table.get_symbol(index)
+
+    def relocations(
+        self, section: RelocationSection, target: str, maps: tuple[MapDef, ...]
+    ) -> list[Relocation]:
+        table = self.symbol_table(section)
+        insns = self.elf.get_section(section["sh_info"]).data()
         result = []
         for entry in section.iter_relocations():
             kind = entry["r_info_type"]
             offset = entry["r_offset"]
+            where = f"{target}+{offset:#x}"
+            if kind == R_BPF_64_32:
+                raise self.fail(
+                    f"call to another section's function at {where} (relocation type "
+                    f"{kind}): the Python loader loads no subprograms; declare the function "
+                    "static __always_inline"
+                )
             if kind != R_BPF_64_64:
                 raise self.fail(
-                    f"unsupported relocation type {kind} at {target}+{offset:#x}; "
+                    f"unsupported relocation type {kind} at {where}; "
                     f"only R_BPF_64_64 ({R_BPF_64_64}), a reference to a map, is supported"
                 )
             index = entry["r_info_sym"]
-            if not 0 < index < table.num_symbols():
+            symbol = self.symbol(table, index, where)
+            name = self.map_of(symbol, maps, insns, offset)
+            if name is None:
                 raise self.fail(
-                    f"relocation at {target}+{offset:#x} names symbol #{index}, "
-                    f"which is not in the symbol table"
+                    f"relocation at {where} refers to unknown symbol "
+                    f"{symbol.name or '#' + str(index)!r}, not a map of section "
+                    f"{MAPS_SECTION} or {BTF_MAPS_SECTION}"
                 )
-            symbol = table.get_symbol(index).name
-            if symbol not in map_names:
-                raise self.fail(
-                    f"relocation at {target}+{offset:#x} refers to unknown symbol "
-                    f"{symbol or '#' + str(index)!r}, not a map of section maps"
-                )
-            result.append(Relocation(offset, kind, symbol))
+            result.append(Relocation(offset, kind, name))
         return result
+
+    def map_of(
+        self, symbol: ElfSymbol, maps: tuple[MapDef, ...], insns: bytes, offset: int
+    ) -> str | None:
+        """The map a relocation's symbol names: by name, or, for a section symbol (a static
+        map), by the offset the instruction's immediate holds."""
+        if symbol["st_info"]["type"] != "STT_SECTION":
+            return next((m.name for m in maps if m.name == symbol.name), None)
+        shndx = symbol["st_shndx"]
+        if not isinstance(shndx, int):
+            return None
+        section = self.elf.get_section(shndx).name
+        if offset + INSN_SIZE > len(insns):
+            return None  # check_target says what is wrong with it
+        at = int.from_bytes(insns[offset + 4 : offset + 8], "little")
+        for m in maps:
+            if (m.btf is not None) == (section == BTF_MAPS_SECTION) and m.offset == at:
+                return m.name if section in (MAPS_SECTION, BTF_MAPS_SECTION) else None
+        return None
 
     def check_target(self, section: str, insns: bytes, reloc: Relocation) -> None:
         if reloc.offset % INSN_SIZE or reloc.offset + 2 * INSN_SIZE > len(insns):

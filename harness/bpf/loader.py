@@ -1,9 +1,17 @@
-"""Load a legacy BPF object with bpf(2): create its maps, patch map references, load programs.
+"""Load a BPF object with bpf(2): its BTF, its maps, patched map references, its programs.
 
-The steps are those of the kernel's old samples/bpf loader: each ``struct
-bpf_map_def`` becomes a map; each ``R_BPF_64_64`` relocation turns the 64-bit
-immediate load it points at into a ``BPF_PSEUDO_MAP_FD`` load of that map's fd;
-each program section is loaded with a verifier log.
+The steps are those of the kernel's old samples/bpf loader, with BTF where the
+object has it: the object's ``.BTF``, laid out and rid of kinds the running kernel
+lacks, is loaded with ``BPF_BTF_LOAD``; each ``struct bpf_map_def`` of ``maps`` and
+each BTF-defined map of ``.maps`` becomes a map (with its key and value BTF types
+where it declares both); each ``R_BPF_64_64`` relocation turns the 64-bit immediate
+load it points at into a ``BPF_PSEUDO_MAP_FD`` load of that map's fd; each program
+section is loaded with a verifier log and, with BTF, its function and line
+information from ``.BTF.ext``.
+
+What the kernel refuses of the BTF is not fatal: the object loads without it (a map
+without its BTF types, a program without its line information), and the reason is
+kept in :attr:`LoadedObject.notes` for the case's result.
 
 :func:`load_request` does what one :class:`~harness.loaders.protocol.LoadRequest`
 asks, in the protocol's order: it checks the request against the object before
@@ -20,6 +28,8 @@ every program of the object, its type guessed from its section name.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -27,11 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from harness.bpf import syscall
-from harness.bpf.elf import INSN_SIZE, BpfObject, MapDef, Program, read_object
-from harness.errors import BpfObjectError, LoaderError
+from harness.bpf import btf, syscall
+from harness.bpf.elf import INSN_SIZE, BpfObject, MapDef, Program, Slot, read_object
+from harness.errors import BpfObjectError, LoaderError, VerifierError
 from harness.loaders.protocol import Dump, LoadRequest
 from harness.packet_socket import open_packet_socket
+
+log = logging.getLogger(__name__)
 
 #: ``src_reg`` of a 64-bit immediate load whose immediate is a map fd.
 BPF_PSEUDO_MAP_FD = 1
@@ -50,9 +62,17 @@ MAP_TYPES = {
     syscall.BPF_MAP_TYPE_HASH: "hash",
     syscall.BPF_MAP_TYPE_ARRAY: "array",
     syscall.BPF_MAP_TYPE_PROG_ARRAY: "prog_array",
+    syscall.BPF_MAP_TYPE_ARRAY_OF_MAPS: "array_of_maps",
+    syscall.BPF_MAP_TYPE_HASH_OF_MAPS: "hash_of_maps",
 }
 #: Map types whose keys are the indices 0 .. max_entries - 1.
-ARRAY_TYPES = (syscall.BPF_MAP_TYPE_ARRAY, syscall.BPF_MAP_TYPE_PROG_ARRAY)
+ARRAY_TYPES = (
+    syscall.BPF_MAP_TYPE_ARRAY,
+    syscall.BPF_MAP_TYPE_PROG_ARRAY,
+    syscall.BPF_MAP_TYPE_ARRAY_OF_MAPS,
+)
+#: What BPF_MAP_CREATE answers when a map type takes no BTF key and value types.
+BTF_IDS_REFUSED = (errno.EINVAL, syscall.ENOTSUPP)
 
 #: The one attach target a request can name: ``socket:IFACE``.
 SOCKET_TARGET = "socket:"
@@ -77,6 +97,9 @@ class LoadedObject:
     source: BpfObject
     maps: dict[str, LoadedMap] = field(default_factory=dict)
     programs: dict[str, int] = field(default_factory=dict)  # section -> fd
+    btf_fd: int | None = None  # None: loaded without BTF
+    #: What the kernel refused and the load did without, one sentence each.
+    notes: list[str] = field(default_factory=list)
 
     def __enter__(self) -> LoadedObject:
         return self
@@ -92,8 +115,15 @@ class LoadedObject:
     def close(self) -> None:
         for fd in [*self.programs.values(), *(m.fd for m in self.maps.values())]:
             _close(fd)
+        if self.btf_fd is not None:
+            _close(self.btf_fd)
+            self.btf_fd = None
         self.programs.clear()
         self.maps.clear()
+
+    def note(self, what: str) -> None:
+        log.warning("%s", what)
+        self.notes.append(what)
 
     def program_fd(self, section: str) -> int:
         try:
@@ -157,6 +187,11 @@ class Attached:
         """The entries of every map the request asked to dump."""
         return {name: self.loaded.entries(name) for name in self.request.dump}
 
+    @property
+    def notes(self) -> list[str]:
+        """What the kernel refused and the load did without (e.g. the object's BTF)."""
+        return self.loaded.notes
+
 
 def program_type(section: str) -> int:
     """The program type a section name stands for (the old samples' naming)."""
@@ -199,45 +234,213 @@ def relocate(program: Program, map_fds: Mapping[str, int]) -> bytes:
 
 
 def check_map_types(obj: BpfObject) -> None:
-    """A :class:`BpfObjectError` for the first map of a type the loader cannot handle."""
+    """A :class:`BpfObjectError` for the first map the loader cannot handle."""
+    known = ", ".join(f"{name} ({number})" for number, name in MAP_TYPES.items())
     for definition in obj.maps:
-        if definition.type not in MAP_TYPES:
-            known = ", ".join(f"{name} ({number})" for number, name in MAP_TYPES.items())
+        inner = definition.btf.inner if definition.btf else None
+        for name, map_type in (
+            (definition.name, definition.type),
+            *(((f"{definition.name}'s inner map", inner.type),) if inner else ()),
+        ):
+            if map_type not in MAP_TYPES:
+                raise BpfObjectError(
+                    f"{obj.path}: map {name} has type {map_type}, which the "
+                    f"Python loader does not support (it supports {known}); declare the map "
+                    "with one of those types, or use a loader that knows it"
+                )
+        if definition.btf and definition.btf.pinning:
             raise BpfObjectError(
-                f"{obj.path}: map {definition.name} has type {definition.type}, which the "
-                f"Python loader does not support (it supports {known}); declare the map "
-                "with one of those types, or use a loader that knows it"
+                f"{obj.path}: map {definition.name} asks to be pinned (pinning "
+                f"{definition.btf.pinning}), which the Python loader does not do; "
+                "drop __uint(pinning, ...) or use the libbpf loader"
             )
+
+
+def check_slots(obj: BpfObject, loaded_sections: set[str]) -> None:
+    """Every program a prog array of the object starts with must be loaded."""
+    for slot in obj.slots:
+        if obj.map(slot.map).type == syscall.BPF_MAP_TYPE_PROG_ARRAY and (
+            slot.target not in loaded_sections
+        ):
+            raise LoaderError(
+                f"{obj.path}: prog array {slot.map} declares program {slot.target} at index "
+                f"{slot.index}, which is not loaded; request it with --program {slot.target}:TYPE"
+            )
+
+
+def kernel_release() -> tuple[int, int]:
+    """(major, minor) of the running kernel: which BTF kinds it takes."""
+    release = os.uname().release
+    try:
+        major, minor = release.split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()) or "0")
+    except ValueError:
+        raise LoaderError(
+            f"cannot read a kernel version from uname's release {release!r}"
+        ) from None
 
 
 def load_object(obj: BpfObject, programs: Sequence[tuple[str, int]]) -> LoadedObject:
-    """Create every map of ``obj`` and load ``programs``: (section, program type) pairs."""
+    """Load the BTF, create every map of ``obj`` and load ``programs``: (section, type) pairs.
+
+    Then the slots the object declares filled get their programs and maps: prog arrays
+    only once every program is loaded, so a tail-call target exists before it is reachable.
+    """
     check_map_types(obj)
     sources = [(obj.program(section), prog_type) for section, prog_type in programs]
+    check_slots(obj, {section for section, _ in programs})
     loaded = LoadedObject(obj)
     try:
+        loaded.btf_fd = load_btf(loaded)
         for definition in obj.maps:
-            fd = syscall.map_create(
-                definition.type,
-                definition.key_size,
-                definition.value_size,
-                definition.max_entries,
-                definition.flags,
-            )
+            fd = create_map(loaded, definition)
             loaded.maps[definition.name] = LoadedMap(definition.name, fd, definition)
         fds = {name: m.fd for name, m in loaded.maps.items()}
         for program, prog_type in sources:
-            loaded.programs[program.section] = syscall.prog_load(
-                prog_type,
-                relocate(program, fds),
-                obj.license,
-                name=program.name,
-                kern_version=obj.kern_version or 0,
-            )
+            loaded.programs[program.section] = load_program(loaded, program, prog_type, fds)
+        for slot in obj.slots:
+            fill_slot(loaded, slot)
     except BaseException:
         loaded.close()
         raise
     return loaded
+
+
+def load_btf(loaded: LoadedObject) -> int | None:
+    """The fd of the object's BTF in the kernel, or None (no BTF, or the kernel refused it)."""
+    obj = loaded.source
+    if obj.btf is None:
+        return None
+    release = kernel_release()
+    try:
+        data = btf.kernel_btf(
+            obj.btf,
+            section_sizes=obj.section_sizes,
+            var_offsets=obj.var_offsets,
+            release=release,
+        )
+    except BpfObjectError as exc:
+        loaded.note(f"BTF not loaded on kernel {release[0]}.{release[1]}: {exc}")
+        return None
+    try:
+        return syscall.btf_load(data)
+    except syscall.BpfCallError as exc:
+        loaded.note(
+            f"the kernel refused the BTF of {obj.path} ({exc}); loaded without BTF: maps "
+            "without key and value types, programs without function and line information"
+        )
+        return None
+
+
+def create_map(loaded: LoadedObject, definition: MapDef) -> int:
+    """A map as ``definition`` declares it; with its BTF types where it has them and the
+    kernel takes them. A map of maps gets its inner map from a template made first."""
+    spec = definition.btf
+    if spec is None:
+        return syscall.map_create(
+            definition.type,
+            definition.key_size,
+            definition.value_size,
+            definition.max_entries,
+            definition.flags,
+            name=definition.name,
+        )
+    inner_fd = 0
+    if spec.inner is not None:
+        inner_fd = create_map(loaded, MapDef.from_btf(spec.inner))
+    try:
+        ids = spec.btf_type_ids if loaded.btf_fd is not None else None
+
+        def create(with_ids: tuple[int, int] | None) -> int:
+            return syscall.map_create(
+                spec.type,
+                spec.key_size,
+                spec.value_size,
+                spec.max_entries,
+                spec.flags,
+                name=spec.name,
+                inner_map_fd=inner_fd,
+                numa_node=spec.numa_node,
+                map_extra=spec.map_extra,
+                btf_fd=(loaded.btf_fd or 0) if with_ids else 0,
+                btf_key_type_id=with_ids[0] if with_ids else 0,
+                btf_value_type_id=with_ids[1] if with_ids else 0,
+            )
+
+        try:
+            return create(ids)
+        except syscall.BpfCallError as exc:
+            if ids is None or exc.errno not in BTF_IDS_REFUSED:
+                raise
+            fd = create(None)
+            loaded.note(
+                f"map {spec.name}: the kernel refused its BTF key and value types ({exc}); "
+                "created without them"
+            )
+            return fd
+    finally:
+        if inner_fd:
+            _close(inner_fd)  # the kernel keeps what it needs of the template
+
+
+def load_program(
+    loaded: LoadedObject, program: Program, prog_type: int, map_fds: Mapping[str, int]
+) -> int:
+    """Load one program; with its function and line information when the BTF is loaded.
+
+    A kernel that refuses that information (or a verifier that stumbles on it) gets
+    the program once more without it; if that load fails too, its error is the one
+    raised, the program's own.
+    """
+    obj = loaded.source
+    insns = relocate(program, map_fds)
+    func_info = line_info = b""
+    if loaded.btf_fd is not None and obj.btf_ext is not None:
+        func_info = btf.func_info_bytes(obj.btf_ext.func_info.get(program.section, ()))
+        line_info = btf.line_info_bytes(obj.btf_ext.line_info.get(program.section, ()))
+
+    def load(with_btf: bool) -> int:
+        return syscall.prog_load(
+            prog_type,
+            insns,
+            obj.license,
+            name=program.name,
+            kern_version=obj.kern_version or 0,
+            btf_fd=(loaded.btf_fd or 0) if with_btf else 0,
+            func_info=func_info if with_btf else b"",
+            line_info=line_info if with_btf and func_info else b"",
+        )
+
+    if not func_info:
+        return load(with_btf=False)
+    try:
+        return load(with_btf=True)
+    except (VerifierError, syscall.BpfCallError) as exc:
+        refused = exc
+    fd = load(with_btf=False)
+    reason = syscall.verifier_reason(refused.log) if isinstance(refused, VerifierError) else refused
+    loaded.note(
+        f"program {program.section}: the kernel refused its BTF function and line "
+        f"information ({reason}); loaded without it"
+    )
+    return fd
+
+
+def fill_slot(loaded: LoadedObject, slot: Slot) -> None:
+    """Store the program or map a slot of the object starts with."""
+    if loaded.map(slot.map).definition.type == syscall.BPF_MAP_TYPE_PROG_ARRAY:
+        fill_prog_array(loaded, slot.map, slot.index, slot.target)
+        return
+    try:
+        syscall.map_update(
+            loaded.map(slot.map).fd,
+            slot.index.to_bytes(INDEX_SIZE, "little"),
+            loaded.map(slot.target).fd.to_bytes(INDEX_SIZE, "little"),
+        )
+    except LoaderError as exc:
+        raise LoaderError(
+            f"cannot store map {slot.target} at index {slot.index} of map {slot.map}: {exc}"
+        ) from exc
 
 
 def load(source: Path | BpfObject) -> LoadedObject:
@@ -279,6 +482,7 @@ def check_request(request: LoadRequest, obj: BpfObject) -> None:
         if section in requested:
             raise LoaderError(f"program {section} is requested twice; give one --program for it")
         requested.add(section)
+    check_slots(obj, requested)
     attached: set[str] = set()
     for section, target in request.attach:
         if section in attached:

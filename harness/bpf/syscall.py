@@ -24,11 +24,14 @@ BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_BTF_LOAD = 18
 
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+BPF_MAP_TYPE_HASH_OF_MAPS = 13
 
 # enum bpf_prog_type
 BPF_PROG_TYPE_SOCKET_FILTER = 1
@@ -39,6 +42,14 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 
 BPF_OBJ_NAME_LEN = 16
+#: ``struct bpf_func_info`` (insn_off, type_id) and ``struct bpf_line_info`` (insn_off,
+#: file_name_off, line_off, line_col), the record sizes BPF_PROG_LOAD is told.
+FUNC_INFO_SIZE = 8
+LINE_INFO_SIZE = 16
+
+#: The kernel's own errno for "not supported here" (include/linux/errno.h), which
+#: bpf(2) returns as is; Python's errno module does not know it.
+ENOTSUPP = 524
 
 #: Verifier log sizes: start small, grow on ENOSPC up to the kernel's own limit.
 LOG_SIZE_FIRST = 64 * 1024
@@ -50,11 +61,16 @@ _COMMAND_NAMES = {
     BPF_MAP_UPDATE_ELEM: "BPF_MAP_UPDATE_ELEM",
     BPF_MAP_GET_NEXT_KEY: "BPF_MAP_GET_NEXT_KEY",
     BPF_PROG_LOAD: "BPF_PROG_LOAD",
+    BPF_BTF_LOAD: "BPF_BTF_LOAD",
 }
 
 
 class MapCreateAttr(ctypes.Structure):
-    """The anonymous struct of ``union bpf_attr`` used by BPF_MAP_CREATE."""
+    """The anonymous struct of ``union bpf_attr`` used by BPF_MAP_CREATE, up to ``map_extra``.
+
+    ``map_extra`` came in 5.16; an older kernel takes the longer attribute as long as
+    what it does not know is zero.
+    """
 
     _fields_ = [
         ("map_type", ctypes.c_uint32),
@@ -62,6 +78,15 @@ class MapCreateAttr(ctypes.Structure):
         ("value_size", ctypes.c_uint32),
         ("max_entries", ctypes.c_uint32),
         ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("map_ifindex", ctypes.c_uint32),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
     ]
 
 
@@ -87,7 +112,7 @@ class MapNextKeyAttr(ctypes.Structure):
 
 
 class ProgLoadAttr(ctypes.Structure):
-    """The struct used by BPF_PROG_LOAD, up to ``expected_attach_type``."""
+    """The struct used by BPF_PROG_LOAD, up to ``line_info_cnt`` (all there since 5.0)."""
 
     _fields_ = [
         ("prog_type", ctypes.c_uint32),
@@ -102,10 +127,29 @@ class ProgLoadAttr(ctypes.Structure):
         ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
         ("prog_ifindex", ctypes.c_uint32),
         ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
     ]
 
 
-Attr = MapCreateAttr | MapElemAttr | MapNextKeyAttr | ProgLoadAttr
+class BtfLoadAttr(ctypes.Structure):
+    """The struct used by BPF_BTF_LOAD (as of 5.0; ``btf_log_true_size`` of 6.4 left out)."""
+
+    _fields_ = [
+        ("btf", ctypes.c_uint64),
+        ("btf_log_buf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("btf_log_size", ctypes.c_uint32),
+        ("btf_log_level", ctypes.c_uint32),
+    ]
+
+
+Attr = MapCreateAttr | MapElemAttr | MapNextKeyAttr | ProgLoadAttr | BtfLoadAttr
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -154,17 +198,78 @@ def error_for(cmd: int, code: int) -> LoaderError:
     )
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int) -> int:
-    """A new map; its fd."""
-    attr = MapCreateAttr(map_type, key_size, value_size, max_entries, flags)
+def map_create(
+    map_type: int,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    flags: int,
+    *,
+    name: str = "",
+    inner_map_fd: int = 0,
+    numa_node: int = 0,
+    btf_fd: int = 0,
+    btf_key_type_id: int = 0,
+    btf_value_type_id: int = 0,
+    map_extra: int = 0,
+) -> int:
+    """A new map; its fd. The BTF ids are those of ``btf_fd``'s types (0: none)."""
+    attr = MapCreateAttr(
+        map_type=map_type,
+        key_size=key_size,
+        value_size=value_size,
+        max_entries=max_entries,
+        map_flags=flags,
+        inner_map_fd=inner_map_fd,
+        numa_node=numa_node,
+        map_name=_object_name(name),
+        btf_fd=btf_fd,
+        btf_key_type_id=btf_key_type_id,
+        btf_value_type_id=btf_value_type_id,
+        map_extra=map_extra,
+    )
     try:
         return bpf(BPF_MAP_CREATE, attr)
     except BpfCallError as exc:
+        with_btf = (
+            f", BTF key/value type ids {btf_key_type_id}/{btf_value_type_id}" if btf_fd else ""
+        )
         raise _in_context(
             exc,
-            f"map type {map_type}, key {key_size} B, value {value_size} B, "
-            f"{max_entries} entries, flags {flags:#x}",
+            f"map {name or '?'}: type {map_type}, key {key_size} B, value {value_size} B, "
+            f"{max_entries} entries, flags {flags:#x}{with_btf}",
         ) from exc
+
+
+#: The BTF log size :func:`btf_load` asks for when the kernel refuses a BTF: the log
+#: names every type before the one refused, and a kernel before 6.4 drops what does
+#: not fit, the reason included.
+BTF_LOG_SIZE = 4 * 1024 * 1024
+
+
+def btf_load(data: bytes) -> int:
+    """Load the bytes of a ``.BTF`` into the kernel; the BTF's fd.
+
+    A refusal is a :class:`BpfCallError` whose message ends with the kernel's reason:
+    the load is tried first without a log (the kernel then writes nothing) and, if it
+    fails, once more with one, whose last line says what the kernel did not take.
+    """
+    data_buf = ctypes.create_string_buffer(data, len(data))
+    attr = BtfLoadAttr(btf=ctypes.addressof(data_buf), btf_size=len(data))
+    try:
+        return bpf(BPF_BTF_LOAD, attr)
+    except BpfCallError:
+        pass  # asked again below, with a log that says why
+    log_buf = ctypes.create_string_buffer(BTF_LOG_SIZE)
+    attr.btf_log_buf = ctypes.addressof(log_buf)
+    attr.btf_log_size = BTF_LOG_SIZE
+    attr.btf_log_level = 1
+    try:
+        return bpf(BPF_BTF_LOAD, attr)
+    except BpfCallError as exc:
+        log = _text(log_buf)
+        reason = verifier_reason(log) if log else "the kernel wrote no log"
+        raise _in_context(exc, f"{len(data)} bytes of BTF: {reason}") from exc
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
@@ -237,14 +342,22 @@ def prog_load(
     *,
     name: str = "",
     kern_version: int = 0,
+    btf_fd: int = 0,
+    func_info: bytes = b"",
+    line_info: bytes = b"",
 ) -> int:
     """Load a program; its fd. A rejection raises :class:`VerifierError` with the log.
 
-    The verifier log goes into a buffer; when the kernel says the buffer is too
-    small (ENOSPC), the load is tried again with a bigger one.
+    ``func_info`` and ``line_info`` are records of ``FUNC_INFO_SIZE`` and
+    ``LINE_INFO_SIZE`` bytes (:mod:`harness.bpf.btf`) about the types of ``btf_fd``;
+    the kernel takes them only with that fd. The verifier log goes into a buffer;
+    when the kernel says the buffer is too small (ENOSPC), the load is tried again
+    with a bigger one.
     """
     insns_buf = ctypes.create_string_buffer(insns, len(insns))
     license_buf = ctypes.create_string_buffer(license.encode("ascii", "replace"))
+    func_buf = ctypes.create_string_buffer(func_info, len(func_info))
+    line_buf = ctypes.create_string_buffer(line_info, len(line_info))
     log_size = LOG_SIZE_FIRST
     while True:
         log_buf = ctypes.create_string_buffer(log_size)
@@ -259,6 +372,16 @@ def prog_load(
             kern_version=kern_version,
             prog_name=_object_name(name),
         )
+        if btf_fd:
+            attr.prog_btf_fd = btf_fd
+        if btf_fd and func_info:
+            attr.func_info_rec_size = FUNC_INFO_SIZE
+            attr.func_info = ctypes.addressof(func_buf)
+            attr.func_info_cnt = len(func_info) // FUNC_INFO_SIZE
+        if btf_fd and line_info:
+            attr.line_info_rec_size = LINE_INFO_SIZE
+            attr.line_info = ctypes.addressof(line_buf)
+            attr.line_info_cnt = len(line_info) // LINE_INFO_SIZE
         try:
             return bpf(BPF_PROG_LOAD, attr)
         except BpfCallError as exc:

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 
 from harness.bpf import syscall
 
-ARRAYS = (syscall.BPF_MAP_TYPE_ARRAY, syscall.BPF_MAP_TYPE_PROG_ARRAY)
+ARRAYS = (
+    syscall.BPF_MAP_TYPE_ARRAY,
+    syscall.BPF_MAP_TYPE_PROG_ARRAY,
+    syscall.BPF_MAP_TYPE_ARRAY_OF_MAPS,
+)
+MAPS_OF_MAPS = (syscall.BPF_MAP_TYPE_ARRAY_OF_MAPS, syscall.BPF_MAP_TYPE_HASH_OF_MAPS)
 
 
 @dataclass
@@ -25,6 +30,13 @@ class FakeMap:
     key_size: int
     value_size: int
     max_entries: int
+    name: str = ""
+    flags: int = 0
+    btf_fd: int = 0
+    btf_ids: tuple[int, int] = (0, 0)  # key, value
+    inner_map_fd: int = 0
+    inner: FakeMap | None = None  # the template inner_map_fd named (its fd may be reused)
+    id: int = 0
     entries: dict[bytes, bytes] = field(default_factory=dict)  # in insertion order
 
     def index(self, key: bytes) -> int:
@@ -38,13 +50,27 @@ class FakeProgram:
     insns: bytes
     license: str
     id: int
+    btf_fd: int = 0
+    func_info: bytes = b""
+    line_info: bytes = b""
 
 
 class FakeKernel:
     """Maps and programs by fd; ``events`` is what was asked, in order."""
 
-    def __init__(self, *, reject: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reject: dict[str, str] | None = None,
+        refuse_btf: str | None = None,
+        refuse_btf_ids: tuple[int, ...] = (),
+        refuse_func_info: bool = False,
+    ) -> None:
         self.reject = reject or {}  # program name -> verifier log
+        self.refuse_btf = refuse_btf  # the BTF log's last line, as a kernel refusing it says
+        self.refuse_btf_ids = refuse_btf_ids  # map types that take no BTF key/value types
+        self.refuse_func_info = refuse_func_info  # as a kernel without BTF func info would
+        self.btfs: dict[int, bytes] = {}
         self.maps: dict[int, FakeMap] = {}
         self.programs: dict[int, FakeProgram] = {}
         self.fds: list[int] = []
@@ -67,6 +93,9 @@ class FakeKernel:
         if cmd == syscall.BPF_MAP_GET_NEXT_KEY:
             assert isinstance(attr, syscall.MapNextKeyAttr)
             return self.map_get_next_key(attr)
+        if cmd == syscall.BPF_BTF_LOAD:
+            assert isinstance(attr, syscall.BtfLoadAttr)
+            return self.btf_load(attr)
         raise AssertionError(f"unexpected bpf command {cmd}")
 
     # --- what a test asks -----------------------------------------------------------
@@ -97,9 +126,42 @@ class FakeKernel:
     def fail(self, cmd: int, code: int) -> Exception:
         return syscall.error_for(cmd, code)
 
-    def map_create(self, attr: syscall.MapCreateAttr) -> int:
+    def btf_load(self, attr: syscall.BtfLoadAttr) -> int:
+        data = ctypes.string_at(attr.btf, attr.btf_size)
+        self.events.append(("btf_load", str(attr.btf_log_level)))
+        if self.refuse_btf is not None:
+            if attr.btf_log_level and attr.btf_log_buf:
+                log = f"[1] INT int size=4\n{self.refuse_btf}\n".encode()
+                ctypes.memmove(attr.btf_log_buf, log, min(len(log), attr.btf_log_size - 1))
+            raise self.fail(syscall.BPF_BTF_LOAD, errno.EINVAL)
         fd = self.new_fd()
-        self.maps[fd] = FakeMap(attr.map_type, attr.key_size, attr.value_size, attr.max_entries)
+        self.btfs[fd] = data
+        return fd
+
+    def map_create(self, attr: syscall.MapCreateAttr) -> int:
+        cmd = syscall.BPF_MAP_CREATE
+        btf_ids = (attr.btf_key_type_id, attr.btf_value_type_id)
+        if any(btf_ids):
+            if attr.btf_fd not in self.btfs:
+                raise self.fail(cmd, errno.EINVAL)
+            if attr.map_type in self.refuse_btf_ids:
+                raise self.fail(cmd, syscall.ENOTSUPP)
+        if attr.map_type in MAPS_OF_MAPS and attr.inner_map_fd not in self.maps:
+            raise self.fail(cmd, errno.EBADF)
+        fd = self.new_fd()
+        self.maps[fd] = FakeMap(
+            attr.map_type,
+            attr.key_size,
+            attr.value_size,
+            attr.max_entries,
+            name=attr.map_name.decode(),
+            flags=attr.map_flags,
+            btf_fd=attr.btf_fd,
+            btf_ids=btf_ids,
+            inner_map_fd=attr.inner_map_fd,
+            inner=self.maps.get(attr.inner_map_fd) if attr.map_type in MAPS_OF_MAPS else None,
+            id=2000 + fd,
+        )
         self.events.append(("map_create", str(attr.map_type)))
         return fd
 
@@ -107,12 +169,33 @@ class FakeKernel:
         name = attr.prog_name.decode()
         insns = ctypes.string_at(attr.insns, attr.insn_cnt * 8)
         license = ctypes.string_at(attr.license).decode()
+        func_info = line_info = b""
+        if attr.func_info_cnt or attr.line_info_cnt:
+            if self.refuse_func_info or attr.prog_btf_fd not in self.btfs:
+                log = b"invalid func info\n"
+                ctypes.memmove(attr.log_buf, log, len(log))
+                raise self.fail(syscall.BPF_PROG_LOAD, errno.EINVAL)
+            func_info = ctypes.string_at(
+                attr.func_info, attr.func_info_cnt * attr.func_info_rec_size
+            )
+            line_info = ctypes.string_at(
+                attr.line_info, attr.line_info_cnt * attr.line_info_rec_size
+            )
         if name in self.reject:
             log = self.reject[name].encode()[: attr.log_size - 1]
             ctypes.memmove(attr.log_buf, log, len(log))
             raise self.fail(syscall.BPF_PROG_LOAD, errno.EACCES)
         fd = self.new_fd()
-        self.programs[fd] = FakeProgram(attr.prog_type, name, insns, license, 1000 + fd)
+        self.programs[fd] = FakeProgram(
+            attr.prog_type,
+            name,
+            insns,
+            license,
+            1000 + fd,
+            btf_fd=attr.prog_btf_fd,
+            func_info=func_info,
+            line_info=line_info,
+        )
         self.events.append(("prog_load", name))
         return fd
 
@@ -131,6 +214,12 @@ class FakeKernel:
                 raise self.fail(cmd, errno.EINVAL)
             value = program.id.to_bytes(4, "little")
             self.events.append(("prog_array_update", str(fake.index(key)), program.name))
+        elif fake.type in MAPS_OF_MAPS:
+            inner = self.maps.get(int.from_bytes(value, "little"))
+            if inner is None:
+                raise self.fail(cmd, errno.EBADF)
+            value = inner.id.to_bytes(4, "little")
+            self.events.append(("map_of_maps_update", str(fake.index(key)), inner.name))
         else:
             self.events.append(("map_update", key.hex(), value.hex()))
         if attr.flags == syscall.BPF_NOEXIST and key in fake.entries:

@@ -282,7 +282,8 @@ def test_a_map_type_the_loader_does_not_know_is_refused(kernel: FakeKernel, tmp_
     with pytest.raises(
         BpfObjectError,
         match=r"map per_cpu has type 6, which the Python loader does not support "
-        r"\(it supports hash \(1\), array \(2\), prog_array \(3\)\)",
+        r"\(it supports hash \(1\), array \(2\), prog_array \(3\), array_of_maps \(12\), "
+        r"hash_of_maps \(13\)\)",
     ):
         loader.load_request(LoadRequest(percpu, programs=(("socket1", "socket_filter"),)))
 

@@ -34,8 +34,26 @@ def offset(structure: type[ctypes.Structure], field: str) -> int:
 
 
 def test_map_create_attr_layout() -> None:
-    assert ctypes.sizeof(syscall.MapCreateAttr) == 20
-    assert offset(syscall.MapCreateAttr, "map_flags") == 16
+    # Offsets of include/uapi/linux/bpf.h (map_extra is an __u64 at 64 since 5.16).
+    expected = {
+        "map_flags": 16,
+        "inner_map_fd": 20,
+        "numa_node": 24,
+        "map_name": 28,
+        "map_ifindex": 44,
+        "btf_fd": 48,
+        "btf_key_type_id": 52,
+        "btf_value_type_id": 56,
+        "btf_vmlinux_value_type_id": 60,
+        "map_extra": 64,
+    }
+    assert {name: offset(syscall.MapCreateAttr, name) for name in expected} == expected
+    assert ctypes.sizeof(syscall.MapCreateAttr) == 72
+
+
+def test_btf_load_attr_layout() -> None:
+    expected = {"btf": 0, "btf_log_buf": 8, "btf_size": 16, "btf_log_size": 20, "btf_log_level": 24}
+    assert {name: offset(syscall.BtfLoadAttr, name) for name in expected} == expected
 
 
 def test_map_elem_attr_uses_aligned_u64_pointers() -> None:
@@ -59,9 +77,16 @@ def test_prog_load_attr_layout() -> None:
         "prog_name": 48,
         "prog_ifindex": 64,
         "expected_attach_type": 68,
+        "prog_btf_fd": 72,
+        "func_info_rec_size": 76,
+        "func_info": 80,
+        "func_info_cnt": 88,
+        "line_info_rec_size": 92,
+        "line_info": 96,
+        "line_info_cnt": 104,
     }
     assert {name: offset(syscall.ProgLoadAttr, name) for name in expected} == expected
-    assert ctypes.sizeof(syscall.ProgLoadAttr) == 72
+    assert ctypes.sizeof(syscall.ProgLoadAttr) == 112
 
 
 def test_verifier_reason_is_the_line_before_the_summary() -> None:

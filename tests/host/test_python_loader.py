@@ -1,18 +1,21 @@
 """The Python loader on the host kernel: a hash map keyed by a struct, filled through a tail call.
 
-The object is tests/data/objects/flows_kern.c: "socket/0" is attached to ``lo``
-and tail-calls "socket/1" (index 1 of the prog array jmp_table) for every IPv4
-UDP frame; "socket/1" counts packets and bytes per destination address and port
-in the hash map flows. UDP datagrams are sent to a few destinations, each received
-by a socket bound there, and the dumped entries must decode to exactly what was
-sent: on ``lo`` each datagram is seen twice (leaving and arriving), as a frame of
-14 + 20 + 8 header bytes and its payload.
+The object is tests/data/objects/flows_kern.c (classic ``SEC("maps")``) or
+flows_btf_kern.c (the same with BTF-defined maps, built with ``clang -g``):
+"socket/0" is attached to ``lo`` and tail-calls "socket/1" (index 1 of the prog
+array jmp_table) for every IPv4 UDP frame; "socket/1" counts packets and bytes per
+destination address and port in the hash map flows. UDP datagrams are sent to a
+few destinations, each received by a socket bound there, and the dumped entries
+must decode to exactly what was sent: on ``lo`` each datagram is seen twice (leaving
+and arriving), as a frame of 14 + 20 + 8 header bytes and its payload.
 
 Each case runs in a private network namespace (``unshare -n``), so the only frames
 on its ``lo`` are its own: this file, run as a program, is what runs inside it.
 It loads the object in process (:func:`harness.bpf.loader.load_request`) or
 through ``python3 -m harness.bpf`` (the loader protocol), sends the datagrams and
-prints the dump as the protocol's JSON. Needs root.
+prints the dump as the protocol's JSON; what the loader did without (the notes of
+:attr:`harness.bpf.loader.Attached.notes`) goes to stderr as ``note:`` lines, and
+on this kernel there must be none. Needs root.
 """
 
 from __future__ import annotations
@@ -94,14 +97,19 @@ def flows_request(obj: Path, *, fill: bool = True) -> LoadRequest:
 # --- the host side: pytest ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def flows_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_data(OBJECTS / "flows_kern.c", tmp_path_factory.mktemp("objects"))
+#: The flows objects: maps in "maps", or BTF-defined in ".maps" (built with BTF).
+FLOWS_SOURCES = {"classic": ("flows_kern.c", False), "btf": ("flows_btf_kern.c", True)}
 
 
-def compile_data(source: Path, out_dir: Path) -> Path:
+@pytest.fixture(scope="module", params=list(FLOWS_SOURCES))
+def flows_object(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source, btf = FLOWS_SOURCES[request.param]
+    return compile_data(OBJECTS / source, tmp_path_factory.mktemp("objects"), btf=btf)
+
+
+def compile_data(source: Path, out_dir: Path, *, btf: bool = False) -> Path:
     output = out_dir / source.with_suffix(".o").name
-    SubprocessRunner().run(bpf_argv(require("clang", "clang"), None, source, output))
+    SubprocessRunner().run(bpf_argv(require("clang", "clang"), None, source, output, btf=btf))
     return output
 
 
@@ -139,6 +147,8 @@ def test_each_flow_is_counted_exactly_through_the_tail_call(flows_object: Path, 
     done = in_namespace(mode, str(flows_object))
 
     assert done.returncode == 0, done.stderr
+    # This kernel takes the object's BTF, its map types and its line information.
+    assert "note:" not in done.stderr
     dump = parse_dump(done.stdout, ["flows", "runs", "jmp_table"], loader=mode)
     assert decoded_flows(dump) == expected_flows()
     frames = 2 * sum(f.count for f in TRAFFIC)
@@ -156,6 +166,23 @@ def test_without_the_prog_array_filled_the_tail_call_finds_nothing(flows_object:
     assert dump["flows"] == []
     assert dump["jmp_table"] == []
     assert runs(dump) == [2 * sum(f.count for f in TRAFFIC), 0]
+
+
+@pytest.mark.parametrize("release", [(5, 10), (6, 1), (6, 12)])
+def test_btf_made_for_an_older_kernel_is_taken_by_this_one(
+    release: tuple[int, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # FLOAT, DECL_TAG and TYPE_TAG rewritten for 5.10 must still be BTF a kernel takes,
+    # with the map's key and value types and the program's line information.
+    tags = compile_data(PROJECT_ROOT / "tests" / "data" / "btf" / "tags_kern.c", tmp_path, btf=True)
+    monkeypatch.setattr(loader, "kernel_release", lambda: release)
+
+    with loader.load_request(
+        LoadRequest(tags, programs=(("socket", "socket_filter"),), dump=("samples",))
+    ) as attached:
+        assert attached.notes == []
+        assert attached.loaded.btf_fd is not None
+        assert [key for key, _ in attached.dump()["samples"]] == [bytes(4)]
 
 
 def test_the_protocol_loader_reports_a_rejection_with_the_verifier_log(tmp_path: Path) -> None:
@@ -209,6 +236,8 @@ def send_traffic() -> None:
 
 def run_in_process(obj: Path, *, fill: bool) -> str:
     with loader.load_request(flows_request(obj, fill=fill)) as attached:
+        for note in attached.notes:
+            print(f"note: {note}", file=sys.stderr)
         send_traffic()
         return format_dump(attached.dump())
 
@@ -237,6 +266,7 @@ def run_protocol(obj: Path, *, end: str) -> str:
                 f"python3 -m harness.bpf exited with {status}: "
                 f"{child.stderr.read().decode(errors='replace')}"
             )
+        sys.stderr.write(child.stderr.read().decode(errors="replace"))
         return report
     finally:
         proc.kill_group(child)

@@ -48,7 +48,7 @@ def tcp_ack(src: str, dst: str, sport: int, dport: int) -> bytes:
 
 
 def crafted() -> list[Frame]:
-    """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, and one TCP ACK each way."""
+    """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, a TCP ACK each way, a cut UDP."""
     captured: list[Frame] = []
     for kind, dst in (
         ("vlan", "127.0.0.16"),  # 110 bytes leaving, 106 arriving
@@ -61,6 +61,9 @@ def crafted() -> list[Frame]:
         captured += both_ways(frames.build(kind, dst, payload=64))
     captured += both_ways(tcp_ack("127.0.0.1", "127.0.0.2", 50000, 80))
     captured += both_ways(tcp_ack("127.0.0.2", "127.0.0.1", 80, 50000))
+    # UDP without its UDP header: sockex2 (no ports read) counts it, sockex3 stops at the ports.
+    cut = frames.ethernet(frames.ETH_P_IP, frames.ipv4("127.0.0.1", "127.0.0.25", 17, b""))
+    captured.append(Frame(PACKET_HOST, len(cut), cut))
     return captured
 
 
@@ -80,6 +83,7 @@ def test_sockex2_counts_per_innermost_destination(available: dict[str, Sample]) 
         (0x7F000017,): (2, 98 * 2),
         (0x7F000002,): (2, TCP_ACK_LENGTH * 2),
         (LOOPBACK,): (2, TCP_ACK_LENGTH * 2),
+        (0x7F000019,): (1, 14 + 20),
     }
     assert available["sockex2"].oracle(crafted()) == {"hash_map": expected}
 

@@ -321,7 +321,11 @@ def _build_unit(
                 transcript.append(done.stdout + done.stderr)
             built = {key: work / path.name for key, path in outputs.items()}
             if check is not None:
-                check(built)
+                try:
+                    check(built)
+                except BpfObjectError as exc:
+                    # Name the object where it would have been, not the scratch directory.
+                    raise BpfObjectError(str(exc).replace(str(work), str(directory))) from exc
             # The outputs are about to change: a crash before the new stamp must leave
             # no stamp claiming they are current.
             stamp_path.unlink(missing_ok=True)

@@ -59,9 +59,10 @@ class CaseResult:
         return self.properties.get(key, "").strip() or self._from_name(key) or MISSING
 
     def _from_name(self, key: str) -> str:
-        # A case that never reached its body (a skipped or failed kernel) has no
-        # properties; its id names the kernel, the sample and the loader.
-        found = re.search(r"\[(.+?)-([^-\]]+)-([^-\]]+)\]$", self.name)
+        # A case that never reached its body (a skipped or failed kernel) may have no
+        # properties; its id names the kernel (a series has no "-"), the sample (which
+        # may have) and the loader (which may not).
+        found = re.search(r"\[([^-\]]+)-(.+)-([^-\]]+)\]$", self.name)
         if not found:
             return ""
         return {"kernel": found.group(1), "sample": found.group(2), "loader": found.group(3)}.get(
@@ -221,7 +222,10 @@ def _tally(cases: Sequence[CaseResult]) -> str:
     for case in cases:
         counts[case.outcome] = counts.get(case.outcome, 0) + 1
     words = {"passed": "passed", "failed": "failed", "error": "errors", "skipped": "skipped"}
-    parts = [f"{counts[o]} {words[o]}" for o in ("passed", "failed", "error", "skipped")]
+    parts = [
+        f"{counts[o]} {words[o] if counts[o] != 1 or o != 'error' else 'error'}"
+        for o in ("passed", "failed", "error", "skipped")
+    ]
     return ", ".join(part for part in parts if not part.startswith("0 "))
 
 

@@ -78,7 +78,8 @@ BUILTIN: tuple[Loader, ...] = (
     ),
 )
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: No "-": a test id is KERNEL-SAMPLE-LOADER, and a sample's name may have one.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 
 
 def builtin(names: Iterable[str] | None = None) -> list[Loader]:
@@ -128,7 +129,10 @@ def parse_command(text: str) -> Loader:
     if not sep or not name or not command.strip():
         raise ConfigError(f"--loader-cmd {text!r}: give NAME=COMMAND, e.g. mine=./my-loader")
     if not _NAME.match(name):
-        raise ConfigError(f"--loader-cmd {text!r}: {name!r} is not a usable loader name")
+        raise ConfigError(
+            f"--loader-cmd {text!r}: {name!r} is not a usable loader name "
+            "(letters, digits, _ and ., no -)"
+        )
     argv = shlex.split(command)
     program = argv[0]
     found = shutil.which(program) if os.sep not in program else program

@@ -138,6 +138,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("case", cases, ids=[c.id if c else "none" for c in cases])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every case names its kernel, sample and loader in the JUnit file, also one whose
+    # kernel was skipped or failed before the test body could record anything.
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        choice, case = params.get("kernel_choice"), params.get("case")
+        if isinstance(choice, run.KernelChoice) and isinstance(case, run.Case):
+            item.user_properties += [
+                ("kernel", choice.spec),
+                ("sample", case.sample.name),
+                ("loader", case.loader.name),
+            ]
+
+
 def results_root(config: pytest.Config) -> Path:
     """This run's results directory: --results-dir, else a new one (shared by xdist workers)."""
     if _RESULTS not in config.stash:

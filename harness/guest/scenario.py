@@ -49,6 +49,11 @@ class Attached(Protocol):
         """The entries of the requested maps."""
         ...
 
+    @property
+    def notes(self) -> list[str]:
+        """What the loader had to do without (e.g. BTF the kernel refused), one sentence each."""
+        ...
+
 
 class LoaderProgram:
     """A loader program driven through the loader protocol."""
@@ -94,6 +99,15 @@ class LoaderProgram:
             reason = f"exited with status {status} before it could {what}"
         message = self.err.decode(errors="replace").strip() or "(nothing on stderr)"
         return LoaderError(f"the {self.name} loader {reason}: {message}")
+
+    @property
+    def notes(self) -> list[str]:
+        # A program loader's notes are its "note: ..." lines on stderr.
+        return [
+            line.removeprefix("note:").strip()
+            for line in self.err.decode(errors="replace").splitlines()
+            if line.startswith("note:")
+        ]
 
     def wait_ready(self) -> None:
         if not self._read(time.monotonic() + LOADER_TIMEOUT, READY.encode()):
@@ -207,6 +221,8 @@ def _run(case: CasePlan, release: str, timings: dict[str, float]) -> GuestResult
             frames = capture.frames()
             dump = attached.dump()
             phase("dump")
+            if attached.notes:
+                details["loader notes"] = "; ".join(attached.notes)
         late = len(capture.frames()) - len(frames)
         if late:
             details["late_frames"] = str(late)

@@ -3,7 +3,7 @@
 Three are built in:
 
 - ``python``: :mod:`harness.bpf`, pyelftools and ``bpf(2)`` through ctypes, run in
-  the guest's own Python process;
+  the guest's own Python process, for both formats;
 - ``c``: the classic loader on libelf (``harness/loaders/classic``), for objects
   whose maps are ``struct bpf_map_def SEC("maps")``;
 - ``libbpf``: a loader on the distribution's libbpf (``harness/loaders/libbpf``),
@@ -59,7 +59,7 @@ class Loader:
 BUILTIN: tuple[Loader, ...] = (
     Loader(
         "python",
-        ("classic",),
+        ("classic", "btf"),
         "harness/bpf: pyelftools and bpf(2) through ctypes, in the guest's Python",
     ),
     Loader(

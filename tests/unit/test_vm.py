@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +133,126 @@ def test_vng_argv_rejects_an_unknown_accelerator(tmp_path: Path) -> None:
         vm.vng_argv(entry(tmp_path), ["true"], accel="hvf", results_dir=tmp_path)
 
 
+def appended(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+
+
+def test_vng_argv_puts_the_init_stand_ins_first_on_the_guests_path(tmp_path: Path) -> None:
+    shims = tmp_path / "shims"
+    argv = vm.vng_argv(entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, shims=shims)
+    path = [o for o in appended(argv) if o.startswith("PATH=")]
+    # The initramfs's script runs under this PATH too: it needs /bin for its busybox.
+    assert path == [f"PATH={shims}:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert argv.index("--append") < argv.index("--exec")
+
+
+def test_vng_argv_without_stand_ins_leaves_the_guests_path_alone(tmp_path: Path) -> None:
+    argv = vm.vng_argv(entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path)
+    assert not [o for o in appended(argv) if o.startswith("PATH=")]
+
+
+# --- the guest's init stand-ins ---------------------------------------------------------
+
+
+def fake_guest(root: Path, ports: Mapping[str, str]) -> None:
+    """A guest's /sys/class/virtio-ports and /usr with udevd, under ``root``."""
+    for port, name in ports.items():
+        (root / "sys/class/virtio-ports" / port).mkdir(parents=True)
+        (root / "sys/class/virtio-ports" / port / "name").write_text(name + "\n" if name else "")
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    (root / "usr/lib/systemd/systemd-udevd").write_text("")
+
+
+def run_shim(script: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HARNESS_SHIM_ROOT": str(root)}
+    return subprocess.run(
+        [str(script), *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_the_tmpfiles_stand_in_links_the_ports_and_hides_udevd(tmp_path: Path) -> None:
+    shims = vm.install_init_shims(tmp_path / "cache", None)
+    assert shims is not None
+    root = tmp_path / "guest"
+    fake_guest(root, {"vport1p1": "virtme.stdin", "vport7p1": "virtme.ret", "vport0p0": ""})
+    done = run_shim(shims / "systemd-tmpfiles", root, "--create", "--boot")
+    assert done.returncode == 0, done.stderr
+    links = root / "dev/virtio-ports"
+    assert {p.name: os.readlink(p) for p in links.iterdir()} == {
+        "virtme.stdin": "../vport1p1",
+        "virtme.ret": "../vport7p1",
+    }
+    # virtme-ng-init looks for udevd after tmpfiles; without it, it skips udev.
+    assert not (root / "usr/lib/systemd/systemd-udevd").exists()
+
+
+def test_the_tmpfiles_stand_in_without_ports_still_succeeds(tmp_path: Path) -> None:
+    shims = vm.install_init_shims(tmp_path / "cache", None)
+    assert shims is not None
+    root = tmp_path / "guest"
+    fake_guest(root, {})
+    assert run_shim(shims / "systemd-tmpfiles", root).returncode == 0
+    assert list((root / "dev/virtio-ports").iterdir()) == []
+
+
+def fake_busybox(tmp_path: Path) -> Path:
+    """A busybox that runs ``sh`` as /bin/sh and records any other applet's arguments."""
+    record = tmp_path / "busybox-calls"
+    busybox = tmp_path / "busybox"
+    busybox.write_text(
+        f'#!/bin/sh\nif [ "$1" = sh ]; then shift; exec /bin/sh "$@"; fi\necho "$*" >> {record}\n'
+    )
+    busybox.chmod(0o755)
+    return busybox
+
+
+def test_the_ip_stand_in_brings_lo_up_with_busybox(tmp_path: Path) -> None:
+    busybox = fake_busybox(tmp_path)
+    shims = vm.install_init_shims(tmp_path / "cache", str(busybox))
+    assert shims is not None
+    assert (shims / "systemd-tmpfiles").read_text().startswith(f"#!{busybox} sh\n")
+    done = run_shim(shims / "ip", tmp_path, "link", "set", "dev", "lo", "up")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "busybox-calls").read_text() == "ip link set dev lo up\n"
+
+
+@pytest.mark.skipif(
+    not any(os.access(p, os.X_OK) for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip")),
+    reason="iproute2 is not installed",
+)
+def test_the_ip_stand_in_hands_other_commands_to_the_real_ip(tmp_path: Path) -> None:
+    busybox = fake_busybox(tmp_path)
+    shims = vm.install_init_shims(tmp_path / "cache", str(busybox))
+    assert shims is not None
+    done = run_shim(shims / "ip", tmp_path, "-V")
+    assert done.returncode == 0, done.stderr
+    assert "iproute2" in done.stdout + done.stderr
+    assert not (tmp_path / "busybox-calls").exists()
+
+
+def test_without_busybox_only_tmpfiles_is_replaced_under_sh() -> None:
+    scripts = vm.init_shims(None)
+    assert list(scripts) == ["systemd-tmpfiles"]
+    assert scripts["systemd-tmpfiles"].startswith("#!/bin/sh\n")
+
+
+def test_install_init_shims_writes_once_per_content(tmp_path: Path) -> None:
+    first = vm.install_init_shims(tmp_path, "/bin/busybox")
+    assert first is not None
+    assert sorted(p.name for p in first.iterdir()) == ["ip", "systemd-tmpfiles"]
+    assert all(os.access(p, os.X_OK) for p in first.iterdir())
+    assert vm.install_init_shims(tmp_path, "/bin/busybox") == first
+    other = vm.install_init_shims(tmp_path, None)
+    assert other is not None and other != first
+    assert [p.name for p in first.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_install_init_shims_gives_up_on_a_path_the_kernel_command_line_would_split(
+    tmp_path: Path,
+) -> None:
+    assert vm.install_init_shims(tmp_path / "my cache", None) is None
+
+
 # --- parse_console on recorded logs ------------------------------------------------------
 
 
@@ -190,6 +312,43 @@ def test_parse_console_of_nothing() -> None:
     assert (verdict.panic, verdict.reached_init, verdict.tail) == ("", False, "")
 
 
+# --- parse_boot_phases ------------------------------------------------------------------
+
+
+def test_parse_boot_phases_of_a_boot_with_udev() -> None:
+    phases = {p.name: round(p.seconds, 6) for p in vm.parse_boot_phases(recorded("ok-6.1.log"))}
+    assert phases == {
+        "kernel to /init": 3.832743,
+        "initramfs": 0.975326,
+        "init mounts": 0.33667,
+        "tmpfiles": 1.546982,
+        "udev": 12.274434,
+        "to command start": 0.010373,
+        "command": 0.829806,
+        "power-off": 0.001061,
+    }
+
+
+def test_parse_boot_phases_of_a_lean_boot_ends_udev_where_the_init_skips_it() -> None:
+    phases = {p.name: p.seconds for p in vm.parse_boot_phases(recorded("lean-init-6.1.log"))}
+    assert list(phases) == [name for name, _ in vm.BOOT_MARKS]
+    assert phases["udev"] < 0.5  # 12.3 s with udev in ok-6.1.log
+    assert "unable to find udevd" in recorded("lean-init-6.1.log")
+
+
+def test_parse_boot_phases_leaves_out_what_the_console_does_not_show() -> None:
+    text = (
+        "[    2.000000] Run /init as init process\n"
+        "[    2.500000] virtme initramfs: done; switching to real root\n"
+        "[    9.000000] Kernel panic - not syncing: Attempted to kill init!\n"
+    )
+    phases = vm.parse_boot_phases(text)
+    assert [(p.name, p.seconds) for p in phases] == [
+        ("kernel to /init", 2.0),
+        ("initramfs", 0.5),
+    ]
+
+
 # --- run_vm outcomes ------------------------------------------------------------------
 
 
@@ -210,6 +369,34 @@ def test_run_vm_returns_when_the_guest_wrote_its_result(tmp_path: Path) -> None:
     assert got.console_log == results / "console.log"
     assert "Power down" in got.console_log.read_text()
     assert [c.timeout for c in runner.calls] == [vm.DEFAULT_TIMEOUTS["tcg"]]
+
+
+def test_run_vm_boots_with_the_init_stand_ins_unless_told_not_to(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    ok = recorded("ok-6.1.log")
+    runner = FakeRunner(
+        answers=[vm_exits(0, ok, {"r.json": "{}"}), vm_exits(0, ok, {"r.json": "{}"})]
+    )
+    kernel = entry(tmp_path)
+    cache = tmp_path / "cache"
+    vm.run_vm(kernel, ["true"], results, accel="tcg", expect=["r.json"], runner=runner, cache=cache)
+    vm.run_vm(
+        kernel,
+        ["true"],
+        results,
+        accel="tcg",
+        expect=["r.json"],
+        runner=runner,
+        cache=cache,
+        lean_init=False,
+    )
+    lean, long = (appended(list(c.argv)) for c in runner.calls)
+    path = [o for o in lean if o.startswith("PATH=")]
+    assert len(path) == 1
+    shims = Path(path[0].removeprefix("PATH=").split(":")[0])
+    assert shims.parent.parent == cache
+    assert (shims / "systemd-tmpfiles").is_file()
+    assert not [o for o in long if o.startswith("PATH=")]
 
 
 def test_run_vm_removes_a_result_left_by_an_earlier_run(tmp_path: Path) -> None:

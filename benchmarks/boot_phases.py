@@ -1,0 +1,275 @@
+"""Benchmark of the harness's boot (not a test): its ratio to a plain vng boot, per phase.
+
+    python3 benchmarks/boot_phases.py [--kernel 6.1] [--pairs 3] [--arm with:OPTION ...]
+
+Boots, in alternating rounds (the order turned by one each round, so no arm always
+follows the same other), each arm once per round, and prints medians:
+
+* ``plain``: ``vng -r <the series' vmlinuz as Debian ships it> [--disable-kvm] -- true``,
+  the image and its whole module tree as a user would boot them without the harness
+  (the ``.deb`` is fetched through the harness's private apt into a temporary
+  directory unless ``--shipped-image`` names one);
+* ``harness``: ``vng ... -- true`` as :func:`harness.vm.vng_argv` builds it for
+  :func:`harness.vm.run_vm` (cached ``vmlinux``, trimmed modules, the guest's init cut
+  short, :data:`harness.vm.BASE_APPEND`);
+* any ``--arm``: the harness's command changed by one thing, to measure a cut alone:
+  ``with:OPT`` / ``without:OPT`` add or drop a kernel option, ``qemu:OPTS`` adds qemu
+  options (vng's ``--qemu-opts``), ``vng:OPT`` adds a vng option (``vng:--cpus=1``),
+  ``long-init`` boots without the init's stand-ins (udev and tmpfiles run).
+
+Each arm's wall time is a median over the rounds; each ratio is the median of the
+per-round ratios against the first arm (pairs taken in the same round share the
+machine's load of that moment). The per-phase table comes from the kernel's console
+timestamps (:func:`harness.vm.parse_boot_phases`); "host" is the wall time the console
+does not cover (vng's start-up, the initramfs it writes, qemu and the firmware).
+``--guest-command`` times another command than ``true`` in the harness's arms, e.g.
+``python3 -c pass`` or ``python3 -X importtime -c 'import harness.guest'``.
+
+Measured with this script on a 2-core TCG machine shared with other work (Debian 6.1.0-57,
+qemu 7.2, vng 1.42); see harness/vm.py for what each kept cut saves. Tried and not kept:
+
+* ``qemu:-accel tcg,thread=multi``: qemu 7.2 already runs x86 guests multi-threaded
+  under TCG on an x86 host; no measurable change.
+* ``qemu:-accel tcg,tb-size=...``: smaller or larger translation caches than qemu 7.2's
+  default changed nothing measurable for a boot this short.
+* ``with:loglevel=4`` / ``with:quiet``: the console costs little under qemu's
+  emulated UART, and the harness needs virtme-ng-init's info-level lines (a boot
+  that reached init, the phase table).
+* ``with:tsc=reliable``, ``with:no_timer_check``, ``with:clocksource=tsc``,
+  ``with:mitigations=off``, ``with:nokaslr``, ``with:random.trust_cpu=on``,
+  ``with:audit=0``: within the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import kernels, paths, vm
+from harness.errors import HarnessError
+from harness.kernels import apt
+from harness.kernels.model import KernelEntry
+from harness.proc import SubprocessRunner
+
+#: Seconds any one boot may take.
+LIMIT = 600.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Boot:
+    arm: str
+    seconds: float
+    cpu_seconds: float
+    returncode: int
+    phases: tuple[vm.Phase, ...]
+    log_path: Path
+
+
+def shipped_image(series: str, workdir: Path) -> Path:
+    """The series' ``vmlinuz`` as Debian ships it, extracted with its modules, depmod'ed."""
+    runner = SubprocessRunner()
+    options = kernels.KernelOptions(cache=paths.cache_dir())
+    kernel = kernels.resolve(series, options)
+    wanted = [p for p in kernel.packages if p.name.startswith(("linux-image-", "linux-binary-"))]
+    if not wanted:
+        raise SystemExit(f"series {series} ships no image package; give --shipped-image PATH")
+    root = kernels._apt_root(options, series)  # the series' private apt state
+    debs = workdir / "debs"
+    debs.mkdir(parents=True)
+    runner.run(
+        root.argv("apt-get", "download", *(f"{p.name}={p.version}" for p in wanted)),
+        cwd=debs,
+        timeout=apt.DOWNLOAD_TIMEOUT,
+    )
+    tree = workdir / "root"
+    for deb in sorted(debs.glob("*.deb")):
+        runner.run(["dpkg-deb", "-x", str(deb), str(tree)])
+    runner.run(["depmod", "-b", str(tree), kernel.release])
+    for image in (
+        tree / "boot" / f"vmlinuz-{kernel.release}",
+        tree / "usr" / "lib" / "modules" / kernel.release / "vmlinuz",
+    ):
+        if image.is_file():
+            return image
+    raise SystemExit(f"no vmlinuz of {kernel.release} in {', '.join(p.name for p in wanted)}")
+
+
+def plain_argv(image: Path, accel: str) -> tuple[str, ...]:
+    argv = ["vng", "--run", str(image)]
+    if accel == "tcg":
+        argv.append("--disable-kvm")
+    return (*argv, "--", "true")
+
+
+def harness_argv(
+    entry: KernelEntry, accel: str, results: Path, guest: Sequence[str], *, lean: bool
+) -> list[str]:
+    shims = vm.install_init_shims(paths.cache_dir(), shutil.which("busybox")) if lean else None
+    return vm.vng_argv(entry, guest, accel=accel, results_dir=results, shims=shims)
+
+
+def changed(argv: list[str], change: str) -> list[str]:
+    """``argv`` (a harness command, ``--exec`` last) changed as ``change`` says."""
+    kind, _, value = change.partition(":")
+    head, tail = argv[:-2], argv[-2:]
+    if kind == "with":
+        return [*head, "--append", value, *tail]
+    if kind == "without":
+        out: list[str] = []
+        skip = False
+        for i, arg in enumerate(head):
+            if skip:
+                skip = False
+                continue
+            if arg == "--append" and i + 1 < len(head) and head[i + 1] == value:
+                skip = True
+                continue
+            out.append(arg)
+        if out == head:
+            raise SystemExit(f"--arm {change}: the harness does not pass {value!r}")
+        return [*out, *tail]
+    if kind == "qemu":
+        return [*head, f"--qemu-opts={value}", *tail]
+    if kind == "vng":
+        return [*head, value, *tail]
+    raise SystemExit(f"--arm {change}: use with:, without:, qemu:, vng: or long-init")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def boot(arm: Arm, log_path: Path) -> Boot:
+    cpu = _children_cpu()
+    start = time.monotonic()
+    done = SubprocessRunner().run(
+        arm.argv, check=False, timeout=LIMIT, log_path=log_path, cwd=paths.PROJECT_ROOT
+    )
+    seconds = time.monotonic() - start
+    cpu = _children_cpu() - cpu
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    phases = vm.parse_boot_phases(text)
+    result = Boot(arm.name, seconds, cpu, done.returncode, phases, log_path)
+    print(
+        f"[bench] {arm.name}: {seconds:.2f} s ({cpu:.2f} s CPU), exit status {done.returncode}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def phase_table(arms: Sequence[Arm], boots: Sequence[Boot]) -> list[str]:
+    """Median seconds of each phase, one column per arm (numbered, with a legend)."""
+    lines = [f"{'phase (median s)':<18}" + "".join(f"{f'[{i}]':>8}" for i in range(len(arms)))]
+    for name in [*(name for name, _ in vm.BOOT_MARKS), "host", "total"]:
+        cells = []
+        for arm in arms:
+            values = [_phase_seconds(b, name) for b in boots if b.arm == arm.name]
+            found = [v for v in values if v is not None]
+            cells.append(f"{statistics.median(found):.2f}" if found else "-")
+        lines.append(f"{name:<18}" + "".join(f"{c:>8}" for c in cells))
+    lines += [f"[{i}] {arm.name}" for i, arm in enumerate(arms)]
+    return lines
+
+
+def _phase_seconds(boot: Boot, name: str) -> float | None:
+    if name == "total":
+        return boot.seconds
+    if name == "host":
+        return boot.seconds - sum(p.seconds for p in boot.phases) if boot.phases else None
+    return next((p.seconds for p in boot.phases if p.name == name), None)
+
+
+def _listed(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--kernel", default="6.1", help="the series booted (default 6.1)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of all arms (default 3)")
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--shipped-image", type=Path, help="Debian vmlinuz with its modules")
+    parser.add_argument(
+        "--arm", action="append", default=[], help="another harness arm (see the docstring)"
+    )
+    parser.add_argument("--no-plain", action="store_true", help="leave out the plain vng arm")
+    parser.add_argument(
+        "--guest-command", default="true", help="the harness arms' guest command (default true)"
+    )
+    args = parser.parse_args(argv)
+
+    logs = paths.build_dir() / "bench" / "boot"
+    logs.mkdir(parents=True, exist_ok=True)
+    accel = vm.probe_accel(args.accel)
+    entry = kernels.prepare(args.kernel, kernels.KernelOptions(cache=paths.cache_dir()))
+    guest = shlex.split(args.guest_command)
+    with tempfile.TemporaryDirectory(prefix="bench-boot-", dir=paths.build_dir()) as tmp:
+        results = Path(tmp) / "results"
+        results.mkdir()
+        arms = [Arm("harness", tuple(harness_argv(entry, accel, results, guest, lean=True)))]
+        for change in args.arm:
+            if change == "long-init":
+                changed_argv = harness_argv(entry, accel, results, guest, lean=False)
+            else:
+                changed_argv = changed(
+                    harness_argv(entry, accel, results, guest, lean=True), change
+                )
+            arms.append(Arm(change, tuple(changed_argv)))
+        if not args.no_plain:
+            image = args.shipped_image or shipped_image(args.kernel, Path(tmp) / "shipped")
+            arms.insert(0, Arm("plain", plain_argv(image, accel)))
+        for arm in arms:
+            print(f"[bench] {arm.name}: {shlex.join(arm.argv)}", file=sys.stderr)
+        boots: list[Boot] = []
+        for round_no in range(args.pairs):
+            turn = round_no % len(arms)
+            for arm in arms[turn:] + arms[:turn]:
+                log_path = logs / f"{arm.name.replace('/', '_')}-{round_no}.log"
+                boots.append(boot(arm, log_path))
+
+    print()
+    print(f"kernel {entry.release}, accelerator {accel}, {args.pairs} rounds, medians")
+    reference = [b for b in boots if b.arm == arms[0].name]
+    for arm in arms:
+        mine = [b for b in boots if b.arm == arm.name]
+        failed = sum(1 for b in mine if b.returncode != 0)
+        wall = [b.seconds / r.seconds for b, r in zip(mine, reference, strict=True)]
+        cpu = [b.cpu_seconds / r.cpu_seconds for b, r in zip(mine, reference, strict=True)]
+        state = f", {failed} failed" if failed else ""
+        print(
+            f"{arm.name:>36}: wall {statistics.median(b.seconds for b in mine):6.2f} s,"
+            f" ratio {statistics.median(wall):.3f} (rounds {_listed(wall)});"
+            f" CPU {statistics.median(b.cpu_seconds for b in mine):6.2f} s,"
+            f" ratio {statistics.median(cpu):.3f} (rounds {_listed(cpu)}){state}"
+        )
+    print(f"(ratios are to {arms[0].name}, per round, then the median)")
+    print()
+    print("\n".join(phase_table(arms, boots)))
+    return 0 if all(b.returncode == 0 for b in boots) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -16,7 +16,7 @@ from elftools.elf.sections import SymbolTableSection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.bpf import btf
+from harness.bpf import btf, syscall
 from harness.bpf.btf import BtfKind
 from harness.build import BPF_CFLAGS, include_flags
 from harness.errors import BpfObjectError
@@ -410,7 +410,7 @@ def test_ext_gives_each_program_its_function_and_lines(maps_object: Compiled) ->
     assert btf.func_info_bytes(ext.func_info["socket"]) == struct.pack(
         "<II", 0, ext.func_info["socket"][0].type_id
     )
-    assert len(btf.line_info_bytes(lines)) == btf.LINE_INFO_SIZE * len(lines)
+    assert len(btf.line_info_bytes(lines)) == syscall.LINE_INFO_SIZE * len(lines)
     assert not any(ext.core_relocations.values())
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -341,8 +342,9 @@ def new_results_dir(root: Path | None = None) -> Path:
     root = root or paths.results_dir()
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    directory = root / f"run-{stamp}-{os.getpid()}"
-    directory.mkdir()
+    # Unique even for two runs started in the same second (by one process, too).
+    directory = Path(tempfile.mkdtemp(prefix=f"run-{stamp}-", dir=root))
+    directory.chmod(0o755)
     link = root / LATEST
     temp = root / f".{LATEST}.{os.getpid()}"
     temp.unlink(missing_ok=True)

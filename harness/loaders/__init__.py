@@ -30,6 +30,8 @@ from harness.errors import ConfigError
 from harness.paths import PROJECT_ROOT
 
 LOADERS_DIR = PROJECT_ROOT / "harness" / "loaders"
+#: The loader protocol in C, which every built-in program loader is built with.
+PROTOCOL_SOURCE = LOADERS_DIR / "common" / "protocol.c"
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,18 @@ BUILTIN: tuple[Loader, ...] = (
         "c",
         ("classic",),
         'the classic loader on libelf, for struct bpf_map_def SEC("maps") objects',
-        sources=(LOADERS_DIR / "classic" / "loader.c", LOADERS_DIR / "classic" / "bpf_load.c"),
+        sources=(
+            LOADERS_DIR / "classic" / "loader.c",
+            LOADERS_DIR / "classic" / "bpf_load.c",
+            PROTOCOL_SOURCE,
+        ),
         libraries=("-lelf",),
     ),
     Loader(
         "libbpf",
         ("btf",),
         'the bpf_object API of the distribution\'s libbpf, for BTF-defined SEC(".maps") objects',
-        sources=(LOADERS_DIR / "libbpf" / "loader.c",),
+        sources=(LOADERS_DIR / "libbpf" / "loader.c", PROTOCOL_SOURCE),
         libraries=("pkg-config:libbpf",),
     ),
 )
@@ -119,13 +125,21 @@ def select(spec: str, commands: Sequence[str] = ()) -> list[Loader]:
 
 
 def parse_command(text: str) -> Loader:
-    """A user's loader from ``NAME=COMMAND`` (COMMAND split like a shell would, no shell run).
+    """A user's loader from ``NAME[:FORMAT,...]=COMMAND`` (COMMAND split like a shell would).
 
     The command must be an executable file now; it is run in the guest with the
-    loader protocol's arguments appended, for samples of every format.
+    loader protocol's arguments appended, for samples of the formats given (every
+    format when none is given). No shell runs it.
     """
     name, sep, command = text.partition("=")
-    name = name.strip()
+    name, _, format_text = name.strip().partition(":")
+    formats = tuple(f.strip() for f in format_text.split(",") if f.strip()) or ("classic", "btf")
+    unknown = [f for f in formats if f not in ("classic", "btf")]
+    if unknown:
+        raise ConfigError(
+            f"--loader-cmd {text!r}: unknown format {', '.join(unknown)}; "
+            "use classic, btf or both (NAME:classic,btf=COMMAND)"
+        )
     if not sep or not name or not command.strip():
         raise ConfigError(f"--loader-cmd {text!r}: give NAME=COMMAND, e.g. mine=./my-loader")
     if not _NAME.match(name):
@@ -142,4 +156,4 @@ def parse_command(text: str) -> Loader:
             "(and chmod +x it)"
         )
     argv[0] = str(Path(found).resolve())
-    return Loader(name, ("classic", "btf"), f"your own: {shlex.join(argv)}", command=tuple(argv))
+    return Loader(name, formats, f"your own: {shlex.join(argv)}", command=tuple(argv))

@@ -135,3 +135,24 @@ def test_each_run_has_its_own_results_directory_and_latest_points_at_the_newest(
 
     assert first != second and (first / "junit.xml").read_text() == "first"
     assert run.latest_results_dir(tmp_path).resolve() == second.resolve()
+
+
+def test_a_loader_command_of_the_users_loads_the_formats_it_declares(tmp_path: Path) -> None:
+    program = tmp_path / "my-loader"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+
+    classic_only = loaders.parse_command(f"mine:classic={program} --verbose")
+    every = loaders.parse_command(f"mine={program}")
+
+    assert classic_only.formats == ("classic",)
+    assert classic_only.command == (str(program), "--verbose")
+    assert every.formats == ("classic", "btf")
+    with pytest.raises(ConfigError, match="unknown format xdp"):
+        loaders.parse_command(f"mine:xdp={program}")
+    with pytest.raises(ConfigError, match="is not an executable file"):
+        loaders.parse_command(f"mine={tmp_path / 'missing'}")
+    with pytest.raises(ConfigError, match="no -"):
+        loaders.parse_command(f"my-loader={program}")
+    with pytest.raises(ConfigError, match="exists already"):
+        loaders.select("all", [f"c={program}"])

@@ -38,7 +38,7 @@ from harness.errors import HarnessError, LoaderError
 from harness.guest.scenario import LoaderProgram
 from harness.guest.traffic import bring_up
 from harness.kernels.cache import cached_entries
-from harness.loaders import LOADERS_DIR, Loader, builtin
+from harness.loaders import LOADERS_DIR, builtin
 from harness.loaders.protocol import READY, Dump, LoadRequest, format_dump, parse_dump
 from harness.paths import PROJECT_ROOT
 from harness.proc import Completed, SubprocessRunner, require
@@ -54,14 +54,8 @@ OBJECTS = PROJECT_ROOT / "tests" / "data" / "objects_c"
 
 #: The classic loader, as the harness lists it.
 CLASSIC = builtin(["c"])[0]
-#: The libbpf loader, as the harness would list it (harness.loaders.BUILTIN does not yet).
-LIBBPF = Loader(
-    "libbpf",
-    ("btf",),
-    'the loader on the distribution\'s libbpf, for BTF-defined SEC(".maps") objects',
-    sources=(LOADERS_DIR / "libbpf" / "loader.c",),
-    libraries=("pkg-config:libbpf",),
-)
+#: The libbpf loader, as the harness lists it.
+LIBBPF = builtin(["libbpf"])[0]
 #: Each C loader and the object format it loads.
 LOADERS = {"c": "classic", "libbpf": "btf"}
 
@@ -305,7 +299,10 @@ PROGRAMS = {
     "c": (CLASSIC.sources, CLASSIC.libraries),
     "libbpf": (LIBBPF.sources, LIBBPF.libraries),
     "sockex1": (
-        (PROJECT_ROOT / "samples" / "sockex1" / "sockex1_user.c", *CLASSIC.sources[1:]),
+        (
+            PROJECT_ROOT / "samples" / "sockex1" / "sockex1_user.c",
+            LOADERS_DIR / "classic" / "bpf_load.c",
+        ),
         CLASSIC.libraries,
     ),
 }
@@ -323,7 +320,7 @@ def test_the_c_programs_build_without_a_warning_against_each_kernels_headers(
         HEADER_SETS[release],
         sources,
         tmp_path / program,
-        include=(LOADERS_DIR / "classic",),
+        include=sorted({source.parent for source in sources}),
         libraries=link_options(libraries, runner),
     )
 

@@ -82,7 +82,7 @@ int bpf_lookup_elem(int fd, const void *key, void *value)
 	return sys_bpf(BPF_MAP_LOOKUP_ELEM, &attr) < 0 ? -1 : 0;
 }
 
-int bpf_update_elem(int fd, const void *key, const void *value, uint64_t flags)
+int bpf_update_elem(int fd, const void *key, const void *value, __u64 flags)
 {
 	union bpf_attr attr;
 

@@ -89,7 +89,7 @@ size_t bpf_load_value_bytes(const struct bpf_load_map *map);
 
 /* The bpf(2) map commands; 0, or -1 with errno set. */
 int bpf_lookup_elem(int fd, const void *key, void *value);
-int bpf_update_elem(int fd, const void *key, const void *value, uint64_t flags);
+int bpf_update_elem(int fd, const void *key, const void *value, __u64 flags);
 int bpf_get_next_key(int fd, const void *key, void *next_key);
 
 /*

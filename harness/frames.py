@@ -1,6 +1,6 @@
 """Crafted Ethernet frames, and the flow dissector the flow samples implement.
 
-Two halves, both pure (no sockets, no I/O):
+Three parts, all pure (no sockets, no I/O):
 
 - **Builders** make whole Ethernet frames of each kind in
   :data:`harness.samples.FRAME_KINDS`, with correct IPv4 header, UDP and GRE
@@ -14,6 +14,11 @@ Two halves, both pure (no sockets, no I/O):
   (``load_half``/``load_word``, BPF_LD_ABS/IND) returns the network-order bytes as a
   host-order number, so 127.0.0.2 is ``0x7f000002``, and a load past ``skb->len``
   ends the program, which then counts nothing.
+- **Oracles and plans** a sample's ``sample.py`` is made of: what a counting
+  program's map must hold for a capture (:func:`bytes_per_ip_protocol`,
+  :func:`per_destination`, :func:`per_flow`), how its keys read
+  (:func:`describe_destination`, :func:`describe_flow`), and where its crafted
+  frames go (:func:`frame_destinations`, :func:`crafted_traffic`).
 
 What the programs parse, and so what :func:`dissect` parses: Ethernet; an optional
 802.1AD tag followed by an optional 802.1Q tag; IPv4 (header length from IHL; a
@@ -37,7 +42,10 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+
+from harness.samples import FRAME_KINDS, Fields, Frame, Frames
 
 ETH_HLEN = 14
 VLAN_HLEN = 4
@@ -446,3 +454,132 @@ def _dissect(packet: _Packet, read_ports: bool) -> Flow | None:
         vlans=tuple(vlans),
         outer=outer,
     )
+
+
+# --- oracles and plans -----------------------------------------------------------------
+
+#: Where a filter reading the IP protocol finds it: ETH_HLEN + offsetof(struct iphdr, protocol).
+PROTOCOL_OFFSET = ETH_HLEN + 9
+IPPROTO_ICMPV6 = 58
+#: How :func:`describe_flow` names an IP protocol.
+PROTOCOL_NAMES = {
+    IPPROTO_ICMP: "icmp",
+    IPPROTO_TCP: "tcp",
+    IPPROTO_UDP: "udp",
+    IPPROTO_GRE: "gre",
+    IPPROTO_ICMPV6: "icmpv6",
+}
+
+
+def bytes_per_ip_protocol(
+    captured: Iterable[Frame], pkt_types: Collection[int] | None = None
+) -> dict[Fields, Fields]:
+    """Every IPv4 frame's length added under its IP protocol: ``{(protocol,): (bytes,)}``.
+
+    The entries of an array indexed by the byte at :data:`PROTOCOL_OFFSET`. Only
+    frames whose EtherType is IPv4 are attributed, so a program that counts that
+    byte of any frame shows the difference. ``pkt_types`` keeps only frames of
+    those packet types (``(PACKET_OUTGOING,)``: each packet on ``lo`` once); None
+    keeps every frame.
+    """
+    counts: dict[Fields, Fields] = {}
+    for frame in captured:
+        if pkt_types is not None and frame.pkt_type not in pkt_types:
+            continue
+        if len(frame.head) <= PROTOCOL_OFFSET:
+            continue
+        if int.from_bytes(frame.head[12:14], "big") != ETH_P_IP:
+            continue
+        key = (frame.head[PROTOCOL_OFFSET],)
+        (total,) = counts.get(key, (0,))
+        assert isinstance(total, int)
+        counts[key] = (total + frame.length,)
+    return counts
+
+
+def _count(counts: dict[Fields, Fields], key: Fields, length: int) -> None:
+    packets, total = counts.get(key, (0, 0))
+    assert isinstance(packets, int) and isinstance(total, int)
+    counts[key] = (packets + 1, total + length)
+
+
+def per_destination(captured: Iterable[Frame]) -> dict[Fields, Fields]:
+    """Packets and bytes of every frame :func:`dissect` takes for IP, per innermost destination.
+
+    ``{(dst,): (packets, bytes)}``, keyed as :func:`destination_key` keys. The
+    model of a program that never loads the ports (``dissect(ports=False)``): a
+    frame that ends at its transport header still counts.
+    """
+    counts: dict[Fields, Fields] = {}
+    for frame in captured:
+        flow = dissect(frame.head, frame.length, ports=False)
+        if flow is not None:
+            _count(counts, (flow.dst,), frame.length)
+    return counts
+
+
+def flow_key(flow: Flow) -> Fields:
+    """The 5-tuple a flow program keys on: ``(src, dst, sport, dport, ip_proto)``."""
+    return (flow.src, flow.dst, flow.sport, flow.dport, flow.ip_proto)
+
+
+def per_flow(captured: Iterable[Frame]) -> dict[Fields, Fields]:
+    """Packets and bytes of every frame :func:`dissect` takes for IP, per innermost flow.
+
+    ``{flow_key: (packets, bytes)}`` (see :func:`flow_key`); a frame that ends
+    before its ports counts nothing, as the program stops there.
+    """
+    counts: dict[Fields, Fields] = {}
+    for frame in captured:
+        flow = dissect(frame.head, frame.length)
+        if flow is not None:
+            _count(counts, flow_key(flow), frame.length)
+    return counts
+
+
+def destination_key(address: str) -> Fields:
+    """The key of ``address`` in :func:`per_destination`: IPv4's value, or IPv6's fold."""
+    if ":" in address:
+        return (fold_ipv6(address),)
+    return (ipv4_key(address),)
+
+
+def describe_destination(key: Fields) -> str:
+    """A :func:`per_destination` key as a dotted quad (an IPv6 fold shows as one too)."""
+    (value,) = key
+    assert isinstance(value, int)
+    return show_ipv4(value)
+
+
+def describe_flow(key: Fields) -> str:
+    """A :func:`flow_key` as ``SRC:SPORT -> DST:DPORT PROTOCOL``."""
+    src, dst, sport, dport, ip_proto = key
+    assert isinstance(src, int) and isinstance(dst, int) and isinstance(ip_proto, int)
+    assert isinstance(sport, int) and isinstance(dport, int)
+    protocol = PROTOCOL_NAMES.get(ip_proto, f"proto {ip_proto}")
+    return f"{show_ipv4(src)}:{sport} -> {show_ipv4(dst)}:{dport} {protocol}"
+
+
+def frame_destinations(first_ipv4_host: int) -> dict[str, str]:
+    """A destination of its own for each frame kind, so each is an entry of its own.
+
+    The N-th kind of :data:`harness.samples.FRAME_KINDS` goes to
+    127.0.0.(``first_ipv4_host`` + N), or to fd00::N for an IPv6 kind.
+    """
+    return {
+        kind: f"fd00::{n}" if kind in IPV6_KINDS else f"127.0.0.{first_ipv4_host + n}"
+        for n, kind in enumerate(FRAME_KINDS)
+    }
+
+
+def crafted_traffic(destinations: Mapping[str, str], count: int) -> tuple[Frames, ...]:
+    """``count`` crafted frames of each kind, to its destination in ``destinations``."""
+    return tuple(Frames(kind, count, dst=dst) for kind, dst in destinations.items())
+
+
+def crafted_flow_key(kind: str, dst: str) -> Fields:
+    """The :func:`flow_key` of the crafted frames of ``kind`` to ``dst`` (default source)."""
+    flow = dissect(build(kind, dst))
+    if flow is None:
+        raise ValueError(f"frame kind {kind} carries no flow the programs count")
+    return flow_key(flow)

@@ -7,7 +7,6 @@ from harness.samples import (
     PACKET_OUTGOING,
     Column,
     Expected,
-    Fields,
     Frame,
     Icmp,
     Layout,
@@ -19,8 +18,6 @@ from harness.samples import (
 )
 
 MAP = "my_map"
-#: The filter reads the byte at ETH_HLEN + offsetof(struct iphdr, protocol).
-PROTOCOL_OFFSET = frames.ETH_HLEN + 9
 
 
 def oracle(captured: Sequence[Frame]) -> Expected:
@@ -32,19 +29,7 @@ def oracle(captured: Sequence[Frame]) -> Expected:
     so equality says the filter counted exactly the outgoing IPv4 packets of each
     protocol (a non-IPv4 frame, or an arriving one, would show as a difference).
     """
-    counts: dict[Fields, Fields] = {}
-    for frame in captured:
-        if frame.pkt_type != PACKET_OUTGOING:
-            continue
-        if len(frame.head) <= PROTOCOL_OFFSET:
-            continue
-        if int.from_bytes(frame.head[12:14], "big") != frames.ETH_P_IP:
-            continue
-        key = (frame.head[PROTOCOL_OFFSET],)
-        (total,) = counts.get(key, (0,))
-        assert isinstance(total, int)
-        counts[key] = (total + frame.length,)
-    return {MAP: counts}
+    return {MAP: frames.bytes_per_ip_protocol(captured, pkt_types=(PACKET_OUTGOING,))}
 
 
 SAMPLE = Sample(

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+from harness import frames
 from harness.samples import (
     Column,
     Expected,
@@ -15,30 +16,17 @@ from harness.samples import (
     Udp,
 )
 
-ETH_P_IP = 0x0800
-#: The filter reads the byte at ETH_HLEN + offsetof(struct iphdr, protocol).
-PROTOCOL_OFFSET = 14 + 9
-TCP, UDP, ICMP = 6, 17, 1
+MAP = "my_map"
 
 
-def oracle(frames: Sequence[Frame]) -> Expected:
+def oracle(captured: Sequence[Frame]) -> Expected:
     """Every IPv4 frame's length added under its IP protocol number.
 
     The filter reads byte 23 of any frame; the oracle attributes only frames whose
     EtherType is IPv4, so equality says the filter counted exactly the IPv4 packets
     of each protocol (a non-IPv4 frame on ``lo`` would show as a difference).
     """
-    counts: dict[tuple[int | bytes, ...], tuple[int | bytes, ...]] = {}
-    for frame in frames:
-        if len(frame.head) <= PROTOCOL_OFFSET:
-            continue
-        if int.from_bytes(frame.head[12:14], "big") != ETH_P_IP:
-            continue
-        key = (frame.head[PROTOCOL_OFFSET],)
-        (total,) = counts.get(key, (0,))
-        assert isinstance(total, int)
-        counts[key] = (total + frame.length,)
-    return {"my_map": counts}
+    return {MAP: frames.bytes_per_ip_protocol(captured)}
 
 
 SAMPLE = Sample(
@@ -50,7 +38,7 @@ SAMPLE = Sample(
     programs=(Program("socket1"),),
     maps=(
         MapCheck(
-            "my_map",
+            MAP,
             kind="array",
             key=Layout("<I", ("protocol",)),
             value=Layout("<q", ("bytes",)),
@@ -59,8 +47,8 @@ SAMPLE = Sample(
     traffic=(Tcp(256 * 1024), Udp(64 * 1024), Icmp(16)),
     oracle=oracle,
     columns=(
-        Column("TCP", "my_map", (TCP,), "bytes"),
-        Column("UDP", "my_map", (UDP,), "bytes"),
-        Column("ICMP", "my_map", (ICMP,), "bytes"),
+        Column("TCP", MAP, (frames.IPPROTO_TCP,), "bytes"),
+        Column("UDP", MAP, (frames.IPPROTO_UDP,), "bytes"),
+        Column("ICMP", MAP, (frames.IPPROTO_ICMP,), "bytes"),
     ),
 )

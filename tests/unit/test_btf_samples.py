@@ -1,8 +1,8 @@
 """The BTF samples (sockex1-btf, sockex2-btf, sockex3-btf): discovery, oracles, build.
 
-The expected entries are written out by hand (protocol numbers, addresses as
-numbers, lengths as the frame layouts give them), not computed with
-harness/frames.py, so that an oracle is checked against something else.
+The expected entries are written out by hand, here and in frames_util.py (protocol
+numbers, addresses as numbers, lengths as the frame layouts give them), not computed
+with harness/frames.py, so that an oracle is checked against something else.
 """
 
 from __future__ import annotations
@@ -13,6 +13,18 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from frames_util import (
+    LOOPBACK,
+    PER_DESTINATION,
+    PER_FLOW,
+    TCP,
+    TCP_ACK_LENGTH,
+    UDP,
+    both_ways,
+    crafted_flows,
+    header_sets,
+    tcp_ack,
+)
 
 from harness import frames, paths, samples
 from harness.bpf import btf, elf
@@ -31,9 +43,7 @@ MAP_TYPE_ARRAY = 2
 MAP_TYPE_PROG_ARRAY = 3
 PACKET_BROADCAST = 1
 PACKET_OTHERHOST = 3
-LOOPBACK = 0x7F000001
-UDP, TCP, ICMP = 17, 6, 1
-TCP_ACK_LENGTH = 14 + 20 + 20
+ICMP = 1
 ICMP_ECHO_LENGTH = 14 + 20 + 8 + 56
 UDP_LENGTH = 14 + 20 + 8 + 64
 
@@ -41,23 +51,6 @@ UDP_LENGTH = 14 + 20 + 8 + 64
 @pytest.fixture(scope="module")
 def available() -> dict[str, Sample]:
     return samples.discover()
-
-
-def both_ways(frame: bytes) -> list[Frame]:
-    """How lo shows a frame: leaving, then arriving without its outer VLAN tag."""
-    received = frame
-    if frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
-        received = frame[:12] + frame[16:]
-    return [
-        Frame(PACKET_OUTGOING, len(frame), frame),
-        Frame(PACKET_HOST, len(received), received),
-    ]
-
-
-def tcp_ack(src: str, dst: str, sport: int, dport: int) -> bytes:
-    """A bare TCP ACK (20-byte header, no payload): the transport checksum is not checked."""
-    header = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + b"\x50\x10" + bytes(6)
-    return frames.ethernet(frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_TCP, header))
 
 
 def icmp_echo(src: str, dst: str) -> bytes:
@@ -71,23 +64,6 @@ def udp4(src: str, dst: str) -> bytes:
     return frames.ethernet(
         frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_UDP, frames.udp(src, dst, payload))
     )
-
-
-def crafted_flows() -> list[Frame]:
-    """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, and one TCP ACK each way."""
-    captured: list[Frame] = []
-    for kind, dst in (
-        ("vlan", "127.0.0.16"),  # 110 bytes leaving, 106 arriving
-        ("qinq", "127.0.0.16"),  # 114 and 110
-        ("gre", "127.0.0.20"),  # 142 and 142
-        ("ip6ip", "fd00::6"),  # 146 and 146
-        ("fragment", "127.0.0.23"),  # 98 and 98
-        ("arp", "127.0.0.24"),  # not IP: not counted
-    ):
-        captured += both_ways(frames.build(kind, dst, payload=64))
-    captured += both_ways(tcp_ack("127.0.0.1", "127.0.0.2", 50000, 80))
-    captured += both_ways(tcp_ack("127.0.0.2", "127.0.0.1", 80, 50000))
-    return captured
 
 
 # --- discovery ---------------------------------------------------------------------------------
@@ -177,15 +153,7 @@ def test_sockex1_btf_columns_read_the_protocols(available: dict[str, Sample]) ->
 
 
 def test_sockex2_btf_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
-    expected = {
-        (0x7F000010,): (4, 110 + 106 + 114 + 110),
-        (0x7F000014,): (2, 142 * 2),
-        (0xFD000006,): (2, 146 * 2),
-        (0x7F000017,): (2, 98 * 2),
-        (0x7F000002,): (2, TCP_ACK_LENGTH * 2),
-        (LOOPBACK,): (2, TCP_ACK_LENGTH * 2),
-    }
-    assert available["sockex2-btf"].oracle(crafted_flows()) == {"hash_map": expected}
+    assert available["sockex2-btf"].oracle(crafted_flows()) == {"hash_map": PER_DESTINATION}
 
 
 def test_sockex2_btf_describes_keys_as_addresses(available: dict[str, Sample]) -> None:
@@ -196,15 +164,7 @@ def test_sockex2_btf_describes_keys_as_addresses(available: dict[str, Sample]) -
 
 
 def test_sockex3_btf_counts_per_flow(available: dict[str, Sample]) -> None:
-    expected = {
-        (LOOPBACK, 0x7F000010, 40000, 9, UDP): (4, 110 + 106 + 114 + 110),
-        (LOOPBACK, 0x7F000014, 40000, 9, UDP): (2, 142 * 2),
-        (1, 0xFD000006, 40000, 9, UDP): (2, 146 * 2),
-        (LOOPBACK, 0x7F000017, 0, 0, 0): (2, 98 * 2),
-        (LOOPBACK, 0x7F000002, 50000, 80, TCP): (2, TCP_ACK_LENGTH * 2),
-        (0x7F000002, LOOPBACK, 80, 50000, TCP): (2, TCP_ACK_LENGTH * 2),
-    }
-    assert available["sockex3-btf"].oracle(crafted_flows()) == {"flow_map": expected}
+    assert available["sockex3-btf"].oracle(crafted_flows()) == {"flow_map": PER_FLOW}
 
 
 def test_sockex3_btf_describes_keys_as_flows(available: dict[str, Sample]) -> None:
@@ -254,17 +214,6 @@ def test_sockex3_btf_jump_slots_match_its_source(available: dict[str, Sample]) -
 
 
 # --- the build: clang as harness/build.py runs it for a btf sample, against each set of headers ---
-
-
-def header_sets() -> list[object]:
-    """The host's headers, and each cached kernel's UAPI headers."""
-    found: list[object] = [pytest.param(None, id="host")]
-    kernels = paths.cache_dir() / "kernels"
-    if kernels.is_dir():
-        for entry in sorted(kernels.iterdir()):
-            if (entry / "include" / "linux" / "bpf.h").is_file():
-                found.append(pytest.param(entry / "include", id=entry.name))
-    return found
 
 
 def compile_sample(sample: Sample, headers: Path | None, out_dir: Path) -> Path:

@@ -1,8 +1,9 @@
 """The flow samples (sockex2, sockex3): their oracles on crafted frame lists, and their build.
 
-The expected entries below are written out by hand (addresses as numbers, lengths
-as the frame layouts give them), not computed with harness/frames.py, so that an
-oracle and the dissector it stands on are checked against something else.
+The expected entries are written out by hand in frames_util.py (addresses as
+numbers, lengths as the frame layouts give them), not computed with
+harness/frames.py, so that an oracle and the dissector it stands on are checked
+against something else.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ import re
 from pathlib import Path
 
 import pytest
+from frames_util import (
+    LOOPBACK,
+    PER_DESTINATION,
+    PER_FLOW,
+    both_ways,
+    crafted_flows,
+    header_sets,
+)
 
 from harness import frames, paths, samples
 from harness.bpf import elf
 from harness.build import bpf_argv
 from harness.proc import SubprocessRunner, require
-from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Frames, Sample
+from harness.samples import PACKET_HOST, Frame, Frames, Sample
 
 FLOW_SAMPLES = ("sockex2", "sockex3")
 MAP_TYPE_HASH = 1
 MAP_TYPE_PROG_ARRAY = 3
-LOOPBACK = 0x7F000001
-TCP_ACK_LENGTH = 14 + 20 + 20
 
 
 @pytest.fixture(scope="module")
@@ -30,37 +37,9 @@ def available() -> dict[str, Sample]:
     return samples.discover()
 
 
-def both_ways(frame: bytes) -> list[Frame]:
-    """How lo shows a frame: leaving, then arriving without its outer VLAN tag."""
-    received = frame
-    if frame[12:14] in (b"\x81\x00", b"\x88\xa8"):
-        received = frame[:12] + frame[16:]
-    return [
-        Frame(PACKET_OUTGOING, len(frame), frame),
-        Frame(PACKET_HOST, len(received), received),
-    ]
-
-
-def tcp_ack(src: str, dst: str, sport: int, dport: int) -> bytes:
-    """A bare TCP ACK (20-byte header, no payload): the transport checksum is not checked."""
-    header = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8) + b"\x50\x10" + bytes(6)
-    return frames.ethernet(frames.ETH_P_IP, frames.ipv4(src, dst, frames.IPPROTO_TCP, header))
-
-
 def crafted() -> list[Frame]:
     """A capture of: VLAN, QinQ, GRE, IPv6 in IP, fragment, ARP, a TCP ACK each way, a cut UDP."""
-    captured: list[Frame] = []
-    for kind, dst in (
-        ("vlan", "127.0.0.16"),  # 110 bytes leaving, 106 arriving
-        ("qinq", "127.0.0.16"),  # 114 and 110
-        ("gre", "127.0.0.20"),  # 142 and 142
-        ("ip6ip", "fd00::6"),  # 146 and 146
-        ("fragment", "127.0.0.23"),  # 98 and 98
-        ("arp", "127.0.0.24"),  # not IP: not counted
-    ):
-        captured += both_ways(frames.build(kind, dst, payload=64))
-    captured += both_ways(tcp_ack("127.0.0.1", "127.0.0.2", 50000, 80))
-    captured += both_ways(tcp_ack("127.0.0.2", "127.0.0.1", 80, 50000))
+    captured = crafted_flows()
     # UDP without its UDP header: sockex2 (no ports read) counts it, sockex3 stops at the ports.
     cut = frames.ethernet(frames.ETH_P_IP, frames.ipv4("127.0.0.1", "127.0.0.25", 17, b""))
     captured.append(Frame(PACKET_HOST, len(cut), cut))
@@ -76,15 +55,7 @@ def test_both_flow_samples_are_discovered(available: dict[str, Sample]) -> None:
 
 
 def test_sockex2_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
-    expected = {
-        (0x7F000010,): (4, 110 + 106 + 114 + 110),
-        (0x7F000014,): (2, 142 * 2),
-        (0xFD000006,): (2, 146 * 2),
-        (0x7F000017,): (2, 98 * 2),
-        (0x7F000002,): (2, TCP_ACK_LENGTH * 2),
-        (LOOPBACK,): (2, TCP_ACK_LENGTH * 2),
-        (0x7F000019,): (1, 14 + 20),
-    }
+    expected = {**PER_DESTINATION, (0x7F000019,): (1, 14 + 20)}
     assert available["sockex2"].oracle(crafted()) == {"hash_map": expected}
 
 
@@ -96,16 +67,7 @@ def test_sockex2_describes_keys_as_addresses(available: dict[str, Sample]) -> No
 
 
 def test_sockex3_counts_per_flow(available: dict[str, Sample]) -> None:
-    udp, tcp = 17, 6
-    expected = {
-        (LOOPBACK, 0x7F000010, 40000, 9, udp): (4, 110 + 106 + 114 + 110),
-        (LOOPBACK, 0x7F000014, 40000, 9, udp): (2, 142 * 2),
-        (1, 0xFD000006, 40000, 9, udp): (2, 146 * 2),
-        (LOOPBACK, 0x7F000017, 0, 0, 0): (2, 98 * 2),
-        (LOOPBACK, 0x7F000002, 50000, 80, tcp): (2, TCP_ACK_LENGTH * 2),
-        (0x7F000002, LOOPBACK, 80, 50000, tcp): (2, TCP_ACK_LENGTH * 2),
-    }
-    assert available["sockex3"].oracle(crafted()) == {"flow_map": expected}
+    assert available["sockex3"].oracle(crafted()) == {"flow_map": PER_FLOW}
 
 
 def test_sockex3_describes_keys_as_flows(available: dict[str, Sample]) -> None:
@@ -163,17 +125,6 @@ def test_sockex3_jump_slots_match_its_source(available: dict[str, Sample]) -> No
 
 
 # --- the build: clang as harness/build.py runs it, against each set of headers ---------------
-
-
-def header_sets() -> list[object]:
-    """The host's headers, and each cached kernel's UAPI headers."""
-    found: list[object] = [pytest.param(None, id="host")]
-    kernels = paths.cache_dir() / "kernels"
-    if kernels.is_dir():
-        for entry in sorted(kernels.iterdir()):
-            if (entry / "include" / "linux" / "bpf.h").is_file():
-                found.append(pytest.param(entry / "include", id=entry.name))
-    return found
 
 
 @pytest.mark.parametrize("headers", header_sets())

@@ -23,21 +23,48 @@ machine's load of that moment). The per-phase table comes from the kernel's cons
 timestamps (:func:`harness.vm.parse_boot_phases`); "host" is the wall time the console
 does not cover (vng's start-up, the initramfs it writes, qemu and the firmware).
 ``--guest-command`` times another command than ``true`` in the harness's arms, e.g.
-``python3 -c pass`` or ``python3 -X importtime -c 'import harness.guest'``.
+``python3 -c pass`` or ``python3 -X importtime -c 'import harness.guest'``. In the
+guest (6.1, TCG, quiet machine, 3 rounds) ``python3 -c pass`` took 1.38 s, with
+``-I -S`` 1.11 s, and importing ``harness.guest.__main__`` 3.84 s: every import is a
+few uncached 9p round trips (virtme-ng mounts the root without a cache).
 
-Measured with this script on a 2-core TCG machine shared with other work (Debian 6.1.0-57,
-qemu 7.2, vng 1.42); see harness/vm.py for what each kept cut saves. Tried and not kept:
+Each arm's CPU time (the vng process tree's, from ``getrusage``) is printed beside its
+wall time: on a shared machine it moves far less with other work than wall time does.
 
-* ``qemu:-accel tcg,thread=multi``: qemu 7.2 already runs x86 guests multi-threaded
-  under TCG on an x86 host; no measurable change.
-* ``qemu:-accel tcg,tb-size=...``: smaller or larger translation caches than qemu 7.2's
-  default changed nothing measurable for a boot this short.
-* ``with:loglevel=4`` / ``with:quiet``: the console costs little under qemu's
-  emulated UART, and the harness needs virtme-ng-init's info-level lines (a boot
-  that reached init, the phase table).
-* ``with:tsc=reliable``, ``with:no_timer_check``, ``with:clocksource=tsc``,
-  ``with:mitigations=off``, ``with:nokaslr``, ``with:random.trust_cpu=on``,
-  ``with:audit=0``: within the noise.
+Measured with this script (Debian 6.1.0-57, qemu 7.2 TCG, vng 1.42, a 2-core machine
+shared with other engineers' builds and VMs; "ratio" is a median of per-round ratios):
+
+* kept, the init's stand-ins (harness/vm.py): on a quiet machine (3 rounds) the
+  harness's ``-- true`` boot took 0.218 x plain's wall time (5.1 s against 21.1 s; CPU
+  0.228 x) against 0.374 x (CPU 0.403 x) with udev and tmpfiles (``long-init``):
+  tmpfiles 1.31 -> 0.21 s, udev 3.41 -> 0.02 s. Under load (load average 7-10, 3
+  rounds) 0.24 x against 0.48 x; in another loaded run (4 rounds) ``long-init`` took
+  1.73 x the harness's wall time and 2.04 x its CPU time (per round 1.84-2.08).
+  What is left (quiet machine): kernel to /init 2.3 s, initramfs 0.5 s, the init's
+  mounts 0.25 s, stand-ins 0.2 s, to the command 0.13 s, host side 1.35 s.
+* ``vng:--cpus=1`` (4 rounds): CPU 0.71 x (per round 0.54-0.74), wall 0.97 x with
+  rounds from 0.31 to 1.39: one vCPU does the same boot with less of the host, which
+  matters when VMs share the cores (``-j 2``); the count is the caller's choice
+  (``run_vm(cpus=...)``), so it is left to the test front ends.
+
+Tried and not kept (each against the harness in the same run):
+
+* ``with:mitigations=off``: 1.08 x wall, 1.11 x CPU (5 rounds, quiet machine); an
+  earlier 0.76 x under heavy load was noise. Retpolines cost TCG nothing measurable.
+* ``qemu:-bios /usr/share/qemu/qboot.rom`` (instead of SeaBIOS): 0.99 x wall, 0.98 x
+  CPU (5 rounds); not worth a firmware file some distributions lack.
+* ``with:tsc=reliable``: 1.22 x wall, 0.95 x CPU (4 rounds): within the noise.
+* ``qemu:-accel tcg,thread=multi``: qemu 7.2 already runs an x86 guest on an x86 host
+  multi-threaded under TCG (0.31 x plain against the harness's 0.24 x, 3 loaded rounds).
+* ``vng:--memory=512M``: 0.25 x plain against 0.24 x (3 rounds); the kernel's memory
+  map setup for 1 GiB is not a visible phase.
+* ``with:loglevel=4``: no gain within the noise (0.31 x plain, 3 rounds), and it hides
+  virtme-ng-init's lines, which the console verdict (reached init) and this phase
+  table need; the UART emulation costs little.
+* Host side (the "host" row, 1-2 s): ``vng`` is a Python program that starts
+  ``virtme-run``, a second Python process (``vng --dry-run`` alone took 1.0-2.3 s
+  under load); calling the ``vng`` script beside the interpreter instead of a pyenv
+  shim saved nothing measurable. vng has no option to cut its own start-up.
 """
 
 from __future__ import annotations

@@ -67,7 +67,10 @@ DEFAULT_TIMEOUTS = {"kvm": 120.0, "tcg": 480.0}
 #: Console lines an error quotes.
 TAIL_LINES = 40
 
-#: Kernel options added to every boot.
+#: Kernel options added to every boot. Tried under TCG (qemu 7.2, Debian 6.1) and left
+#: out because they gained nothing measurable: ``mitigations=off``, ``tsc=reliable``,
+#: ``loglevel=4`` (it would also hide the init's lines the console verdict needs);
+#: see benchmarks/boot_phases.py.
 #:
 #: ``panic=-1``: virtme-ng already asks for it (with qemu's ``-no-reboot`` a panic
 #: ends the VM at once); repeating it here keeps that true whatever a later
@@ -258,9 +261,10 @@ def have_virtiofsd() -> bool:
 # The directory stays first in the guest command's PATH.
 #
 # Measured with benchmarks/boot_phases.py (Debian 6.1.0-57, qemu 7.2 TCG, vng 1.42, a
-# shared 2-core machine, 3 alternating rounds, medians): ``vng ... -- true`` took
-# 0.24 x a plain ``vng -r <shipped vmlinuz> --disable-kvm -- true`` with the stand-ins
-# and 0.48 x without; tmpfiles 4.1 -> 0.8 s, udev 8.9 -> 0.15 s. Checked on 5.10,
+# 2-core machine, 3 alternating rounds, medians): ``vng ... -- true`` took 0.22 x a
+# plain ``vng -r <shipped vmlinuz> --disable-kvm -- true`` with the stand-ins and
+# 0.37 x without (tmpfiles 1.31 -> 0.21 s, udev 3.41 -> 0.02 s); 0.24 x against
+# 0.48 x with other VMs and builds loading the machine. Checked on 5.10,
 # 6.1, 6.12 and 7.2: the guest command's exit status, stdout, stderr and the files it
 # writes in the read-write directory all still arrive.
 

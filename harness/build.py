@@ -52,7 +52,7 @@ CLASSIC_LIB = LOADERS_DIR / "classic"
 class BuildOutput:
     """What one build produced: its outputs by name, the transcript, whether it ran."""
 
-    name: str  # "samples/sockex1" or "loaders/c"
+    name: str  # "samples/<sample>" or "loaders/<loader>"
     release: str
     directory: Path
     outputs: dict[str, Path]

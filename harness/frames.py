@@ -7,13 +7,13 @@ Three parts, all pure (no sockets, no I/O):
   checksums, for the guest to write onto ``lo`` through a packet socket
   (``harness/guest/crafted.py``). Every kind ends in a UDP datagram (except
   "fragment", a later fragment of one, and "arp"), so the innermost flow has ports.
-- **The dissector** (:func:`dissect`) is the model of what the BPF programs of
-  ``samples/sockex2`` and ``samples/sockex3`` compute from a frame; their oracles
-  run it over the frames the capture saw. It is written step by step like those
-  programs, and keeps their arithmetic: an absolute packet load
-  (``load_half``/``load_word``, BPF_LD_ABS/IND) returns the network-order bytes as a
-  host-order number, so 127.0.0.2 is ``0x7f000002``, and a load past ``skb->len``
-  ends the program, which then counts nothing.
+- **The dissector** (:func:`dissect`) models what a classic flow-dissecting socket
+  filter computes from a frame (802.1AD/802.1Q tags, IPv4, IPv6, GRE, IPIP,
+  IPv6-in-IP, then the ports); a sample's oracle runs it over the frames the capture
+  saw. It is written step by step like such a program, and keeps its arithmetic:
+  an absolute packet load (``load_half``/``load_word``, BPF_LD_ABS/IND) returns the
+  network-order bytes as a host-order number, so 127.0.0.2 is ``0x7f000002``, and a
+  load past ``skb->len`` ends the program, which then counts nothing.
 - **Oracles and plans** a sample's ``sample.py`` is made of: what a counting
   program's map must hold for a capture (:func:`bytes_per_ip_protocol`,
   :func:`per_destination`, :func:`per_flow`), how its keys read
@@ -406,7 +406,7 @@ def dissect(head: bytes, length: int | None = None, *, ports: bool = True) -> Fl
     ``head`` is the frame's first bytes, ``length`` its full length (``skb->len``;
     default ``len(head)``). None for a frame that is neither IPv4 nor IPv6 after its
     tags, and for one that ends before a byte the programs load (they stop there).
-    ``ports=False`` models a program that never loads the ports (sockex2 keys on the
+    ``ports=False`` models a program that never loads the ports (one keyed on the
     destination only), so a frame ending at its transport header still counts.
     A :class:`SnapTooShort` if the head was cut before a byte the frame has.
     """

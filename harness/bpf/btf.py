@@ -20,7 +20,7 @@ Three jobs:
   (:func:`encode_btf`).
 
 Every malformed input is a :class:`BpfObjectError` of one line naming the input (the
-``source`` argument, e.g. ``"sockex1_kern.o .BTF"``) and what is wrong with it.
+``source`` argument, e.g. ``"flows_kern.o .BTF"``) and what is wrong with it.
 """
 
 from __future__ import annotations

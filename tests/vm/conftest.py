@@ -1,6 +1,6 @@
 """Samples in a VM per kernel: options, parametrization, one boot per kernel.
 
-    pytest tests/vm --kernel 6.1 --sample sockex1 --loader python
+    pytest tests/vm --kernel 6.1 --sample NAME --loader python
     pytest tests/vm --kernel 5.10,6.12 -n 2 --dist loadgroup
 
 Each kernel is prepared, every sample built against it and the kernel booted once

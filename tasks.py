@@ -397,7 +397,7 @@ def test(
     junit = results_dir / results.JUNIT_NAME
     args = [
         str(paths.PROJECT_ROOT / "tests" / "vm"),
-        f"--kernel={','.join(c.spec for c in choices) if kernel not in ('', 'all') else 'all'}",
+        f"--kernel={kernel}",
         f"--sample={sample}",
         f"--loader={loader}",
         *(f"--loader-cmd={command}" for command in commands),

@@ -110,9 +110,12 @@ class PreparedKernel:
 
     def problem(self, case: Case) -> str | None:
         """Why ``case`` cannot run on this kernel because something of it did not build."""
-        return self.broken.get(f"sample {case.sample.name}") or self.broken.get(
-            f"loader {case.loader.name}"
-        )
+        return build_problem(self.broken, case)
+
+
+def build_problem(broken: dict[str, str], case: Case) -> str | None:
+    """The build failure, in ``broken``, of ``case``'s sample or loader (None: both built)."""
+    return broken.get(f"sample {case.sample.name}") or broken.get(f"loader {case.loader.name}")
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:

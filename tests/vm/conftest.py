@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,19 +153,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             ]
 
 
+#: The key under which xdist hands the controller's results directory to its workers.
+_WORKER_RESULTS = "harness_results_dir"
+
+
 def results_root(config: pytest.Config) -> Path:
-    """This run's results directory: --results-dir, else a new one (shared by xdist workers)."""
+    """This run's results directory: --results-dir, else one new directory for the run.
+
+    Under xdist the controller makes it when it starts a worker and hands it over,
+    so every worker's VMs write into the same run.
+    """
     if _RESULTS not in config.stash:
         given = config.getoption("results_dir")
+        workerinput = getattr(config, "workerinput", {})
         if given:
             config.stash[_RESULTS] = Path(str(given))
+        elif _WORKER_RESULTS in workerinput:
+            config.stash[_RESULTS] = Path(workerinput[_WORKER_RESULTS])
         else:
-            # xdist workers get the controller's through the environment.
-            inherited = os.environ.get("HARNESS_RUN_RESULTS")
-            directory = Path(inherited) if inherited else run.new_results_dir()
-            os.environ["HARNESS_RUN_RESULTS"] = str(directory)
-            config.stash[_RESULTS] = directory
+            config.stash[_RESULTS] = run.new_results_dir()
     return config.stash[_RESULTS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: every worker gets the run's one results directory."""
+    node.workerinput[_WORKER_RESULTS] = str(results_root(node.config))
 
 
 @pytest.fixture(scope="session")

@@ -46,9 +46,7 @@ def _judge(kernel: run.KernelRun, case: run.Case, properties: dict[str, str]) ->
     reason = kernel.skipped.get(case.sample.name)
     if reason is not None:
         return "skip", f"{case.sample.name} on {kernel.release}: {reason}"
-    broken = kernel.broken.get(f"sample {case.sample.name}") or kernel.broken.get(
-        f"loader {case.loader.name}"
-    )
+    broken = run.build_problem(kernel.broken, case)
     if broken is not None:
         return "judged", f"{what}: did not build: {broken}"
     where = f"\nconsole log: {kernel.console_log}" if kernel.console_log else ""

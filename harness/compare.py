@@ -36,7 +36,15 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.errors import ResultsError
-from harness.report import _VERDICTS, EXIT_FAILED, EXIT_OK, MISSING, CaseResult, _escape, _natural
+from harness.report import (
+    EXIT_FAILED,
+    EXIT_OK,
+    MISSING,
+    VERDICTS,
+    CaseResult,
+    escape,
+    natural,
+)
 
 REGRESSION = "regression"
 FIXED = "fixed"
@@ -99,7 +107,7 @@ def _by_key(cases: Iterable[CaseResult], side: str) -> dict[Key, CaseResult]:
 def _verdict(case: CaseResult | None) -> str:
     if case is None:
         return MISSING
-    return _VERDICTS.get(case.outcome, case.outcome.upper())
+    return VERDICTS.get(case.outcome, case.outcome.upper())
 
 
 def _cell_changes(
@@ -163,7 +171,7 @@ def compare(
         rows,
         key=lambda r: (
             CLASSES.index(r.kind),
-            _natural(r.kernel),
+            natural(r.kernel),
             r.sample,
             r.loader,
         ),
@@ -213,13 +221,13 @@ def render_table(rows: Sequence[Row]) -> str:
 def render_markdown(rows: Sequence[Row], *, title: str = "Baseline vs candidate") -> str:
     """The comparison as a Markdown table for a job summary, a headline with the counts first."""
     if not rows:
-        return f"### ⚠️ {_escape(title)}: no test cases on either side\n"
+        return f"### ⚠️ {escape(title)}: no test cases on either side\n"
     mark = "❌" if exit_status(rows) else "✅"
-    out = [f"### {mark} {_escape(title)}: {tally(rows)}", ""]
+    out = [f"### {mark} {escape(title)}: {tally(rows)}", ""]
     out.append("| " + " | ".join(HEADERS) + " |")
     out.append("| " + " | ".join("---" for _ in HEADERS) + " |")
     for row in rows:
-        cells = [_escape(cell) for cell in _cells(row)]
+        cells = [escape(cell) for cell in _cells(row)]
         cells[5] = f"**{cells[5]}**" if row.kind == REGRESSION else cells[5]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"

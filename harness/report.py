@@ -42,7 +42,8 @@ MESSAGE_LINES = 8
 MISSING = "-"
 
 _SEVERITY = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
-_VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+#: How each outcome reads in a report.
+VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
 _MARKS = {"passed": "✅", "failed": "❌", "error": "❌", "skipped": "⏭️"}
 
 
@@ -156,7 +157,7 @@ def _first_lines(text: str, limit: int = MESSAGE_LINES) -> str:
 # --- the rows both renderings share ---------------------------------------------------
 
 
-def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     """Order "5.10" after "5.4" and "6.12" after "6.6"."""
     return tuple(
         (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)
@@ -184,7 +185,7 @@ def by_sample(cases: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
     for case in cases:
         groups.setdefault(case.value("sample"), []).append(case)
     return {
-        name: sorted(groups[name], key=lambda c: (_natural(_kernel(c)), c.value("loader"), c.name))
+        name: sorted(groups[name], key=lambda c: (natural(_kernel(c)), c.value("loader"), c.name))
         for name in sorted(groups)
     }
 
@@ -206,7 +207,7 @@ def _row(case: CaseResult, columns: Sequence[str], *, differ: str = "!=") -> lis
         _seconds(case),
         case.value("loader"),
         *(cells.get(c, MISSING).replace("!=", differ) for c in columns),
-        _VERDICTS.get(case.outcome, case.outcome.upper()),
+        VERDICTS.get(case.outcome, case.outcome.upper()),
     ]
 
 
@@ -261,9 +262,9 @@ def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on eac
     """A GitHub job summary: a headline with counts, a table per sample, each failure's message."""
     code = summary_exit_code(cases)
     if code == EXIT_NO_CASES:
-        return f"### ⚠️ {_escape(title)}: no test cases ran\n"
+        return f"### ⚠️ {escape(title)}: no test cases ran\n"
     mark = "✅" if code == EXIT_OK else "❌"
-    out = [f"### {mark} {_escape(title)}: {_tally(cases)}"]
+    out = [f"### {mark} {escape(title)}: {_tally(cases)}"]
     groups = by_sample(cases)
     for sample, group in groups.items():
         columns = _columns(group)
@@ -271,22 +272,22 @@ def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on eac
         numeric = {3, *range(5, 5 + len(columns))}
         out += [
             "",
-            f"#### {_escape(sample)}: {_tally(group)} (each column: map = capture)",
+            f"#### {escape(sample)}: {_tally(group)} (each column: map = capture)",
             "",
         ]
-        out.append("| " + " | ".join(_escape(h) for h in headers) + " |")
+        out.append("| " + " | ".join(escape(h) for h in headers) + " |")
         out.append(
             "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"
         )
         for case in group:
-            cells = [_escape(cell) for cell in _row(case, columns, differ="≠")]
+            cells = [escape(cell) for cell in _row(case, columns, differ="≠")]
             cells[-1] = f"{_MARKS.get(case.outcome, '')} {cells[-1]}".strip()
             out.append("| " + " | ".join(cells) + " |")
     for group in groups.values():
         for case in group:
             if case.outcome not in ("failed", "error"):
                 continue
-            what = f"{case.name}: {_VERDICTS.get(case.outcome, case.outcome)}"
+            what = f"{case.name}: {VERDICTS.get(case.outcome, case.outcome)}"
             fence = _fence(case.message)
             out += [
                 "",
@@ -315,7 +316,7 @@ def render_timings(cases: Sequence[CaseResult]) -> str:
     return "\n".join(lines) + "\n" if lines else "(no timings recorded)\n"
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Text safe in a Markdown table cell: no HTML, no column breaks, one line."""
     return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 

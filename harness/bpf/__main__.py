@@ -11,13 +11,11 @@ rejected) and exit status 1; a malformed command line exits 2.
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType, TracebackType
 
 from harness.bpf import loader
@@ -28,90 +26,17 @@ from harness.loaders.protocol import READY, LoadRequest, format_dump
 END_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def program_spec(text: str) -> tuple[str, str]:
-    """``SECTION:TYPE`` of ``--program``."""
-    section, _, kind = text.partition(":")
-    if not section or not kind:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:TYPE")
-    if kind not in loader.PROGRAM_TYPES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown program type {kind!r}; known: {', '.join(loader.PROGRAM_TYPES)}"
-        )
-    return section, kind
-
-
-def attach_spec(text: str) -> tuple[str, str]:
-    """``SECTION:socket:IFACE`` of ``--attach``."""
-    section, _, target = text.partition(":")
-    interface = target.removeprefix(loader.SOCKET_TARGET)
-    if not section or not target.startswith(loader.SOCKET_TARGET) or not interface:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:{loader.SOCKET_TARGET}IFACE")
-    return section, target
-
-
-def prog_array_spec(text: str) -> tuple[str, int, str]:
-    """``MAP:INDEX:SECTION`` of ``--prog-array``."""
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not MAP:INDEX:SECTION with INDEX a number from 0"
-        )
-    return parts[0], int(parts[1]), parts[2]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def parse_args(argv: Sequence[str] | None) -> LoadRequest:
+    """The request a command line makes; argparse exits 2 on a malformed one."""
+    return LoadRequest.from_argv(
+        argv,
+        program_types=loader.PROGRAM_TYPES,
         prog="python3 -m harness.bpf",
         description=(
             'Load a BPF object (maps in SEC("maps") or BTF-defined in SEC(".maps")), '
             "attach it, and report its maps "
             "when stdin closes (the loader protocol of harness/loaders/protocol.py)."
         ),
-    )
-    parser.add_argument("--object", type=Path, required=True, help="the BPF object (.o) to load")
-    parser.add_argument(
-        "--program",
-        type=program_spec,
-        action="append",
-        default=[],
-        metavar="SECTION:TYPE",
-        help=f"load this program section as TYPE ({', '.join(loader.PROGRAM_TYPES)})",
-    )
-    parser.add_argument(
-        "--attach",
-        type=attach_spec,
-        action="append",
-        default=[],
-        metavar="SECTION:socket:IFACE",
-        help="attach the program with SO_ATTACH_BPF to a packet socket bound to IFACE",
-    )
-    parser.add_argument(
-        "--prog-array",
-        type=prog_array_spec,
-        action="append",
-        default=[],
-        metavar="MAP:INDEX:SECTION",
-        help="store the program's fd at INDEX of the BPF_MAP_TYPE_PROG_ARRAY MAP",
-    )
-    parser.add_argument(
-        "--dump",
-        action="append",
-        default=[],
-        metavar="MAP",
-        help="report this map's entries at the end",
-    )
-    return parser
-
-
-def parse_args(argv: Sequence[str] | None) -> LoadRequest:
-    """The request a command line makes; argparse exits 2 on a malformed one."""
-    args = build_parser().parse_args(argv)
-    return LoadRequest(
-        object=args.object,
-        programs=tuple(args.program),
-        attach=tuple(args.attach),
-        prog_arrays=tuple(args.prog_array),
-        dump=tuple(args.dump),
     )
 
 

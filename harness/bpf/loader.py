@@ -40,7 +40,7 @@ from types import TracebackType
 from harness.bpf import btf, syscall
 from harness.bpf.elf import INSN_SIZE, BpfObject, MapDef, Program, Slot, read_object
 from harness.errors import BpfObjectError, LoaderError, VerifierError
-from harness.loaders.protocol import Dump, LoadRequest
+from harness.loaders.protocol import SOCKET_TARGET, Dump, LoadRequest
 from harness.packet_socket import open_packet_socket
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,6 @@ ARRAY_TYPES = (
 )
 #: What BPF_MAP_CREATE answers when a map type takes no BTF key and value types.
 BTF_IDS_REFUSED = (errno.EINVAL, syscall.ENOTSUPP)
-
-#: The one attach target a request can name: ``socket:IFACE``.
-SOCKET_TARGET = "socket:"
 
 #: An array index or prog array slot as the kernel reads it: a u32 key.
 INDEX_SIZE = 4

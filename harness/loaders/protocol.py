@@ -30,8 +30,9 @@ Section names hold no ``:``; MAP names are the object's map symbols.
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from typing import Any
 from harness.errors import LoaderProtocolError
 
 READY = "ready"
+#: The one attach target the protocol names: ``socket:IFACE``.
+SOCKET_TARGET = "socket:"
 
 #: A map's entries as a loader reports them: raw key and value bytes.
 Dump = dict[str, list[tuple[bytes, bytes]]]
@@ -67,6 +70,100 @@ class LoadRequest:
         for name in self.dump:
             args += ["--dump", name]
         return args
+
+    @classmethod
+    def from_argv(
+        cls,
+        argv: Sequence[str] | None,
+        *,
+        program_types: Collection[str],
+        prog: str | None = None,
+        description: str | None = None,
+    ) -> LoadRequest:
+        """The request a command line makes, the inverse of :meth:`argv`.
+
+        ``program_types`` are the TYPEs the loader takes; ``prog`` and ``description``
+        are for its usage message. argparse prints the usage error and exits 2 on a
+        malformed command line.
+        """
+        args = request_parser(program_types, prog=prog, description=description).parse_args(argv)
+        return cls(
+            object=args.object,
+            programs=tuple(args.program),
+            attach=tuple(args.attach),
+            prog_arrays=tuple(args.prog_array),
+            dump=tuple(args.dump),
+        )
+
+
+def request_parser(
+    program_types: Collection[str], *, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """An argument parser for the protocol's command line (:meth:`LoadRequest.from_argv`)."""
+
+    def program_spec(text: str) -> tuple[str, str]:
+        section, _, kind = text.partition(":")
+        if not section or not kind:
+            raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:TYPE")
+        if kind not in program_types:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: unknown program type {kind!r}; known: {', '.join(program_types)}"
+            )
+        return section, kind
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--object", type=Path, required=True, help="the BPF object (.o) to load")
+    parser.add_argument(
+        "--program",
+        type=program_spec,
+        action="append",
+        default=[],
+        metavar="SECTION:TYPE",
+        help=f"load this program section as TYPE ({', '.join(program_types)})",
+    )
+    parser.add_argument(
+        "--attach",
+        type=attach_spec,
+        action="append",
+        default=[],
+        metavar=f"SECTION:{SOCKET_TARGET}IFACE",
+        help="attach the program with SO_ATTACH_BPF to a packet socket bound to IFACE",
+    )
+    parser.add_argument(
+        "--prog-array",
+        type=prog_array_spec,
+        action="append",
+        default=[],
+        metavar="MAP:INDEX:SECTION",
+        help="store the program's fd at INDEX of the BPF_MAP_TYPE_PROG_ARRAY MAP",
+    )
+    parser.add_argument(
+        "--dump",
+        action="append",
+        default=[],
+        metavar="MAP",
+        help="report this map's entries at the end",
+    )
+    return parser
+
+
+def attach_spec(text: str) -> tuple[str, str]:
+    """``SECTION:socket:IFACE`` of ``--attach``."""
+    section, _, target = text.partition(":")
+    interface = target.removeprefix(SOCKET_TARGET)
+    if not section or not target.startswith(SOCKET_TARGET) or not interface:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:{SOCKET_TARGET}IFACE")
+    return section, target
+
+
+def prog_array_spec(text: str) -> tuple[str, int, str]:
+    """``MAP:INDEX:SECTION`` of ``--prog-array``."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not MAP:INDEX:SECTION with INDEX a number from 0"
+        )
+    return parts[0], int(parts[1]), parts[2]
 
 
 def parse_dump(text: str, wanted: Sequence[str], *, loader: str) -> Dump:

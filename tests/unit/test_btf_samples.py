@@ -8,20 +8,15 @@ with harness/frames.py, so that an oracle is checked against something else.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 from frames_util import (
-    LOOPBACK,
-    PER_DESTINATION,
-    PER_FLOW,
     TCP,
     TCP_ACK_LENGTH,
     UDP,
     both_ways,
-    crafted_flows,
     header_sets,
     tcp_ack,
 )
@@ -30,11 +25,10 @@ from harness import frames, paths, samples
 from harness.bpf import btf, elf
 from harness.build import bpf_argv
 from harness.proc import SubprocessRunner, require
-from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Frames, Sample
+from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Sample
 
 #: Each BTF sample and the classic sample whose programs it carries over.
 BTF_SAMPLES = {"sockex1-btf": "sockex1", "sockex2-btf": "sockex2", "sockex3-btf": "sockex3"}
-FLOW_SAMPLES = ("sockex2-btf", "sockex3-btf")
 #: The oldest kernel the harness runs; a sample without min_kernel must load there.
 OLDEST_KERNEL = (5, 10)
 # From include/uapi/linux/bpf.h and if_packet.h.
@@ -149,28 +143,8 @@ def test_sockex1_btf_columns_read_the_protocols(available: dict[str, Sample]) ->
     }
 
 
-# --- sockex2-btf and sockex3-btf: the flow samples' oracles ---------------------------------------
-
-
-def test_sockex2_btf_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
-    assert available["sockex2-btf"].oracle(crafted_flows()) == {"hash_map": PER_DESTINATION}
-
-
-def test_sockex2_btf_describes_keys_as_addresses(available: dict[str, Sample]) -> None:
-    describe = available["sockex2-btf"].map_check("hash_map").describe_key
-    assert describe is not None
-    assert describe((0x7F000010,)) == "127.0.0.16"
-    assert describe((0xFD000006,)) == "253.0.0.6"
-
-
-def test_sockex3_btf_counts_per_flow(available: dict[str, Sample]) -> None:
-    assert available["sockex3-btf"].oracle(crafted_flows()) == {"flow_map": PER_FLOW}
-
-
-def test_sockex3_btf_describes_keys_as_flows(available: dict[str, Sample]) -> None:
-    describe = available["sockex3-btf"].map_check("flow_map").describe_key
-    assert describe is not None
-    assert describe((LOOPBACK, 0x7F000002, 50000, 80, TCP)) == "127.0.0.1:50000 -> 127.0.0.2:80 tcp"
+# The flow twins' oracles, columns and jump slots are checked with their classic twins
+# in test_sample_oracles.py.
 
 
 @pytest.mark.parametrize("name", BTF_SAMPLES)
@@ -178,39 +152,6 @@ def test_oracles_of_an_empty_capture(available: dict[str, Sample], name: str) ->
     sample = available[name]
     (check,) = sample.maps
     assert sample.oracle([]) == {check.name: {}}
-
-
-@pytest.mark.parametrize("name", FLOW_SAMPLES)
-def test_columns_read_entries_the_declared_traffic_makes(
-    available: dict[str, Sample], name: str
-) -> None:
-    """Each crafted-frame column's key is one the oracle gives for the sample's own traffic."""
-    sample = available[name]
-    captured: list[Frame] = []
-    for step in sample.traffic:
-        if isinstance(step, Frames):
-            captured += both_ways(frames.build(step.kind, step.dst, payload=step.payload))
-    expected = sample.oracle(captured)
-    (check,) = sample.maps
-    frame_columns = [c for c in sample.columns if c.header not in ("TCP", "UDP", "ICMP")]
-    assert frame_columns
-    for column in frame_columns:
-        assert column.key in expected[check.name], column.header
-
-
-def test_sockex3_btf_jump_slots_match_its_source(available: dict[str, Sample]) -> None:
-    sample = available["sockex3-btf"]
-    source = (sample.directory / sample.kern).read_text()
-    slots = {
-        int(index): name
-        for name, index in re.findall(r"#define (PARSE_\w+|COUNT_FLOW) (\d+)", source)
-    }
-    (array,) = sample.prog_arrays
-    assert array.map == "jmp_table"
-    assert set(array.entries) == set(slots)
-    for index, section in array.entries.items():
-        assert section == f"socket/{index}", slots[index]
-    assert [p.section for p in sample.programs if p.attach] == ["socket/0"]
 
 
 # --- the build: clang as harness/build.py runs it for a btf sample, against each set of headers ---

@@ -1,4 +1,4 @@
-"""The flow samples (sockex2, sockex3): their oracles on crafted frame lists, and their build.
+"""The flow samples (sockex2, sockex3 and their -btf twins): oracles on crafted frames, build.
 
 The expected entries are written out by hand in frames_util.py (addresses as
 numbers, lengths as the frame layouts give them), not computed with
@@ -28,6 +28,9 @@ from harness.proc import SubprocessRunner, require
 from harness.samples import PACKET_HOST, Frame, Frames, Sample
 
 FLOW_SAMPLES = ("sockex2", "sockex3")
+#: Each classic flow sample and its BTF twin, which share its oracle and columns.
+SOCKEX2_TWINS = ("sockex2", "sockex2-btf")
+SOCKEX3_TWINS = ("sockex3", "sockex3-btf")
 MAP_TYPE_HASH = 1
 MAP_TYPE_PROG_ARRAY = 3
 
@@ -54,24 +57,28 @@ def test_both_flow_samples_are_discovered(available: dict[str, Sample]) -> None:
         assert (sample.directory / "README.md").is_file()
 
 
-def test_sockex2_counts_per_innermost_destination(available: dict[str, Sample]) -> None:
+@pytest.mark.parametrize("name", SOCKEX2_TWINS)
+def test_sockex2_counts_per_innermost_destination(available: dict[str, Sample], name: str) -> None:
     expected = {**PER_DESTINATION, (0x7F000019,): (1, 14 + 20)}
-    assert available["sockex2"].oracle(crafted()) == {"hash_map": expected}
+    assert available[name].oracle(crafted()) == {"hash_map": expected}
 
 
-def test_sockex2_describes_keys_as_addresses(available: dict[str, Sample]) -> None:
-    describe = available["sockex2"].map_check("hash_map").describe_key
+@pytest.mark.parametrize("name", SOCKEX2_TWINS)
+def test_sockex2_describes_keys_as_addresses(available: dict[str, Sample], name: str) -> None:
+    describe = available[name].map_check("hash_map").describe_key
     assert describe is not None
     assert describe((0x7F000010,)) == "127.0.0.16"
     assert describe((0xFD000006,)) == "253.0.0.6"
 
 
-def test_sockex3_counts_per_flow(available: dict[str, Sample]) -> None:
-    assert available["sockex3"].oracle(crafted()) == {"flow_map": PER_FLOW}
+@pytest.mark.parametrize("name", SOCKEX3_TWINS)
+def test_sockex3_counts_per_flow(available: dict[str, Sample], name: str) -> None:
+    assert available[name].oracle(crafted()) == {"flow_map": PER_FLOW}
 
 
-def test_sockex3_describes_keys_as_flows(available: dict[str, Sample]) -> None:
-    describe = available["sockex3"].map_check("flow_map").describe_key
+@pytest.mark.parametrize("name", SOCKEX3_TWINS)
+def test_sockex3_describes_keys_as_flows(available: dict[str, Sample], name: str) -> None:
+    describe = available[name].map_check("flow_map").describe_key
     assert describe is not None
     key = (LOOPBACK, 0x7F000002, 50000, 80, 6)
     assert describe(key) == "127.0.0.1:50000 -> 127.0.0.2:80 tcp"
@@ -82,7 +89,7 @@ def test_oracles_of_an_empty_capture(available: dict[str, Sample]) -> None:
     assert available["sockex3"].oracle([]) == {"flow_map": {}}
 
 
-@pytest.mark.parametrize("name", FLOW_SAMPLES)
+@pytest.mark.parametrize("name", SOCKEX2_TWINS + SOCKEX3_TWINS)
 def test_columns_read_entries_the_declared_traffic_makes(
     available: dict[str, Sample], name: str
 ) -> None:
@@ -108,8 +115,9 @@ def test_columns_read_entries_the_declared_traffic_makes(
     assert {s.kind for s in sample.traffic if isinstance(s, Frames)} == set(samples.FRAME_KINDS)
 
 
-def test_sockex3_jump_slots_match_its_source(available: dict[str, Sample]) -> None:
-    sample = available["sockex3"]
+@pytest.mark.parametrize("name", SOCKEX3_TWINS)
+def test_sockex3_jump_slots_match_its_source(available: dict[str, Sample], name: str) -> None:
+    sample = available[name]
     source = (sample.directory / sample.kern).read_text()
     slots = {
         int(index): name

@@ -117,7 +117,7 @@ def shipped_image(series: str, workdir: Path) -> Path:
     wanted = [p for p in kernel.packages if p.name.startswith(("linux-image-", "linux-binary-"))]
     if not wanted:
         raise SystemExit(f"series {series} ships no image package; give --shipped-image PATH")
-    root = kernels._apt_root(options, series)  # the series' private apt state
+    root = apt.AptRoot.of(options.cache, series)  # the series' own apt state
     debs = workdir / "debs"
     debs.mkdir(parents=True)
     runner.run(

@@ -83,7 +83,10 @@ def kernel_choices(text: str, options: KernelOptions) -> list[KernelChoice]:
                 "(kernels/catalog.toml); give a path to your own kernel with --kernel PATH"
             )
         if is_path_spec(part) and not Path(part).expanduser().exists():
-            raise NotAKernelError(f"--kernel {part}: no such file or directory")
+            raise NotAKernelError(
+                f"--kernel {part}: no such file or directory; give a built kernel tree, a "
+                "bzImage or vmlinux, or a series (`invoke kernels.list` lists them)"
+            )
         found.append(KernelChoice(part, True))
     if not found:
         raise ConfigError("--kernel names no kernel; give a series such as 6.1, or all")

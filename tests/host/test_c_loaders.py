@@ -294,7 +294,8 @@ def header_sets() -> dict[str, Path | None]:
 
 
 HEADER_SETS = header_sets()
-#: What is built against each kernel's headers: the loaders, and sockex1's demo on bpf_load.c.
+#: What is built against each kernel's headers: the loaders, and sockex1's demo on bpf_load.c
+#: (and protocol.c, whose packet socket bpf_load.h's bpf_attach_packet_socket is).
 PROGRAMS = {
     "c": (CLASSIC.sources, CLASSIC.libraries),
     "libbpf": (LIBBPF.sources, LIBBPF.libraries),
@@ -302,6 +303,7 @@ PROGRAMS = {
         (
             PROJECT_ROOT / "samples" / "sockex1" / "sockex1_user.c",
             LOADERS_DIR / "classic" / "bpf_load.c",
+            LOADERS_DIR / "common" / "protocol.c",  # bpf_attach_packet_socket
         ),
         CLASSIC.libraries,
     ),

@@ -9,13 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <net/if.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <linux/if_ether.h>
-#include <linux/if_packet.h>
 #include <libelf.h>
 #include <gelf.h>
 
@@ -27,9 +22,6 @@
 /* The relocation types of BPF objects (the ELF headers of old libcs lack them). */
 #define RELOC_BPF_64_64 1	/* a 64-bit immediate load of a symbol's address */
 #define RELOC_BPF_64_32 10	/* a call to a BPF function */
-#ifndef SO_ATTACH_BPF
-#define SO_ATTACH_BPF 50
-#endif
 
 /* The section legacy objects declare their maps in, and the size of one definition. */
 #define MAPS_SECTION "maps"
@@ -630,39 +622,4 @@ void bpf_load_close(struct bpf_load_object *obj)
 	free(obj->log);
 	obj->log = NULL;
 	obj->prog_count = obj->map_count = 0;
-}
-
-int bpf_attach_packet_socket(int prog_fd, const char *ifname, char *error, size_t error_size)
-{
-	struct sockaddr_ll addr;
-	int sock;
-
-	sock = socket(PF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-	if (sock < 0) {
-		snprintf(error, error_size, "cannot open a packet socket: %s%s", strerror(errno),
-			 errno == EPERM ? " (run as root or with CAP_NET_RAW)" : "");
-		return -1;
-	}
-	memset(&addr, 0, sizeof(addr));
-	addr.sll_family = AF_PACKET;
-	addr.sll_protocol = htons(ETH_P_ALL);
-	addr.sll_ifindex = if_nametoindex(ifname);
-	if (addr.sll_ifindex == 0) {
-		snprintf(error, error_size, "no network interface %s on this host", ifname);
-		close(sock);
-		return -1;
-	}
-	if (bind(sock, (struct sockaddr *)&addr, sizeof(addr))) {
-		snprintf(error, error_size, "cannot bind a packet socket to %s: %s", ifname,
-			 strerror(errno));
-		close(sock);
-		return -1;
-	}
-	if (setsockopt(sock, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd, sizeof(prog_fd))) {
-		snprintf(error, error_size, "cannot attach the program to a packet socket on %s "
-			 "(SO_ATTACH_BPF): %s", ifname, strerror(errno));
-		close(sock);
-		return -1;
-	}
-	return sock;
 }

@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <linux/bpf.h>
 
+#include "../common/protocol.h"
+
 #define BPF_LOAD_MAX_MAPS 64
 #define BPF_LOAD_MAX_PROGS 64
 #define BPF_LOAD_NAME_MAX 128
@@ -95,7 +97,13 @@ int bpf_get_next_key(int fd, const void *key, void *next_key);
 /*
  * A packet socket bound to the interface ifname with the program prog_fd
  * attached (SO_ATTACH_BPF); -1 with a message in error (of error_size) if not.
+ * The loader protocol's own (../common/protocol.c, which a program that calls
+ * this is linked with), under the name the samples' user programs use.
  */
-int bpf_attach_packet_socket(int prog_fd, const char *ifname, char *error, size_t error_size);
+static inline int bpf_attach_packet_socket(int prog_fd, const char *ifname, char *error,
+					   size_t error_size)
+{
+	return protocol_packet_socket(prog_fd, ifname, error, error_size);
+}
 
 #endif

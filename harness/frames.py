@@ -265,7 +265,7 @@ def build(
         return ethernet(ETH_P_IP, ipv4(src, dst, IPPROTO_UDP, data, frag_off=FRAGMENT_OFFSET))
     if kind == "arp":
         return ethernet(ETH_P_ARP, arp_request(src, dst))
-    raise ValueError(f"unknown frame kind {kind!r}")
+    raise ValueError(f"unknown frame kind {kind!r}; use one of {', '.join(FRAME_KINDS)}")
 
 
 # --- the dissector ---------------------------------------------------------------------

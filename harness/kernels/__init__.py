@@ -89,10 +89,6 @@ def is_path_spec(spec: str) -> bool:
     return os.sep in spec or spec.startswith(("~", ".")) or os.path.exists(spec)
 
 
-def _apt_root(options: KernelOptions, series: str) -> apt.AptRoot:
-    return apt.AptRoot.of(options.cache, series)
-
-
 def default_series(options: KernelOptions) -> list[str]:
     """The catalog's series whose archives answer from here (or that were indexed or
     cached before, so that a machine gone offline still tests what it has)."""
@@ -113,7 +109,9 @@ def default_series(options: KernelOptions) -> list[str]:
         ]
         if not problems:
             chosen.append(name)
-        elif _apt_root(options, name).has_index() or _newest_cached(name, series, options):
+        elif apt.AptRoot.of(options.cache, name).has_index() or _newest_cached(
+            name, series, options
+        ):
             log.warning(
                 "series %s: %s; using what was downloaded before", name, "; ".join(problems)
             )
@@ -172,7 +170,7 @@ def _series(spec: str, options: KernelOptions) -> Series:
 
 def _resolve_series(series: Series, options: KernelOptions, runner: Runner) -> apt.Resolved:
     sources = apt.sources_for(series, options.mirrors())
-    root = _apt_root(options, series.name)
+    root = apt.AptRoot.of(options.cache, series.name)
     with files.locked(root.lock):
         apt.update_index(root, series, sources, runner, refresh=options.refresh)
         return apt.query(root, series, runner)
@@ -229,7 +227,7 @@ def prepare(
             entry = cached
         else:
             kernel = _kernel(spec, series, resolved)
-            root = _apt_root(options, series.name)
+            root = apt.AptRoot.of(options.cache, series.name)
 
             def download(dest: Path) -> dict[str, Path]:
                 with files.locked(root.lock):

@@ -241,8 +241,10 @@ int protocol_packet_socket(int prog_fd, const char *ifname, char *message, size_
 
 	sock = socket(PF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
 	if (sock < 0) {
-		snprintf(message, message_size, "cannot open a packet socket: %s%s",
-			 strerror(errno), errno == EPERM ? " (run as root or with CAP_NET_RAW)" : "");
+		snprintf(message, message_size, "cannot open a packet socket: %s; %s",
+			 strerror(errno), errno == EPERM || errno == EACCES ?
+			 "run as root or with CAP_NET_RAW" :
+			 "check that the kernel has packet sockets (CONFIG_PACKET)");
 		return -1;
 	}
 	memset(&addr, 0, sizeof(addr));
@@ -250,7 +252,8 @@ int protocol_packet_socket(int prog_fd, const char *ifname, char *message, size_
 	addr.sll_protocol = htons(ETH_P_ALL);
 	addr.sll_ifindex = if_nametoindex(ifname);
 	if (addr.sll_ifindex == 0) {
-		snprintf(message, message_size, "no network interface %s on this host", ifname);
+		snprintf(message, message_size, "no network interface %s on this host; name one "
+			 "that `ip link` lists", ifname);
 		close(sock);
 		return -1;
 	}

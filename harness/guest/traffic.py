@@ -15,6 +15,7 @@ import threading
 import time
 
 from harness.errors import TrafficError
+from harness.frames import checksum
 
 LOOPBACK = "127.0.0.1"
 SIOCGIFFLAGS = 0x8913
@@ -141,14 +142,4 @@ def send_icmp(count: int, dst: str = LOOPBACK) -> int:
 
 def _echo_request(ident: int, sequence: int, data: bytes) -> bytes:
     header = struct.pack("!BBHHH", 8, 0, 0, ident, sequence)
-    checksum = _checksum(header + data)
-    return struct.pack("!BBHHH", 8, 0, checksum, ident, sequence) + data
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return struct.pack("!BBHHH", 8, 0, checksum(header + data), ident, sequence) + data

@@ -24,7 +24,7 @@ from pathlib import Path
 from harness import files, paths
 from harness.bpf import elf
 from harness.errors import BpfObjectError, BuildError, CommandError
-from harness.loaders import LOADERS_DIR, Loader
+from harness.loaders import LOADERS_DIR, PROTOCOL_SOURCE, Loader
 from harness.proc import Runner, SubprocessRunner, require, tail
 from harness.samples import Sample
 
@@ -44,7 +44,8 @@ BPF_CFLAGS = ("-O2", "-Wall", "-target", "bpf")
 #: BTF-defined maps need the object's BTF, which clang writes with -g.
 BTF_CFLAGS = ("-g",)
 USER_CFLAGS = ("-O2", "-Wall")
-#: The classic user programs are built on the classic loader's bpf_load.c.
+#: The classic user programs are built on the classic loader's bpf_load.c (and the
+#: packet-socket code it shares with the loaders, in common/protocol.c).
 CLASSIC_LIB = LOADERS_DIR / "classic"
 
 
@@ -192,8 +193,8 @@ def build_sample(
             libraries = link_options(["pkg-config:libbpf"], runner)
         else:
             include = [CLASSIC_LIB]
-            user.append(CLASSIC_LIB / "bpf_load.c")
-            inputs.append(CLASSIC_LIB / "bpf_load.h")
+            user += [CLASSIC_LIB / "bpf_load.c", PROTOCOL_SOURCE]
+            inputs += [CLASSIC_LIB / "bpf_load.h", PROTOCOL_SOURCE.with_suffix(".h")]
             libraries = ["-lelf"]
         inputs += user
         program = Path(sample.user[0]).stem.removesuffix("_user") or sample.name

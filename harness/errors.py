@@ -44,6 +44,10 @@ class CommandTimeoutError(CommandError):
     """An external command ran past its time limit and was killed."""
 
 
+class CommandStalledError(CommandTimeoutError):
+    """An external command printed nothing for too long before it settled, and was killed."""
+
+
 # Kernels: resolution, download, cache, configuration checks.
 class KernelError(HarnessError):
     """A kernel could not be resolved, fetched, cached or used."""
@@ -124,6 +128,10 @@ class VmError(HarnessError):
 
 class VmTimeoutError(VmError):
     """The VM ran past its time limit and was killed."""
+
+
+class VmStalledError(VmTimeoutError):
+    """Every boot of the VM stalled (a silent console) before its init ran."""
 
 
 class VmLostError(VmError):

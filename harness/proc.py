@@ -31,13 +31,19 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol
 
-from harness.errors import CommandError, CommandTimeoutError, ToolMissingError
+from harness.errors import (
+    CommandError,
+    CommandStalledError,
+    CommandTimeoutError,
+    ToolMissingError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +151,37 @@ class Completed:
     log_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class Stall:
+    """When a command whose output goes to a log counts as stalled.
+
+    It has stalled when its output has been silent for ``seconds`` and no line holding
+    one of ``until`` has appeared yet; once one has, only the overall timeout applies.
+    A VM's boot is the case in point: the kernel prints a line every second or so
+    until the guest's init runs, and then the guest may rightly stay quiet for long.
+    """
+
+    seconds: float
+    until: tuple[str, ...] = ()
+
+
+class _Output:
+    """What the log copier saw: when the last line came, and whether ``until`` came."""
+
+    def __init__(self, until: tuple[str, ...]) -> None:
+        self.until = until
+        self.last = time.monotonic()
+        self.last_line = ""
+        self.settled = not until
+
+    def saw(self, line: str) -> None:
+        self.last = time.monotonic()
+        if line.strip():
+            self.last_line = line.strip()
+        if not self.settled and any(marker in line for marker in self.until):
+            self.settled = True
+
+
 class Runner(Protocol):
     """Runs one command to completion."""
 
@@ -158,6 +195,7 @@ class Runner(Protocol):
         timeout: float | None = None,
         input: str | None = None,
         log_path: Path | None = None,
+        stall: Stall | None = None,
     ) -> Completed: ...
 
 
@@ -254,7 +292,9 @@ class SubprocessRunner:
         timeout: float | None = None,
         input: str | None = None,
         log_path: Path | None = None,
+        stall: Stall | None = None,
     ) -> Completed:
+        """Run ``argv``; with ``log_path``, its output goes there (and ``stall`` applies)."""
         args = tuple(str(a) for a in argv)
         log.debug("run: %s", shlex.join(args))
         full_env = None if env is None else {**os.environ, **env}
@@ -264,6 +304,7 @@ class SubprocessRunner:
         # over it from offset 0.
         log_file: IO[str] | None = None
         copier: threading.Thread | None = None
+        output = _Output(stall.until if stall else ())
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -291,12 +332,22 @@ class SubprocessRunner:
                 raise
             try:
                 if log_file is not None:
-                    copier = _start_copy(proc, log_file)
+                    copier = _start_copy(proc, log_file, output)
                     _feed(proc, input)
-                    proc.wait(timeout=timeout)
+                    _wait(proc, timeout, stall, output)
                     stdout, stderr = "", ""
                 else:
                     stdout, stderr = proc.communicate(input=input, timeout=timeout)
+            except _Stalled as exc:
+                kill_group(proc)
+                assert stall is not None
+                raise CommandStalledError(
+                    f"{shlex.join(args)} printed nothing for {stall.seconds:.0f} s and was "
+                    f"killed; its last line: {output.last_line or '(none)'}; output in "
+                    f"{log_path}",
+                    argv=args,
+                    log_path=log_path,
+                ) from exc
             except subprocess.TimeoutExpired as exc:
                 kill_group(proc)
                 where = f"; output in {log_path}" if log_path else ""
@@ -356,7 +407,39 @@ def spawn(
         raise ToolMissingError(f"cannot run {args[0]}: not found; build it or check PATH") from exc
 
 
-def _start_copy(proc: subprocess.Popen[str], log_file: IO[str]) -> threading.Thread:
+class _Stalled(Exception):
+    """The command's output was silent for longer than its :class:`Stall` allows."""
+
+
+#: How often a wait with a :class:`Stall` looks at the output's clock.
+_STALL_POLL = 1.0
+
+
+def _wait(
+    proc: subprocess.Popen[str], timeout: float | None, stall: Stall | None, output: _Output
+) -> None:
+    """Wait for ``proc``; raise ``subprocess.TimeoutExpired`` or :class:`_Stalled`."""
+    if stall is None:
+        proc.wait(timeout=timeout)
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = _STALL_POLL
+        if deadline is not None:
+            step = min(step, max(deadline - time.monotonic(), 0.0))
+        try:
+            proc.wait(timeout=step)
+            return
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        if not output.settled and time.monotonic() - output.last > stall.seconds:
+            raise _Stalled
+
+
+def _start_copy(
+    proc: subprocess.Popen[str], log_file: IO[str], output: _Output
+) -> threading.Thread:
     """Copy ``proc``'s output into ``log_file`` line by line until the pipe closes."""
     source = proc.stdout
     assert source is not None
@@ -365,6 +448,7 @@ def _start_copy(proc: subprocess.Popen[str], log_file: IO[str]) -> threading.Thr
         for line in source:
             log_file.write(line)
             log_file.flush()
+            output.saw(line)
 
     thread = threading.Thread(target=copy, name="log-copier", daemon=True)
     thread.start()

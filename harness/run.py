@@ -319,7 +319,7 @@ def boot(
             prepared.skipped,
             prepared.broken,
         )
-    _write_timeline(results, prepared, ran.seconds)
+    _write_timeline(results, prepared, ran.seconds, ran.stalled_logs)
     return KernelRun(
         prepared.spec,
         entry.release,
@@ -332,8 +332,13 @@ def boot(
     )
 
 
-def _write_timeline(results: Path, prepared: PreparedKernel, vm_seconds: float) -> None:
-    timeline = {**prepared.seconds, "vm": round(vm_seconds, 3)}
+def _write_timeline(
+    results: Path, prepared: PreparedKernel, vm_seconds: float, stalled: Sequence[Path] = ()
+) -> None:
+    timeline: dict[str, object] = {**prepared.seconds, "vm": round(vm_seconds, 3)}
+    if stalled:
+        # Boots that stalled before their init and were booted again (see vm.run_vm).
+        timeline["stalled_boots"] = [path.name for path in stalled]
     try:
         files.write_atomic(results / TIMELINE_NAME, json.dumps(timeline) + "\n")
     except OSError as exc:

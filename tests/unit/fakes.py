@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import CommandError
-from harness.proc import Completed, SubprocessRunner, command_failed
+from harness.proc import Completed, Stall, SubprocessRunner, command_failed
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -35,6 +35,7 @@ class Call:
     timeout: float | None = None
     input: str | None = None
     log_path: Path | None = None
+    stall: Stall | None = None
 
     @property
     def program(self) -> str:
@@ -72,8 +73,9 @@ class FakeRunner:
         timeout: float | None = None,
         input: str | None = None,
         log_path: Path | None = None,
+        stall: Stall | None = None,
     ) -> Completed:
-        call = Call(tuple(str(a) for a in argv), check, cwd, env, timeout, input, log_path)
+        call = Call(tuple(str(a) for a in argv), check, cwd, env, timeout, input, log_path, stall)
         with self._lock:
             self.calls.append(call)
             answer = self._answer_for(call)
@@ -110,6 +112,7 @@ def really_run(call: Call) -> Completed:
         timeout=call.timeout,
         input=call.input,
         log_path=call.log_path,
+        stall=call.stall,
     )
 
 

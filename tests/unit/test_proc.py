@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from process_trees import PATIENCE, alive, python, state, survivors, tree, tree_pids
 
 from harness import proc
-from harness.errors import CommandTimeoutError
+from harness.errors import CommandStalledError, CommandTimeoutError
 
 
 def _children_of_this_process() -> set[int]:
@@ -27,6 +28,44 @@ def test_a_timeout_kills_the_whole_group(tmp_path: Path, reaped: list[int]) -> N
         proc.SubprocessRunner().run(tree(marker), timeout=5)
     reaped += tree_pids(marker)
     assert survivors(reaped) == []
+
+
+def test_a_command_silent_before_its_marker_is_killed_as_stalled(
+    tmp_path: Path, reaped: list[int]
+) -> None:
+    marker = tmp_path / "pids"
+    log_path = tmp_path / "out.log"
+    argv = ["sh", "-c", f"echo booting; {shlex.join(tree(marker))}"]
+    stall = proc.Stall(0.5, ("init ran",))
+    with pytest.raises(CommandStalledError, match="printed nothing for 0 s") as caught:
+        proc.SubprocessRunner().run(argv, timeout=120, log_path=log_path, stall=stall)
+    assert "its last line: booting" in str(caught.value)
+    assert caught.value.log_path == log_path
+    reaped += tree_pids(marker)
+    assert survivors(reaped) == []
+
+
+def test_silence_after_the_marker_is_no_stall(tmp_path: Path) -> None:
+    script = "echo booting; echo init ran; sleep 1.5; echo finished"
+    done = proc.SubprocessRunner().run(
+        ["sh", "-c", script],
+        timeout=120,
+        log_path=tmp_path / "out.log",
+        stall=proc.Stall(0.5, ("init ran",)),
+    )
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "finished"
+
+
+def test_the_time_limit_still_holds_with_a_stall_watch(tmp_path: Path) -> None:
+    with pytest.raises(CommandTimeoutError, match="within 1 s") as caught:
+        proc.SubprocessRunner().run(
+            ["sh", "-c", "echo init ran; sleep 300"],
+            timeout=1,
+            log_path=tmp_path / "out.log",
+            stall=proc.Stall(60, ("init ran",)),
+        )
+    assert not isinstance(caught.value, CommandStalledError)
 
 
 def test_a_finished_command_leaves_no_watchdog_behind() -> None:

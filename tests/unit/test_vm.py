@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from fakes import Answer, Call, FakeRunner
 
-from harness import vm
+from harness import proc, vm
 from harness.errors import (
+    CommandStalledError,
     CommandTimeoutError,
     ConfigError,
     GuestError,
     KernelPanicError,
     VmLostError,
+    VmStalledError,
     VmTimeoutError,
 )
 from harness.kernels.model import Kernel, KernelEntry
@@ -60,6 +62,15 @@ def vm_hangs(console: str) -> Answer:
         assert call.log_path is not None
         call.log_path.write_text(console)
         raise CommandTimeoutError("killed", argv=call.argv, log_path=call.log_path)
+
+    return answer
+
+
+def vm_stalls(console: str) -> Answer:
+    def answer(call: Call) -> Completed:
+        assert call.log_path is not None
+        call.log_path.write_text(console)
+        raise CommandStalledError("stalled", argv=call.argv, log_path=call.log_path)
 
     return answer
 
@@ -477,6 +488,56 @@ def test_run_vm_reports_a_timeout_with_the_console_tail(tmp_path: Path) -> None:
     assert caught.value.log_path == results / "console.log"
     assert "--timeout" in str(caught.value)
     assert str(results / "console.log") in str(caught.value)
+
+
+STALLED_BOOT = """\
+[    1.062850] ACPI: PCI: Interrupt link LNKA configured for IRQ 10
+[    1.110181] clocksource: Switched to clocksource hpet
+"""
+
+
+def test_run_vm_boots_again_after_a_boot_that_stalled_before_its_init(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(
+        answers=[
+            vm_stalls(STALLED_BOOT),
+            vm_exits(0, recorded("ok-6.1.log"), {"python.json": "{}"}),
+        ]
+    )
+    got = vm.run_vm(
+        entry(tmp_path), ["true"], results, accel="tcg", expect=["python.json"], runner=runner
+    )
+    assert len(runner.calls) == 2
+    for call in runner.calls:
+        assert call.stall is not None
+        assert call.stall.seconds == vm.STALL_SECONDS["tcg"]
+        assert "virtme-ng-init:" in call.stall.until
+    assert "Power down" in got.console_log.read_text()
+    (kept,) = got.stalled_logs
+    assert kept.parent == results
+    assert "Switched to clocksource hpet" in kept.read_text()
+
+
+def test_run_vm_gives_up_when_every_boot_stalls(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(answers=[vm_stalls(STALLED_BOOT)] * vm.BOOT_ATTEMPTS)
+    with pytest.raises(VmStalledError, match="stalled on each of 2 boots") as caught:
+        vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
+    message = str(caught.value)
+    assert "Switched to clocksource hpet" in message
+    assert "-j 1" in message
+    logs = sorted(results.glob("console.stalled-*.log"))
+    assert len(logs) == vm.BOOT_ATTEMPTS
+    assert all(str(path) in message for path in logs)
+
+
+def test_a_short_time_limit_caps_the_stall_watch(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(answers=[vm_exits(0, recorded("ok-6.1.log"), {"r.json": "{}"})])
+    vm.run_vm(
+        entry(tmp_path), ["true"], results, accel="tcg", expect=["r.json"], timeout=9, runner=runner
+    )
+    assert runner.calls[0].stall == proc.Stall(9, vm._INIT_MARKERS)
 
 
 # --- the accelerator probe --------------------------------------------------------------

@@ -38,12 +38,22 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created, with its directory, if missing)."""
+def locked(path: Path, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+    """Hold a ``flock`` on ``path`` (created, with its directory, if missing).
+
+    Exclusive, or ``shared`` with other shared holders. With ``blocking=False`` the
+    lock is taken only if it is free at once; the block runs either way and is given
+    whether the lock is held (always True when blocking).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, operation if blocking else operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

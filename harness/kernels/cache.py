@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -455,7 +454,7 @@ def prune(cache: Path, keep_series: Collection[str], *, dry_run: bool = False) -
     """
     removed, busy = [], []
     for removal, lock in _prune_plan(cache, keep_series):
-        with _try_lock(lock) as free:
+        with locked(lock, blocking=False) as free:
             if not free:
                 busy.append(removal)
                 continue
@@ -470,14 +469,8 @@ def prune(cache: Path, keep_series: Collection[str], *, dry_run: bool = False) -
 def in_use(entry: KernelEntry | Path) -> Iterator[None]:
     """Keep :func:`prune` away from a cache entry while a VM boots it (a shared lock)."""
     path = entry if isinstance(entry, Path) else entry.image.parent.parent
-    lock = _lock_path(path.parent.parent, path.name)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(_lock_path(path.parent.parent, path.name), shared=True):
+        yield
 
 
 def _prune_plan(cache: Path, keep_series: Collection[str]) -> list[tuple[Removal, Path]]:
@@ -519,19 +512,3 @@ def _prune_plan(cache: Path, keep_series: Collection[str]) -> list[tuple[Removal
             why = f"package index of series {path.name}, not in the catalog"
             add(path, why, AptRoot(path).lock)
     return plan
-
-
-@contextlib.contextmanager
-def _try_lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``path`` if nobody holds it; yield whether we do."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

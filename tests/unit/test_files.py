@@ -68,6 +68,27 @@ def test_locked_holds_the_lock_until_the_block_ends(tmp_path: Path) -> None:
     assert try_lock()
 
 
+def test_shared_holders_share_and_keep_an_exclusive_one_out(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with files.locked(path, shared=True) as first, files.locked(path, shared=True) as second:
+        with files.locked(path, blocking=False) as exclusive:
+            assert (first, second, exclusive) == (True, True, False)
+        with files.locked(path, shared=True, blocking=False) as third:
+            assert third
+    with files.locked(path, blocking=False) as exclusive:
+        assert exclusive
+
+
+def test_a_lock_not_taken_is_not_released_by_the_one_that_failed(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with files.locked(path) as held:
+        with files.locked(path, shared=True, blocking=False) as other:
+            assert not other
+        # Still ours: another try fails as well.
+        with files.locked(path, blocking=False) as again:
+            assert held and not again
+
+
 def test_write_atomic_writes_through_a_pipe_instead_of_replacing_it(tmp_path: Path) -> None:
     # A FIFO stands in for /dev/null or /dev/stdout: renaming a file over it would
     # replace the device itself.

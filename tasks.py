@@ -343,6 +343,10 @@ ns.add_task(build, name="build")
         "mirror": "URL of the Debian archive to use instead of the host's apt sources "
         "(also $HARNESS_MIRROR)",
         "pytest_args": "more arguments for pytest, as one string (e.g. '-x -vv')",
+        "baseline": "A/B: a git revision (e.g. origin/main) or another checkout's path whose "
+        "loaders and samples run beside these as NAME@base in the same boots; the exit "
+        "status is 1 only when a case regressed (see the README)",
+        "baseline_loaders_only": "with --baseline: its loaders only, on this checkout's samples",
         "verbose": "log details",
     },
     iterable=["loader_cmd"],
@@ -360,13 +364,17 @@ def test(
     timings: bool = False,
     mirror: str | None = None,
     pytest_args: str = "",
+    baseline: str = "",
+    baseline_loaders_only: bool = False,
     verbose: bool = False,
 ) -> None:
     """Boot each kernel in a VM, run every sample with every loader, check the maps."""
+    import contextlib
     import shlex
 
     import pytest
 
+    from harness import baseline as ab
     from harness import kernels, loaders, paths, run, samples
     from harness import report as results
     from harness.errors import ConfigError
@@ -378,11 +386,14 @@ def test(
         raise ConfigError(f"--timeout must be a number of seconds (0: the default), not {timeout}")
     if accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
+    if baseline_loaders_only and not baseline:
+        raise ConfigError("--baseline-loaders-only goes with --baseline REV")
     commands = list(loader_cmd or [])
     options = kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror)
     choices = run.kernel_choices(kernel, options)
     chosen = samples.select(sample, samples.discover())
-    cases = run.plan_cases(chosen, loaders.select(loader, commands))
+    chosen_loaders = loaders.select(loader, commands)
+    cases = run.plan_cases(chosen, chosen_loaders)
     if not cases:
         raise ConfigError(
             f"no loader of --loader {loader} can load the samples {sample} "
@@ -417,8 +428,15 @@ def test(
     if jobs > 1:
         args += ["-n", str(min(jobs, len(choices))), "--dist", "loadgroup"]
     args += extra
-    _say(f"$ pytest {shlex.join(args)}")
-    code = pytest.main(args)
+    with contextlib.ExitStack() as stack:
+        if baseline:
+            # Checked out (and removed after) around the run; checked before any boot.
+            base = stack.enter_context(ab.checkout(baseline, loaders_only=baseline_loaders_only))
+            ab.check(base, ab.cases(base, chosen, chosen_loaders))
+            args += [f"--baseline={base.tree}"]
+            args += ["--baseline-loaders-only"] if baseline_loaders_only else []
+        _say(f"$ pytest {shlex.join(args)}")
+        code = pytest.main(args)
     if code == pytest.ExitCode.INTERRUPTED:
         raise Exit("interrupted", code=130)
     if not junit.exists():
@@ -429,7 +447,19 @@ def test(
     if timings:
         print()
         sys.stdout.write(results.render_timings(cases_run))
+    if baseline:
+        ab.write_junit(cases_run, results_dir / ab.JUNIT_NAME)
+        print()
+        sys.stdout.write(ab.render_table(cases_run))
     print(f"\nresults: {results_dir}/ (JUnit, and <release>/<sample>/<loader>.json)")
+    if baseline:
+        # Cases that fail on both sides are not the change's doing: only a regression
+        # (or pytest failing for another reason than its cases) fails an A/B run.
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            raise Exit(code=1)
+        if ab.exit_status(cases_run):
+            raise Exit(code=1)
+        return
     if code != pytest.ExitCode.OK or results.summary_exit_code(cases_run):
         raise Exit(code=1)
 
@@ -447,7 +477,8 @@ ns.add_task(test, name="test")
         "timings": "add each case's phases in the guest",
         "output": "write the report to FILE instead of standard output",
         "title": "the headline of the Markdown summary",
-        "check": "exit with status 1 when a case failed (5 when none ran), like pytest",
+        "check": "exit with status 1 when a case failed (5 when none ran), like pytest; "
+        "for an A/B run, when a case regressed",
     }
 )
 @_reports_errors
@@ -462,6 +493,7 @@ def report(
     check: bool = False,
 ) -> None:
     """Show the results of a run: tables, or a Markdown summary for CI."""
+    from harness import baseline as ab
     from harness import report as reports
     from harness import run
     from harness.errors import ConfigError
@@ -473,10 +505,13 @@ def report(
     else:
         path = (Path(results) if results else run.latest_results_dir()) / reports.JUNIT_NAME
     cases = reports.parse_junit(path)
+    compared = ab.has_baseline(cases)  # an A/B run: its comparison comes first
     if format == "markdown":
         text = reports.render_markdown(cases, title=title)
+        text = ab.render_markdown(cases, title=title) + "\n" + text if compared else text
     else:
         text = reports.render_table(cases, color=not output and sys.stdout.isatty())
+        text = ab.render_table(cases) + "\n" + text if compared else text
     if timings:
         text += "\n" + reports.render_timings(cases)
     if output:
@@ -484,7 +519,7 @@ def report(
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    if check and (code := reports.summary_exit_code(cases)):
+    if check and (code := ab.exit_status(cases) if compared else reports.summary_exit_code(cases)):
         raise Exit(code=code)
 
 

@@ -123,12 +123,19 @@ class MapCheck:
 
 @dataclass(frozen=True)
 class Column:
-    """One report column: the value of ``field`` under ``key`` of map ``map``, and the oracle's."""
+    """One report column: the value of ``field`` under ``key`` of map ``map``, and the oracle's.
+
+    ``deterministic``: the numbers are the same on every run (a count of crafted frames,
+    of UDP datagrams), so a baseline and a candidate that both pass yet differ here
+    differ for a reason (``changed`` in an A/B run); False where they vary from run to
+    run (the bytes of a TCP stream: its ACKs and segments do).
+    """
 
     header: str
     map: str
     key: Fields
     field: str
+    deterministic: bool = True
 
 
 # --- traffic: what the guest sends during a case -------------------------------------

@@ -47,7 +47,7 @@ SAMPLE = Sample(
     traffic=(Tcp(256 * 1024), Udp(64 * 1024), Icmp(16)),
     oracle=oracle,
     columns=(
-        Column("TCP", MAP, (frames.IPPROTO_TCP,), "bytes"),
+        Column("TCP", MAP, (frames.IPPROTO_TCP,), "bytes", deterministic=False),
         Column("UDP", MAP, (frames.IPPROTO_UDP,), "bytes"),
         Column("ICMP", MAP, (frames.IPPROTO_ICMP,), "bytes"),
     ),

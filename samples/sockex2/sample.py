@@ -54,7 +54,7 @@ SAMPLE = Sample(
     ),
     oracle=oracle,
     columns=(
-        Column("TCP", MAP, frames.destination_key(TCP_DST), "bytes"),
+        Column("TCP", MAP, frames.destination_key(TCP_DST), "bytes", deterministic=False),
         Column("UDP", MAP, frames.destination_key(UDP_DST), "bytes"),
         Column("ICMP", MAP, frames.destination_key(ICMP_DST), "bytes"),
         Column("GRE", MAP, frames.destination_key(FRAME_DST["gre"]), "packets"),

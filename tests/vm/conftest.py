@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from harness import kernels, loaders, proc, run, samples, vm
-from harness.errors import HarnessError, MirrorError
+from harness import baseline, kernels, loaders, proc, run, samples, vm
+from harness.errors import ConfigError, HarnessError, MirrorError
 from harness.report import CaseResult, render_table
 
 _CHOICES = pytest.StashKey[list[run.KernelChoice]]()
@@ -81,6 +81,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="an extra kernel command-line option (repeatable), e.g. for debugging a boot",
     )
+    group.addoption(
+        "--baseline",
+        default=None,
+        help="the path of another checkout whose loaders (and samples) run beside these "
+        "as NAME@base, in the same boot (invoke test --baseline also takes a git revision)",
+    )
+    group.addoption(
+        "--baseline-loaders-only",
+        action="store_true",
+        help="with --baseline: its loaders only, on this checkout's sample objects",
+    )
     group.addoption("--mirror", default=None, help="Debian mirror URL (default: the host's)")
     group.addoption(
         "--results-dir",
@@ -104,11 +115,26 @@ def pytest_configure(config: pytest.Config) -> None:
             str(config.getoption("loader")), list(config.getoption("loader_cmd"))
         )
         config.stash[_CASES] = run.plan_cases(chosen, chosen_loaders)
+        if config.getoption("baseline"):
+            config.stash[_CASES] += baseline.cases(_baseline(config), chosen, chosen_loaders)
     except HarnessError as exc:
         # Not a collection error: the run's one case fails with the message.
         config.stash[_CHOICES] = [run.KernelChoice("options", True)]
         config.stash[_CASES] = []
         config.stash[_ERROR] = str(exc)
+
+
+def _baseline(config: pytest.Config) -> baseline.Baseline:
+    given = str(config.getoption("baseline"))
+    tree = Path(given).expanduser()
+    if not tree.is_dir():
+        raise ConfigError(
+            f"--baseline {given}: no such directory; give the path of another checkout "
+            "(invoke test --baseline takes a git revision too)"
+        )
+    return baseline.Baseline(
+        tree.resolve(), given, loaders_only=bool(config.getoption("baseline_loaders_only"))
+    )
 
 
 def _kernel_options(config: pytest.Config) -> kernels.KernelOptions:
@@ -250,3 +276,6 @@ class ResultsTable:
         if self.cases:
             terminalreporter.section("samples on each kernel")
             terminalreporter.write(render_table(self.cases))
+        if baseline.has_baseline(self.cases):
+            terminalreporter.section("baseline vs candidate")
+            terminalreporter.write(baseline.render_table(self.cases))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
-from harness import checks, run
+from harness import baseline, checks, run
 from harness.errors import HarnessError
 from harness.guest.result import load_result
 from harness.report import case_properties
@@ -28,6 +29,10 @@ def test_case(
         seconds=kernel_run.seconds,
         sample=case.sample.name,
         loader=case.loader.name,
+    )
+    # Which of its columns an A/B run may call "changed" (harness.baseline reads it).
+    properties[baseline.DETERMINISTIC] = json.dumps(
+        [column.header for column in case.sample.columns if column.deterministic]
     )
     try:
         outcome, message = _judge(kernel_run, case, properties)

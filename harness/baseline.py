@@ -356,8 +356,9 @@ def split(results: Sequence[CaseResult]) -> tuple[list[CaseResult], list[CaseRes
     before, after = [], []
     for case in results:
         loader = case.value("loader")
+        gist = dataclasses.replace(case, message=_gist(case.message))
         if not loader.endswith(SUFFIX):
-            after.append(case)
+            after.append(gist)
             continue
         properties = {
             **case.properties,
@@ -365,8 +366,20 @@ def split(results: Sequence[CaseResult]) -> tuple[list[CaseResult], list[CaseRes
             "sample": case.value("sample").removesuffix(SUFFIX),
             "loader": loader.removesuffix(SUFFIX),
         }
-        before.append(dataclasses.replace(case, properties=properties))
+        before.append(dataclasses.replace(gist, properties=properties))
     return before, after
+
+
+def _gist(message: str) -> str:
+    """A case's message from its first problem on: the comparison shows its first line.
+
+    A VM case's message starts with a heading (``Failed: kernel ..., SAMPLE, LOADER
+    loader:``) that the comparison's own columns say already.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    return "\n".join(line.removeprefix("Failed: ").removeprefix("- ") for line in lines)
 
 
 def deterministic(results: Sequence[CaseResult]) -> compare.Deterministic:

@@ -3,6 +3,7 @@ a boot, and the comparison read back from a run's cases."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -297,6 +298,23 @@ def test_the_base_cases_are_the_baseline_side_under_the_candidates_names() -> No
     ]
     assert after == [run[0]]
     assert baseline.has_baseline(run) and not baseline.has_baseline(after)
+
+
+def test_what_differs_is_the_first_problem_not_the_cases_heading() -> None:
+    failed = dataclasses.replace(
+        case("sockex3", "python", "failed"),
+        message="Failed: kernel 6.1.0-57-amd64, sockex3, python loader:\n"
+        "  - flow_map is empty, but the capture says it must hold 14 entries\n"
+        "  - flow_map[...]: missing from the map",
+    )
+    run = [case("sockex3@base", "python@base"), failed]
+
+    (row,) = baseline.rows(run)
+
+    assert (row.kind, row.differs) == (
+        compare.REGRESSION,
+        "flow_map is empty, but the capture says it must hold 14 entries",
+    )
 
 
 @pytest.mark.parametrize(

@@ -375,7 +375,7 @@ def test(
     import pytest
 
     from harness import baseline as ab
-    from harness import kernels, loaders, paths, run, samples
+    from harness import kernels, loaders, paths, preflight, run, samples
     from harness import report as results
     from harness.errors import ConfigError
 
@@ -429,12 +429,19 @@ def test(
         args += ["-n", str(min(jobs, len(choices))), "--dist", "loadgroup"]
     args += extra
     with contextlib.ExitStack() as stack:
+        tried = {loader.command: loader for loader in chosen_loaders if loader.command}
         if baseline:
             # Checked out (and removed after) around the run; checked before any boot.
             base = stack.enter_context(ab.checkout(baseline, loaders_only=baseline_loaders_only))
-            ab.check(base, ab.cases(base, chosen, chosen_loaders))
+            base_cases = ab.cases(base, chosen, chosen_loaders)
+            ab.check(base, base_cases)
+            for twin in (c.loader for c in base_cases if c.loader.command):
+                if twin.name != ab.base_name("python"):  # ab.check has started that one
+                    tried.setdefault(twin.command, twin)
             args += [f"--baseline={base.tree}"]
             args += ["--baseline-loaders-only"] if baseline_loaders_only else []
+        # A --loader-cmd that breaks the protocol is found here, once, not in every VM.
+        preflight.try_on_host(list(tried.values()), chosen)
         _say(f"$ pytest {shlex.join(args)}")
         code = pytest.main(args)
     if code == pytest.ExitCode.INTERRUPTED:

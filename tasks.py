@@ -121,12 +121,16 @@ def _megabytes(size: int) -> str:
 def kernels_list(
     c: Context, refresh: bool = False, mirror: str | None = None, verbose: bool = False
 ) -> None:
-    """List kernel series: resolved release, package versions, cached or not, size."""
+    """List kernel series: resolved release, package versions, cached or not, size.
+
+    ``source`` is the part of the release's own source tree kept for its samples/bpf
+    (``--sample kernel:...``), included in ``size``.
+    """
     from harness import kernels
 
     options = _kernel_options(mirror, refresh)
     rows = kernels.list_kernels(options)
-    table = [("series", "release", "packages", "cached", "size")]
+    table = [("series", "release", "packages", "cached", "size", "source")]
     notes = []
     for row in rows:
         packages = ", ".join(f"{p.name} {p.version}" for p in row.packages) or "-"
@@ -137,6 +141,7 @@ def kernels_list(
                 packages,
                 "yes" if row.cached else "no",
                 _megabytes(row.size),
+                f"{row.source_size / 1e6:.1f} MB" if row.source_size else "-",
             )
         )
         if row.problem and row.release is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from harness import files
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
 from harness.kernels import apt, cache, kconfig, local
+from harness.kernels import source as kernel_source
 from harness.kernels.catalog import Series, load_catalog
 from harness.kernels.model import Kernel, KernelEntry, KernelStatus, Package
 from harness.kernels.sources import HOST_APT_DIR, Mirrors, choose_mirrors
@@ -45,6 +46,7 @@ __all__ = [
     "prepare",
     "prune",
     "resolve",
+    "source_tree",
 ]
 
 
@@ -278,6 +280,35 @@ def _newest_cached(spec: str, series: Series, options: KernelOptions) -> KernelE
     return cache.entry_of(path, manifest, replace(kernel, spec=spec))
 
 
+def _source_size(entry: Path) -> int:
+    tree = kernel_source.read_tree(entry, entry.name)
+    return tree.size if tree else 0
+
+
+def source_tree(
+    entry: KernelEntry,
+    options: KernelOptions,
+    *,
+    runner: Runner | None = None,
+    progress: apt.Progress | None = None,
+) -> kernel_source.SourceTree:
+    """The part of ``entry``'s own source tree its BPF samples need, fetched once.
+
+    A :class:`kernel_source.SourceUnavailable` says why there is none (a kernel of your own,
+    a source version the suites no longer carry).
+    """
+    series_name = entry.kernel.series
+    if entry.kernel.origin == "local" or series_name is None:
+        raise kernel_source.SourceUnavailable(
+            f"{entry.release} is a kernel of your own: the harness fetches only the source of "
+            "a catalog series (Debian's linux-source package); test a series for this"
+        )
+    series = _series(series_name, options)
+    return kernel_source.ensure_tree(
+        entry, series, options.cache, runner=runner or SubprocessRunner(), progress=progress
+    )
+
+
 def list_kernels(options: KernelOptions, *, runner: Runner | None = None) -> list[KernelStatus]:
     """Each catalog series with what it resolves to and whether that is cached, then any
     other cached entries (older releases, a series no longer resolvable)."""
@@ -304,6 +335,7 @@ def list_kernels(options: KernelOptions, *, runner: Runner | None = None) -> lis
                 size,
                 entry if manifest else None,
                 None if manifest else problem,
+                _source_size(entry),
             )
         )
         shown.add(kernel.release)
@@ -319,6 +351,7 @@ def list_kernels(options: KernelOptions, *, runner: Runner | None = None) -> lis
                 cache.disk_usage(entry),
                 entry,
                 "cached; not the newest of its series",
+                _source_size(entry),
             )
         )
     return rows

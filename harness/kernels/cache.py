@@ -82,6 +82,11 @@ def _lock_path(cache: Path, release: str) -> Path:
     return kernels_dir(cache) / ".locks" / f"{release}.lock"
 
 
+def release_lock(cache: Path, release: str) -> Path:
+    """The lock held while the entry of ``release`` (or what is kept beside it) is written."""
+    return _lock_path(cache, release)
+
+
 # --- reading and checking ------------------------------------------------------------
 
 

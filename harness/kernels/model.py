@@ -58,7 +58,8 @@ class KernelStatus:
     """One row of ``invoke kernels.list``: a series, what it resolves to, what is cached.
 
     ``release`` is None when the series could not be resolved (``problem`` says why);
-    ``size`` is the entry's size on disk in bytes, 0 when not cached.
+    ``size`` is the entry's size on disk in bytes, 0 when not cached, the kept part of
+    the release's own source (``source_size``, see :mod:`.source`) included.
     """
 
     series: str | None
@@ -68,3 +69,4 @@ class KernelStatus:
     size: int
     path: Path | None
     problem: str | None = None
+    source_size: int = 0  # bytes of the release's own source kept beside it (0: none)

@@ -32,13 +32,14 @@ def test_list_prints_one_row_per_series(
             True,
             73_000_000,
             tmp_path,
+            source_size=2_900_000,
         ),
         KernelStatus("6.6", None, (), False, 0, None, "snapshot archive not reachable"),
     ]
     monkeypatch.setattr(kernels, "list_kernels", lambda options: rows)
     tasks.kernels_list(Context())
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["series", "release", "packages", "cached", "size"]
+    assert out[0].split() == ["series", "release", "packages", "cached", "size", "source"]
     assert out[1].split() == [
         "6.1",
         "6.1.0-56-amd64",
@@ -47,8 +48,10 @@ def test_list_prints_one_row_per_series(
         "yes",
         "73",
         "MB",
+        "2.9",
+        "MB",
     ]
-    assert out[2].split() == ["6.6", "-", "-", "no", "-"]
+    assert out[2].split() == ["6.6", "-", "-", "no", "-", "-"]
     assert "note: 6.6: snapshot archive not reachable" in out
 
 

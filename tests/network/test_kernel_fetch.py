@@ -78,3 +78,28 @@ def test_the_cached_kernel_boots(entry: KernelEntry, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert entry.release in result.stdout.splitlines()[-1]
+
+
+def test_the_releases_own_source_is_kept_small_and_fetched_once(
+    entry: KernelEntry, options: KernelOptions
+) -> None:
+    from harness.kernels import source_tree
+    from harness.kernels.source import MAX_KEPT_BYTES
+
+    heard: list[str] = []
+    tree = source_tree(entry, options, progress=heard.append)
+    assert any(line.startswith("downloading linux-source-6.1") for line in heard)
+    assert tree.version == entry.kernel.packages[-1].version  # linux-libc-dev's: the source's
+    for rel in (
+        "samples/bpf/sockex1_kern.c",
+        "samples/bpf/sockex3_user.c",
+        "tools/lib/bpf/libbpf.c",
+    ):
+        assert tree.path(rel).is_file(), rel
+    assert 0 < tree.size <= MAX_KEPT_BYTES
+    assert list(options.cache.rglob("*.deb")) == []
+    again: list[str] = []
+    assert source_tree(entry, options, progress=again.append) == tree
+    assert again == []
+    (row,) = [r for r in list_kernels(options) if r.series == SERIES]
+    assert row.source_size == tree.size

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+#: Distinguishes the temporary files of one process (threads included).
+_serial = itertools.count()
 
 
 def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
@@ -25,8 +28,17 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
         with path.open("wb") as stream:
             stream.write(data.encode() if isinstance(data, str) else data)
         return
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    temp = Path(temp_name)
+    # Named by process and a serial rather than by tempfile.mkstemp: the guest writes
+    # its results with this, and imports cost there (harness/guest/bundle.py). A name
+    # left by a dead process of the same pid (or one in another pid namespace) is
+    # passed over.
+    while True:
+        temp = path.parent / f".{path.name}.{os.getpid()}.{next(_serial)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data.encode() if isinstance(data, str) else data)

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from pathlib import Path
 from harness import files, paths, vm
 from harness.build import SampleBuild, build_loader, build_sample
 from harness.errors import ConfigError, HarnessError, NotAKernelError, UnknownSeriesError
+from harness.guest import bundle
 from harness.guest.plan import PLAN_NAME, CasePlan, Plan, write_plan
 from harness.kernels import KernelEntry, KernelOptions, cache, catalog_series, is_path_spec, prepare
 from harness.kernels.image import embedded_config
@@ -288,7 +288,7 @@ def boot(
     for case in plan.cases:
         case.result.unlink(missing_ok=True)
     write_plan(plan_path, plan)
-    guest = [sys.executable, "-m", "harness.guest", str(plan_path)]
+    guest = bundle.guest_argv(plan_path, bundle.ensure_bundle())
     started = time.monotonic()
     # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.
     hold = cache.in_use(entry) if entry.kernel.origin != "local" else contextlib.nullcontext()

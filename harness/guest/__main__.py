@@ -1,13 +1,17 @@
 """``python3 -m harness.guest PLAN``: run every case of a plan and write one JSON per case.
 
-Runs inside the test VM and, for the host tests, in a private network namespace.
-Exit status 0 when every case ran (whatever the counts: the host judges them);
-1 when a case could not run, with its error in its JSON and one line on stderr.
+Runs inside the test VM (from the bundle :mod:`harness.guest.bundle` makes) and, for
+the host tests, in a private network namespace. Exit status 0 when every case ran
+(whatever the counts: the host judges them); 1 when a case could not run, with its
+error in its JSON and one line on stderr; 2 when the plan cannot be read.
+
+Every import costs in the guest (see :mod:`harness.guest.bundle`): no ``argparse``
+for a single argument, and the Python loader is imported once, before the first
+case, when a case needs it, so that the cases' own times compare.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -19,28 +23,27 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
-from harness.guest.plan import read_plan
+from harness.guest.plan import IN_PROCESS, read_plan
 from harness.guest.result import write_result
-from harness.guest.scenario import run
+from harness.guest.scenario import python_loader, run
 
 #: Written beside the plan: the guest's own clock, for the run's timeline.
 TIMES_NAME = "guest-times.json"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m harness.guest",
-        description="Run each (sample, loader) case of a plan written by the harness.",
-    )
-    parser.add_argument("plan", type=Path, help="the plan.json the host wrote")
-    return parser.parse_args(argv)
+USAGE = "usage: python3 -m harness.guest PLAN  (the plan.json the host wrote)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
-    args = parse_args(argv)
+    entered = _uptime()
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr, flush=True)
+        return 0 if args in (["-h"], ["--help"]) else 2
+    plan_path = Path(args[0])
     try:
-        plan = read_plan(args.plan)
+        plan = read_plan(plan_path)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -52,8 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         resource.setrlimit(
             resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         )
+    times = {"main": entered, "start": _uptime()}
+    if any(case.loader == IN_PROCESS and not case.command for case in plan.cases):
+        # A failure to import is the case's error, reported by the case itself.
+        with contextlib.suppress(HarnessError):
+            python_loader()
+        times["loader_imported"] = _uptime()
     status = 0
-    times = {"start": _uptime()}
     for case in plan.cases:
         result = run(case, release)
         path = write_result(case.result, result)
@@ -69,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     times["cases_seconds"] = round(time.monotonic() - started, 3)
     # Without it the timeline only loses its guest-side marks.
     with contextlib.suppress(OSError):
-        files.write_atomic(args.plan.parent / TIMES_NAME, json.dumps(times) + "\n")
+        files.write_atomic(plan_path.parent / TIMES_NAME, json.dumps(times) + "\n")
     return status
 
 

@@ -137,7 +137,7 @@ def attach(case: CasePlan) -> Iterator[Attached]:
     if not case.command:
         if case.loader != IN_PROCESS:
             raise LoaderError(f"loader {case.loader} has no command to run")
-        loader = _python_loader()
+        loader = python_loader()
         with loader.load_request(case.request) as attached:
             yield attached
         return
@@ -155,8 +155,9 @@ def attach(case: CasePlan) -> Iterator[Attached]:
                 stream.close()
 
 
-def _python_loader() -> ModuleType:
-    # Imported here so that a program loader runs even where pyelftools is missing.
+def python_loader() -> ModuleType:
+    """The in-process loader's module (imported here so that a program loader runs even
+    where pyelftools is missing)."""
     try:
         from harness.bpf import loader
     except ImportError as exc:

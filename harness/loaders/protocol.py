@@ -30,14 +30,18 @@ Section names hold no ``:``; MAP names are the object's map symbols.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import LoaderProtocolError
+
+if TYPE_CHECKING:
+    # Imported where a command line is parsed: the guest, which only writes one,
+    # pays for every import (harness/guest/bundle.py).
+    import argparse
 
 READY = "ready"
 #: The one attach target the protocol names: ``socket:IFACE``.
@@ -100,6 +104,7 @@ def request_parser(
     program_types: Collection[str], *, prog: str | None = None, description: str | None = None
 ) -> argparse.ArgumentParser:
     """An argument parser for the protocol's command line (:meth:`LoadRequest.from_argv`)."""
+    import argparse
 
     def program_spec(text: str) -> tuple[str, str]:
         section, _, kind = text.partition(":")
@@ -149,6 +154,8 @@ def request_parser(
 
 def attach_spec(text: str) -> tuple[str, str]:
     """``SECTION:socket:IFACE`` of ``--attach``."""
+    import argparse
+
     section, _, target = text.partition(":")
     interface = target.removeprefix(SOCKET_TARGET)
     if not section or not target.startswith(SOCKET_TARGET) or not interface:
@@ -158,6 +165,8 @@ def attach_spec(text: str) -> tuple[str, str]:
 
 def prog_array_spec(text: str) -> tuple[str, int, str]:
     """``MAP:INDEX:SECTION`` of ``--prog-array``."""
+    import argparse
+
     parts = text.split(":")
     if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
         raise argparse.ArgumentTypeError(

@@ -2,8 +2,9 @@
 
 The same path as a VM run, without the VM: each sample and program loader is built
 for the host's release against the host's headers, :func:`harness.run.guest_plan`
-writes the plan, ``unshare -n python3 -m harness.guest PLAN`` runs it (the guest
-brings up a ``lo`` that carries only the case's own traffic) and
+writes the plan, ``unshare -n python3 -S BUNDLE PLAN`` runs it with the guest bundle
+a VM runs (:mod:`harness.guest.bundle`; the guest brings up a ``lo`` that carries only
+the case's own traffic) and
 :func:`harness.checks.judge` judges each case. Broken objects, from
 ``tests/data/sockex1`` or made by cutting or patching the built sockex1 object, must
 end as one line of error in the case's result and fail the judgement. Needs root.
@@ -16,7 +17,6 @@ import io
 import os
 import shutil
 import struct
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from elftools.elf.elffile import ELFFile
 
 from harness import checks, loaders, run, samples
 from harness.build import SampleBuild, bpf_argv, build_loader, build_sample
+from harness.guest import bundle
 from harness.guest.plan import PLAN_NAME, write_plan
 from harness.guest.result import GuestResult, load_result
 from harness.kernels.model import Kernel, KernelEntry
@@ -66,12 +67,14 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> run.PreparedKernel:
 def run_guest(
     prepared: run.PreparedKernel, cases: Sequence[run.Case], results: Path
 ) -> tuple[Completed, list[GuestResult]]:
-    """``python3 -m harness.guest`` on the plan of ``cases``, in a network namespace of its own."""
+    """The guest bundle on the plan of ``cases``, in a network namespace of its own."""
     plan = run.guest_plan(prepared, cases, results)
     assert len(plan.cases) == len(cases)
     write_plan(results / PLAN_NAME, plan)
+    made = bundle.ensure_bundle()
+    assert made is not None, "the guest bundle could not be built (see the log)"
     done = SubprocessRunner().run(
-        ["unshare", "-n", sys.executable, "-m", "harness.guest", str(results / PLAN_NAME)],
+        ["unshare", "-n", *bundle.guest_argv(results / PLAN_NAME, made)],
         check=False,
         cwd=PROJECT_ROOT,
         timeout=GUEST_TIMEOUT,

@@ -1,0 +1,110 @@
+"""The guest bundle: what goes in, how it is named and reused, and that it runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from fakes import Call, FakeRunner, really_run
+
+from harness.errors import CommandError
+from harness.guest import bundle
+from harness.paths import PROJECT_ROOT
+
+#: A stand-in for the standard library, as the probe would name it.
+STDLIB = Path(__file__).resolve().parent / "frames_util.py"
+
+
+def probe_answer(call: Call) -> str:
+    """The interpreter's answer: the real harness module, and one more module."""
+    assert call.argv[:3] == (sys.executable, "-S", "-c")
+    assert json.loads(call.argv[5]) == list(bundle.ENTRY_MODULES)
+    guest_main = PROJECT_ROOT / "harness" / "guest" / "__main__.py"
+    return json.dumps({"harness.guest.__main__": str(guest_main), "stdlib_stand_in": str(STDLIB)})
+
+
+def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path) -> None:
+    runner = FakeRunner(otherwise=probe_answer)
+
+    made = bundle.ensure_bundle(tmp_path, runner)
+
+    assert made is not None and made.parent == tmp_path and made.suffix == ".pyz"
+    with zipfile.ZipFile(made) as archive:
+        names = set(archive.namelist())
+        code = marshal.loads(archive.read("harness/bpf/loader.pyc")[16:])
+        flags = int.from_bytes(archive.read("stdlib_stand_in.pyc")[4:8], "little")
+    assert {"__main__.pyc", "harness/__init__.pyc", "harness/guest/__main__.pyc"} <= names
+    assert "stdlib_stand_in.pyc" in names
+    # Tracebacks in the guest name the real source file, and nothing checks a source.
+    assert code.co_filename == str(PROJECT_ROOT / "harness" / "bpf" / "loader.py")
+    assert flags == 0b01  # hash-based, unchecked
+
+
+def test_an_unchanged_bundle_is_reused_and_a_changed_file_rebuilds_it(tmp_path: Path) -> None:
+    runner = FakeRunner(otherwise=probe_answer)
+    first = bundle.ensure_bundle(tmp_path, runner)
+
+    again = bundle.ensure_bundle(tmp_path, runner)
+
+    assert again == first
+    assert len(runner.calls) == 1
+    manifest_path = tmp_path / bundle.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][str(STDLIB)] = [0, 0]  # as if the module had changed since
+    manifest_path.write_text(json.dumps(manifest))
+
+    rebuilt = bundle.ensure_bundle(tmp_path, runner)
+
+    assert rebuilt == first  # same content, same name
+    assert len(runner.calls) == 2
+
+
+def test_without_a_bundle_the_guest_runs_the_package_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fails(call: Call) -> str:
+        raise CommandError("python3: exit status 1", argv=call.argv)
+
+    with caplog.at_level(logging.WARNING):
+        made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=fails))
+
+    assert made is None
+    assert "could not bundle the guest's code" in caplog.text
+    plan = tmp_path / "plan.json"
+    assert bundle.guest_argv(plan, None) == [sys.executable, "-m", "harness.guest", str(plan)]
+    assert bundle.guest_argv(plan, tmp_path / "b.pyz") == [
+        sys.executable,
+        "-S",
+        str(tmp_path / "b.pyz"),
+        str(plan),
+    ]
+
+
+def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+
+    # -v: each import says where it came from; the plan is missing, so main() stops there.
+    done = really_run(
+        Call(
+            (sys.executable, "-S", "-v", str(made), str(tmp_path / "missing-plan.json")),
+            check=False,
+            cwd=tmp_path,
+        )
+    )
+
+    assert done.returncode == 2
+    assert "error: cannot read the guest plan" in done.stderr
+    imported = [line for line in done.stderr.splitlines() if line.startswith("import 'harness")]
+    assert imported
+    assert all("/proc/self/fd/" in line for line in imported), imported
+    assert "import 'site'" not in done.stderr
+    with zipfile.ZipFile(made) as archive:
+        names = set(archive.namelist())
+    # pyelftools and the standard library the guest imports are in it.
+    assert {"elftools/elf/elffile.pyc", "json/__init__.pyc", "dataclasses.pyc"} <= names

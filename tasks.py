@@ -84,28 +84,6 @@ def _kernel_options(mirror: str | None, refresh: bool) -> Any:
     return kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror, refresh=refresh)
 
 
-def _download_progress() -> Callable[[str], None]:
-    """Progress lines on stderr; byte counts overwrite each other on a terminal."""
-    tty = sys.stderr.isatty()
-    pending = False
-
-    def show(line: str) -> None:
-        nonlocal pending
-        counting = line.startswith("downloaded ")
-        if counting and not tty:
-            return
-        if tty and counting:
-            print(f"\r  {line}\033[K", end="", file=sys.stderr, flush=True)
-            pending = True
-            return
-        if pending:
-            print(file=sys.stderr)
-            pending = False
-        _say(line)
-
-    return show
-
-
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.0f} MB" if size else "-"
 
@@ -176,25 +154,26 @@ def kernels_fetch(
     """Download and cache kernels: vmlinux, trimmed modules, UAPI headers."""
     import time
 
-    from harness import kernels
+    from harness import display, kernels
     from harness.kernels.cache import disk_usage
 
     options = _kernel_options(mirror, refresh)
     failed = []
-    for spec in kernels.expand_specs(kernel, options):
-        start = time.monotonic()
-        try:
-            entry = kernels.prepare(spec, options, progress=_download_progress())
-        except HarnessError as exc:
-            _say(f"error: {spec}: {exc}")
-            failed.append(spec)
-            continue
-        root = entry.image.parent.parent
-        print(
-            f"{spec}: {entry.release} ready in {time.monotonic() - start:.1f} s, "
-            f"{_megabytes(disk_usage(root))} at {root}",
-            flush=True,
-        )
+    with display.shown() as show:
+        for spec in kernels.expand_specs(kernel, options):
+            start = time.monotonic()
+            try:
+                entry = kernels.prepare(spec, options, progress=show)
+            except HarnessError as exc:
+                _say(f"error: {spec}: {exc}")
+                failed.append(spec)
+                continue
+            root = entry.image.parent.parent
+            print(
+                f"{spec}: {entry.release} ready in {time.monotonic() - start:.1f} s, "
+                f"{_megabytes(disk_usage(root))} at {root}",
+                flush=True,
+            )
     if failed:
         raise Exit(f"error: could not fetch {', '.join(failed)}", code=1)
 
@@ -304,11 +283,12 @@ def build(c: Context, kernel: str = "host", sample: str = "all", verbose: bool =
         if spec == "host":
             release, headers = os.uname().release, None
         else:
-            from harness import kernels
+            from harness import display, kernels
 
-            entry = kernels.prepare(
-                spec, kernels.KernelOptions(cache=paths.cache_dir()), progress=_say
-            )
+            with display.shown() as show:
+                entry = kernels.prepare(
+                    spec, kernels.KernelOptions(cache=paths.cache_dir()), progress=show
+                )
             release, headers = entry.release, entry.headers
         outputs = [build_sample(s, release, headers).output for s in chosen]
         formats = {s.format for s in chosen}
@@ -380,7 +360,7 @@ def test(
     import pytest
 
     from harness import baseline as ab
-    from harness import kernels, loaders, paths, preflight, run, samples
+    from harness import display, kernels, loaders, paths, preflight, progress, run, samples
     from harness import report as results
     from harness.errors import ConfigError
 
@@ -411,6 +391,7 @@ def test(
 
     results_dir = run.new_results_dir()
     junit = results_dir / results.JUNIT_NAME
+    events = results_dir / progress.EVENTS_NAME
     args = [
         str(paths.PROJECT_ROOT / "tests" / "vm"),
         f"--kernel={kernel}",
@@ -420,6 +401,7 @@ def test(
         f"--accel={accel}",
         f"--results-dir={results_dir}",
         f"--junitxml={junit}",
+        f"--progress-events={events}",
         "-p",
         "no:cacheprovider",
         "-p",
@@ -435,10 +417,12 @@ def test(
     args += extra
     with contextlib.ExitStack() as stack:
         tried = {loader.command: loader for loader in chosen_loaders if loader.command}
+        per_kernel = len(cases)
         if baseline:
             # Checked out (and removed after) around the run; checked before any boot.
             base = stack.enter_context(ab.checkout(baseline, loaders_only=baseline_loaders_only))
             base_cases = ab.cases(base, chosen, chosen_loaders)
+            per_kernel += len(base_cases)
             ab.check(base, base_cases)
             for twin in (c.loader for c in base_cases if c.loader.command):
                 if twin.name != ab.base_name("python"):  # ab.check has started that one
@@ -448,7 +432,11 @@ def test(
         # A --loader-cmd that breaks the protocol is found here, once, not in every VM.
         preflight.try_on_host(list(tried.values()), chosen)
         _say(f"$ pytest {shlex.join(args)}")
-        code = pytest.main(args)
+        # Each kernel's state live on a terminal, a line per change elsewhere (CI logs).
+        cases_of = {choice.spec: per_kernel for choice in choices}
+        with display.shown(kernels=list(cases_of)) as show, progress.follow(events, show):
+            verdicts = display.KernelVerdicts(progress.EventLog(events), cases_of)
+            code = pytest.main(args, plugins=[verdicts])
     if code == pytest.ExitCode.INTERRUPTED:
         raise Exit("interrupted", code=130)
     if not junit.exists():

@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from harness.kernels.image import embedded_config
 from harness.kernels.kconfig import parse_config
 from harness.loaders import Loader
 from harness.loaders.protocol import LoadRequest
+from harness.progress import KernelState, Listener, VmWatch, watching
 from harness.samples import Sample
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 #: the newest, which ``invoke report`` reads by default.
 LATEST = "latest"
 TIMELINE_NAME = "timeline.json"
+CONSOLE_NAME = "console.log"
+#: The console line that tells the guest's command started (its boot is over).
+GUEST_STARTED = dict(vm.BOOT_MARKS)["to command start"]
 
 
 @dataclass(frozen=True)
@@ -166,13 +170,20 @@ def prepare_kernel(
     cases: Sequence[Case],
     options: KernelOptions,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Listener | None = None,
     build_root: Path | None = None,
 ) -> PreparedKernel:
-    """Fetch ``spec`` if needed and build every sample and loader of ``cases`` for it."""
+    """Fetch ``spec`` if needed and build every sample and loader of ``cases`` for it.
+
+    ``progress`` hears the kernel's states (preparing, building) and its downloads.
+    """
     started = time.monotonic()
+    if progress is not None:
+        progress(KernelState(spec, "preparing"))
     entry = prepare(spec, options, progress=progress)
     prepared_at = time.monotonic()
+    if progress is not None:
+        progress(KernelState(spec, "building", entry.release))
     builds: dict[str, SampleBuild] = {}
     programs: dict[str, Path] = {}
     skipped: dict[str, str] = {}
@@ -273,9 +284,17 @@ class KernelRun:
 
 
 def boot(
-    prepared: PreparedKernel, cases: Sequence[Case], options: VmOptions, results_root: Path
+    prepared: PreparedKernel,
+    cases: Sequence[Case],
+    options: VmOptions,
+    results_root: Path,
+    *,
+    progress: Listener | None = None,
 ) -> KernelRun:
-    """Boot the kernel once and run every case in it; errors are kept in the result."""
+    """Boot the kernel once and run every case in it; errors are kept in the result.
+
+    ``progress`` hears the VM's states: booting, then running with the cases done.
+    """
     entry = prepared.entry
     results = results_root / entry.release
     plan = guest_plan(prepared, cases, results)
@@ -292,8 +311,14 @@ def boot(
     started = time.monotonic()
     # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.
     hold = cache.in_use(entry) if entry.kernel.origin != "local" else contextlib.nullcontext()
+    console_log = results / CONSOLE_NAME
+    watch = (
+        VmWatch(progress, prepared.spec, console_log, [c.result for c in plan.cases],
+                GUEST_STARTED, detail=options.accel)
+        if progress is not None else None
+    )  # fmt: skip
     try:
-        with hold:
+        with hold, watching(watch):
             ran = vm.run_vm(
                 entry,
                 guest,
@@ -304,6 +329,7 @@ def boot(
                 memory=options.memory,
                 cpus=options.cpus,
                 append=list(options.append),
+                console_log=console_log,
             )
     except HarnessError as exc:
         log_path = getattr(exc, "log_path", None)

@@ -29,6 +29,7 @@ from harness.kernels.model import Kernel, KernelEntry, KernelStatus, Package
 from harness.kernels.sources import HOST_APT_DIR, Mirrors, choose_mirrors
 from harness.paths import CATALOG_PATH, cache_dir
 from harness.proc import Runner, SubprocessRunner
+from harness.progress import Listener, Note
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def prepare(
     options: KernelOptions,
     *,
     runner: Runner | None = None,
-    progress: apt.Progress | None = None,
+    progress: Listener | None = None,
 ) -> KernelEntry:
     """A kernel ready to boot: resolved, fetched and cached if needed, config checked.
 
@@ -233,7 +234,9 @@ def prepare(
 
             def download(dest: Path) -> dict[str, Path]:
                 with files.locked(root.lock):
-                    return apt.download(root, resolved.packages, dest, runner, progress)
+                    return apt.download(
+                        root, resolved.packages, dest, runner, progress, kernel=spec
+                    )
 
             fetching = cache.entry_problem(cache.entry_dir(options.cache, kernel.release), kernel)
             entry = cache.ensure_entry(
@@ -253,7 +256,7 @@ def prune(options: KernelOptions, *, dry_run: bool = False) -> cache.Pruned:
     return cache.prune(options.cache, catalog_series(options), dry_run=dry_run)
 
 
-def trim(options: KernelOptions, *, progress: apt.Progress | None = None) -> cache.Pruned:
+def trim(options: KernelOptions, *, progress: Listener | None = None) -> cache.Pruned:
     """:func:`prune`, after a fetch; a failure to remove is a warning, not an error."""
     try:
         pruned = prune(options)
@@ -262,8 +265,8 @@ def trim(options: KernelOptions, *, progress: apt.Progress | None = None) -> cac
         return cache.Pruned((), ())
     for removal in pruned.removed:
         line = f"removed {removal.path} ({removal.size / 1e6:.0f} MB): {removal.why}"
-        if progress:
-            progress(line)
+        if progress is not None:
+            progress(Note(line))
         else:
             log.info("%s", line)
     return pruned
@@ -290,7 +293,7 @@ def source_tree(
     options: KernelOptions,
     *,
     runner: Runner | None = None,
-    progress: apt.Progress | None = None,
+    progress: Listener | None = None,
 ) -> kernel_source.SourceTree:
     """The part of ``entry``'s own source tree its BPF samples need, fetched once.
 

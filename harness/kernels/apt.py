@@ -31,6 +31,7 @@ from harness.errors import CommandError, KernelError, MirrorError, ToolMissingEr
 from harness.kernels.catalog import Series, Suite
 from harness.kernels.sources import Mirrors, parse_stanzas
 from harness.proc import Runner, require
+from harness.progress import Listener, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ PROBE_TIMEOUT = 5.0
 UPDATE_TIMEOUT = 600.0
 DOWNLOAD_TIMEOUT = 3600.0
 HEADERS_PACKAGE = "linux-libc-dev"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -443,51 +442,86 @@ def download(
     packages: Sequence[IndexPackage],
     dest: Path,
     runner: Runner,
-    progress: Progress | None = None,
+    progress: Listener | None = None,
     *,
+    kernel: str = "",
     interval: float = 1.0,
 ) -> dict[str, Path]:
     """Download ``packages`` into ``dest``; apt checks each against the signed index.
 
     Returns the ``.deb`` of each package by name; a full disk is an ``OSError``
-    (``ENOSPC``) for the caller to report. While apt runs, ``progress`` hears
-    how many bytes have arrived, about once per ``interval`` seconds.
+    (``ENOSPC``) for the caller to report. While apt runs, ``progress`` hears about
+    once per ``interval`` seconds how many bytes of each package (for ``kernel``)
+    have arrived: a :class:`Transfer` per package that moved, its last one complete,
+    or with the error when the download failed.
     """
     require("apt-get", "apt")
     dest.mkdir(parents=True, exist_ok=True)
     argv = root.argv("apt-get", "download", *(f"{p.name}={p.version}" for p in packages))
-    total = sum(p.size for p in packages)
     names = ", ".join(p.name for p in packages)
     stop = threading.Event()
+    told: dict[str, Transfer] = {}
+
+    def tell(pkg: IndexPackage, done: int, *, total: int = 0, error: str | None = None) -> None:
+        assert progress is not None
+        event = Transfer(kernel, pkg.name, done, total or max(pkg.size, done), error)
+        if told.get(pkg.name) != event:
+            told[pkg.name] = event
+            progress(event)
 
     def report() -> None:
-        assert progress is not None
         while not stop.wait(interval):
-            have = 0
-            for deb in dest.iterdir():
-                with contextlib.suppress(OSError):  # apt may be renaming it
-                    have += deb.stat().st_size
-            progress(f"downloaded {have / 1e6:.0f} of {total / 1e6:.0f} MB")
+            for pkg in packages:
+                tell(pkg, _arrived(dest, pkg.name))
 
     # apt runs in this thread, so a Ctrl-C reaches the runner, which kills it.
     poller = threading.Thread(target=report, name="download progress", daemon=True)
-    if progress:
-        progress(f"downloading {names} ({total / 1e6:.0f} MB)")
+    if progress is not None:
+        for pkg in packages:
+            tell(pkg, 0)
         poller.start()
     try:
         runner.run(argv, cwd=dest, timeout=DOWNLOAD_TIMEOUT)
     except CommandError as exc:
-        if "No space left on device" in exc.output:
-            raise OSError(errno.ENOSPC, f"no space left downloading {names} into {dest}") from exc
-        raise MirrorError(f"downloading {names} failed: {exc}") from exc
+        _stop(stop, poller)
+        error = _download_error(exc, names, dest)
+        if progress is not None:
+            why = str(error).splitlines()[0]
+            for pkg in packages:
+                done = _arrived(dest, pkg.name)
+                if not pkg.size or done < pkg.size:
+                    tell(pkg, done, error=why)
+        raise error from exc
     finally:
-        stop.set()
-        if poller.is_alive():
-            poller.join()
+        _stop(stop, poller)
     found: dict[str, Path] = {}
     for pkg in packages:
         debs = sorted(dest.glob(f"{pkg.name}_*.deb"))
         if not debs:
             raise MirrorError(f"apt-get download reported success but left no .deb of {pkg.name}")
         found[pkg.name] = debs[0]
+        if progress is not None:
+            size = debs[0].stat().st_size
+            tell(pkg, size, total=size)
     return found
+
+
+def _download_error(exc: CommandError, names: str, dest: Path) -> Exception:
+    if "No space left on device" in exc.output:
+        return OSError(errno.ENOSPC, f"no space left downloading {names} into {dest}")
+    return MirrorError(f"downloading {names} failed: {exc}")
+
+
+def _arrived(dest: Path, name: str) -> int:
+    """Bytes of package ``name`` in ``dest`` so far (apt writes ``NAME_VERSION_ARCH.deb``)."""
+    have = 0
+    for deb in dest.glob(f"{name}_*.deb"):
+        with contextlib.suppress(OSError):  # apt may be renaming it
+            have += deb.stat().st_size
+    return have
+
+
+def _stop(stop: threading.Event, poller: threading.Thread) -> None:
+    stop.set()
+    if poller.is_alive():
+        poller.join()

@@ -40,10 +40,11 @@ from harness.errors import CacheError, CommandError, KernelError
 from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod
 from harness.kernels import modules as modules_mod
-from harness.kernels.apt import APT_DIR, HEADERS_PACKAGE, AptRoot, Progress
+from harness.kernels.apt import APT_DIR, HEADERS_PACKAGE, AptRoot
 from harness.kernels.catalog import Series
 from harness.kernels.model import Kernel, KernelEntry, Package
 from harness.proc import Runner, require
+from harness.progress import Listener, Note
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def ensure_entry(
     download: Downloader,
     *,
     runner: Runner,
-    progress: Progress | None = None,
+    progress: Listener | None = None,
 ) -> KernelEntry:
     """The cache entry of ``kernel``, built first when missing, incomplete or stale.
 
@@ -247,14 +248,14 @@ def _build(
     download: Downloader,
     *,
     runner: Runner,
-    progress: Progress | None,
+    progress: Listener | None,
 ) -> None:
     require("dpkg-deb", "dpkg")
     work = Path(tempfile.mkdtemp(prefix=f".build-{kernel.release}-", dir=entry.parent))
     try:
         debs = download(work / "debs")
-        if progress:
-            progress(f"{kernel.release}: extracting")
+        if progress is not None:
+            progress(Note(f"{kernel.release}: extracting"))
         packages = _checked_packages(kernel, debs)
         root, headers_root = work / "root", work / "headers"
         for pkg in kernel.packages:
@@ -268,8 +269,9 @@ def _build(
         shutil.rmtree(headers_root)
         write_manifest(staged, kernel, packages, image_rel, kept)
         _swap_in(staged, entry, work)
-        if progress:
-            progress(f"{kernel.release}: cached in {entry} ({disk_usage(entry) / 1e6:.0f} MB)")
+        if progress is not None:
+            size = disk_usage(entry) / 1e6
+            progress(Note(f"{kernel.release}: cached in {entry} ({size:.0f} MB)"))
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CacheError(

@@ -41,6 +41,7 @@ from harness.kernels.catalog import Series
 from harness.kernels.model import KernelEntry
 from harness.kernels.sources import parse_stanzas
 from harness.proc import Runner, require
+from harness.progress import Listener, Note
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def ensure_tree(
     *,
     runner: Runner,
     download: Downloader | None = None,
-    progress: apt.Progress | None = None,
+    progress: Listener | None = None,
 ) -> SourceTree:
     """The kept source tree of ``entry``'s release, fetched first when not there.
 
@@ -238,7 +239,7 @@ def ensure_tree(
         root = apt.AptRoot.of(cache, series.name)
         if download is None:
             package = _find_package(root, series, version, runner)
-            download = _apt_downloader(root, runner, progress)
+            download = _apt_downloader(root, runner, progress, entry.kernel.spec)
         else:
             package = apt.IndexPackage(
                 package_name(series.name), version, "linux", version, 0, "", ""
@@ -255,10 +256,13 @@ def _find_package(
     return pick_package(shown.stdout, series, version)
 
 
-def _apt_downloader(root: apt.AptRoot, runner: Runner, progress: apt.Progress | None) -> Downloader:
+def _apt_downloader(
+    root: apt.AptRoot, runner: Runner, progress: Listener | None, kernel: str
+) -> Downloader:
     def fetch(package: apt.IndexPackage, dest: Path) -> Path:
         with locked(root.lock):
-            return apt.download(root, [package], dest, runner, progress)[package.name]
+            found = apt.download(root, [package], dest, runner, progress, kernel=kernel)
+            return found[package.name]
 
     return fetch
 
@@ -269,13 +273,13 @@ def _fetch(
     package: apt.IndexPackage,
     entry_dir: Path,
     download: Downloader,
-    progress: apt.Progress | None,
+    progress: Listener | None,
 ) -> SourceTree:
     work = Path(tempfile.mkdtemp(prefix=".source-", dir=entry_dir))
     try:
         deb = download(package, work / "debs")
-        if progress:
-            progress(f"{entry.release}: keeping what samples/bpf needs of {deb.name}")
+        if progress is not None:
+            progress(Note(f"{entry.release}: keeping what samples/bpf needs of {deb.name}"))
         staged = work / SOURCE_DIR
         kept = extract(deb, staged, series.name)
         deb.unlink()
@@ -310,10 +314,9 @@ def _fetch(
     tree = read_tree(entry_dir, entry.release)
     if tree is None:
         raise CacheError(f"the source just kept in {entry_dir / SOURCE_DIR} does not read back")
-    if progress:
-        progress(
-            f"{entry.release}: kept {tree.size / 1e6:.1f} MB of {package.name} {package.version}"
-        )
+    if progress is not None:
+        size = tree.size / 1e6
+        progress(Note(f"{entry.release}: kept {size:.1f} MB of {package.name} {package.version}"))
     return tree
 
 

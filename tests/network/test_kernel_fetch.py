@@ -14,6 +14,7 @@ import pytest
 from harness.kernels import KernelOptions, cache, list_kernels, prepare
 from harness.kernels.model import KernelEntry
 from harness.proc import SubprocessRunner
+from harness.progress import Event, Transfer
 
 pytestmark = pytest.mark.network
 
@@ -28,9 +29,11 @@ def options(tmp_path_factory: pytest.TempPathFactory) -> KernelOptions:
 
 @pytest.fixture(scope="module")
 def entry(options: KernelOptions) -> KernelEntry:
-    heard: list[str] = []
+    heard: list[Event] = []
     fetched = prepare(SERIES, options, progress=heard.append)
-    assert any(line.startswith("downloading ") for line in heard)
+    transfers = [e for e in heard if isinstance(e, Transfer)]
+    # Each package's bytes were told as they arrived, up to the whole of it.
+    assert {e.package for e in transfers if e.complete} == {p.name for p in fetched.kernel.packages}
     return fetched
 
 
@@ -54,7 +57,7 @@ def test_the_entry_is_complete_and_small(entry: KernelEntry, options: KernelOpti
 
 
 def test_a_second_prepare_downloads_nothing(entry: KernelEntry, options: KernelOptions) -> None:
-    heard: list[str] = []
+    heard: list[Event] = []
     assert prepare(SERIES, options, progress=heard.append) == entry
     assert heard == []
 
@@ -86,9 +89,10 @@ def test_the_releases_own_source_is_kept_small_and_fetched_once(
     from harness.kernels import source_tree
     from harness.kernels.source import MAX_KEPT_BYTES
 
-    heard: list[str] = []
+    heard: list[Event] = []
     tree = source_tree(entry, options, progress=heard.append)
-    assert any(line.startswith("downloading linux-source-6.1") for line in heard)
+    transfers = [e for e in heard if isinstance(e, Transfer)]
+    assert transfers[-1].package == "linux-source-6.1" and transfers[-1].complete
     assert tree.version == entry.kernel.packages[-1].version  # linux-libc-dev's: the source's
     for rel in (
         "samples/bpf/sockex1_kern.c",
@@ -98,7 +102,7 @@ def test_the_releases_own_source_is_kept_small_and_fetched_once(
         assert tree.path(rel).is_file(), rel
     assert 0 < tree.size <= MAX_KEPT_BYTES
     assert list(options.cache.rglob("*.deb")) == []
-    again: list[str] = []
+    again: list[Event] = []
     assert source_tree(entry, options, progress=again.append) == tree
     assert again == []
     (row,) = [r for r in list_kernels(options) if r.series == SERIES]

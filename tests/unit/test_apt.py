@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from harness.kernels import apt
 from harness.kernels.catalog import load_catalog
 from harness.kernels.sources import Mirrors
 from harness.proc import SubprocessRunner
+from harness.progress import Event, Transfer
 
 CATALOG = load_catalog()
 MIRRORS = Mirrors(
@@ -252,30 +255,92 @@ def test_fetch_failures_reported_by_apt_are_errors(tmp_path: Path) -> None:
         apt.update_index(root, series, sources, runner, check=lambda url: None)
 
 
-def test_download_reports_progress_and_returns_each_deb(tmp_path: Path) -> None:
-    packages = [
-        apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", ""),
-        apt.IndexPackage("linux-libc-dev", "1-1", "linux", "1-1", 6, "", ""),
-    ]
+class _Listener:
+    """Every event heard, in order; :meth:`wait_for` blocks until one arrives."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def wait_for(self, wanted: Event) -> None:
+        with self.changed:
+            # Generous: the poller looks every millisecond; this only guards a hang.
+            assert self.changed.wait_for(lambda: wanted in self.events, timeout=30), self.events
+
+    def of(self, package: str) -> list[Transfer]:
+        return [e for e in self.events if isinstance(e, Transfer) and e.package == package]
+
+
+IMAGE = apt.IndexPackage("linux-image-x", "1-1", "linux", "1-1", 4, "", "")
+HEADERS = apt.IndexPackage("linux-libc-dev", "1-1", "linux", "1-1", 6, "", "")
+
+
+def test_download_tells_each_package_s_bytes_up_to_all_of_them(tmp_path: Path) -> None:
+    heard = _Listener()
 
     def download(call: Call) -> str:
         cwd = call.cwd
         assert cwd is not None
         assert call.argv[3:] == ("download", "linux-image-x=1-1", "linux-libc-dev=1-1")
+        (cwd / "linux-image-x_1-1_amd64.deb").write_bytes(b"ab")
+        heard.wait_for(Transfer("6.1", "linux-image-x", 2, 4))
         (cwd / "linux-image-x_1-1_amd64.deb").write_bytes(b"abcd")
         (cwd / "linux-libc-dev_1-1_amd64.deb").write_bytes(b"abcdef")
         return ""
 
-    heard: list[str] = []
     debs = apt.download(
         apt.AptRoot(tmp_path),
-        packages,
+        [IMAGE, HEADERS],
         tmp_path / "debs",
         FakeRunner({"apt-get": download}),
-        heard.append,
+        heard,
+        kernel="6.1",
+        interval=0.001,
     )
     assert debs["linux-libc-dev"].read_bytes() == b"abcdef"
-    assert "(0 MB)" in heard[0]
+    image = heard.of("linux-image-x")
+    assert image[0] == Transfer("6.1", "linux-image-x", 0, 4)
+    assert [e.done for e in image] == sorted(e.done for e in image)
+    assert image[-1] == Transfer("6.1", "linux-image-x", 4, 4) and image[-1].complete
+    headers = heard.of("linux-libc-dev")
+    assert headers[0].done == 0 and headers[-1].complete
+    # Only changes are told: no two events in a row alike.
+    assert all(a != b for a, b in itertools.pairwise(image))
+
+
+def test_a_cut_off_download_tells_each_unfinished_package_it_failed(tmp_path: Path) -> None:
+    heard = _Listener()
+
+    def cut_off(call: Call) -> str:
+        cwd = call.cwd
+        assert cwd is not None
+        (cwd / "linux-image-x_1-1_amd64.deb").write_bytes(b"abcd")
+        (cwd / "linux-libc-dev_1-1_amd64.deb").write_bytes(b"abc")
+        raise CommandError(
+            "apt-get download failed with exit status 100",
+            argv=call.argv,
+            output="Err:2 http://mirror.example linux-libc-dev\n  Connection reset by peer",
+        )
+
+    with pytest.raises(MirrorError, match="downloading linux-image-x, linux-libc-dev failed"):
+        apt.download(
+            apt.AptRoot(tmp_path),
+            [IMAGE, HEADERS],
+            tmp_path / "debs",
+            FakeRunner({"apt-get": cut_off}),
+            heard,
+            kernel="6.1",
+        )
+    (last,) = heard.of("linux-libc-dev")[-1:]
+    assert (last.done, last.total) == (3, 6) and not last.complete
+    assert last.error is not None and "downloading linux-image-x" in last.error
+    # The package that had arrived whole is not said to have failed.
+    assert all(e.error is None for e in heard.of("linux-image-x"))
 
 
 def test_a_failed_download_is_a_mirror_error(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import harness.kernels as kernels
 from harness.errors import MirrorError, UnknownSeriesError
 from harness.kernels import KernelOptions, apt, cache, sources
 from harness.kernels.model import Kernel, KernelEntry, Package
+from harness.progress import Event, Note, Transfer
 
 APT_SOURCES = DATA / "apt-sources" / "deb822"
 RELEASE_612 = "6.12.118+deb13-amd64"
@@ -137,13 +138,16 @@ def test_prepare_fetches_once_and_checks_the_config(
 ) -> None:
     checked = _fake_boot_pieces(monkeypatch)
     fake = runner()
-    heard: list[str] = []
+    heard: list[Event] = []
     entry = kernels.prepare("6.12", options, runner=fake, progress=heard.append)
     assert (
         entry.image == options.cache / "kernels" / RELEASE_612 / "boot" / f"vmlinuz-{RELEASE_612}"
     )
     assert checked == [entry]
-    assert any("downloading" in line for line in heard)
+    transfers = [e for e in heard if isinstance(e, Transfer)]
+    assert {e.kernel for e in transfers} == {"6.12"}
+    assert {e.package for e in transfers if e.complete} == {p.name for p in entry.kernel.packages}
+    assert Note(f"{RELEASE_612}: extracting") in heard
     downloads = [c for c in fake.calls if c.argv[3:4] == ("download",)]
     assert len(downloads) == 1
     again = kernels.prepare("6.12", options, runner=fake)
@@ -219,12 +223,12 @@ def test_a_fetch_trims_older_releases_and_unknown_indexes(
     before = older("6.12.9+deb13-amd64")
     dropped = options.cache / "apt" / "5.4"
     dropped.mkdir(parents=True)
-    heard: list[str] = []
+    heard: list[Event] = []
     entry = kernels.prepare("6.12", options, runner=runner(), progress=heard.append)
     assert entry.image.is_file()
     assert not before.exists() and not dropped.exists()
     assert (options.cache / "apt" / "6.12").is_dir()
-    assert any(line.startswith(f"removed {before} ") for line in heard)
+    assert any(isinstance(e, Note) and e.text.startswith(f"removed {before} ") for e in heard)
     # Only a fetch trims: an entry used from the cache leaves the rest alone.
     again = older("6.12.8+deb13-amd64")
     kernels.prepare("6.12", options, runner=runner())

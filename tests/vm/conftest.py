@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness import baseline, kernels, loaders, proc, run, samples, vm
+from harness import baseline, kernels, loaders, proc, progress, run, samples, vm
 from harness.errors import ConfigError, HarnessError, MirrorError
 from harness.report import CaseResult, render_table
 
@@ -93,6 +93,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --baseline: its loaders only, on this checkout's sample objects",
     )
     group.addoption("--mirror", default=None, help="Debian mirror URL (default: the host's)")
+    group.addoption(
+        "--progress-events",
+        default=None,
+        help="append each kernel's progress to this file as JSON lines (invoke test shows them)",
+    )
     group.addoption(
         "--results-dir",
         default=None,
@@ -219,8 +224,10 @@ def kernel_run(
         yield run.KernelRun(spec, "", "", None, None, None, error)
         return
     cases = config.stash[_CASES]
+    events = config.getoption("progress_events")
+    listener = progress.EventLog(Path(str(events))) if events else None
     try:
-        prepared = run.prepare_kernel(spec, cases, _kernel_options(config))
+        prepared = run.prepare_kernel(spec, cases, _kernel_options(config), progress=listener)
     except MirrorError as exc:
         if not kernel_choice.explicit:
             pytest.skip(f"kernel {spec}: {exc}")
@@ -244,7 +251,7 @@ def kernel_run(
         cpus=int(cpus),
         append=tuple(config.getoption("vm_append")),
     )
-    yield run.boot(prepared, cases, options, results_root(config))
+    yield run.boot(prepared, cases, options, results_root(config), progress=listener)
 
 
 class ResultsTable:

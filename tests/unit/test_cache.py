@@ -155,6 +155,21 @@ def test_a_complete_entry_is_used_without_downloading(tmp_path: Path) -> None:
     assert downloads.count == 0
 
 
+def test_a_complete_entry_is_found_while_another_run_boots_it(tmp_path: Path) -> None:
+    booting = fetch(tmp_path, Downloads())
+    found: list[KernelEntry] = []
+    # A run that waited here for the other run's VM to end would hang (until released).
+    with cache.in_use(booting):
+        finder = threading.Thread(target=lambda: found.append(fetch(tmp_path, Downloads())))
+        finder.start()
+        finder.join(60)
+        waited = finder.is_alive()
+    finder.join()
+
+    assert not waited
+    assert found == [booting]
+
+
 def _drop_manifest(root: Path) -> None:
     (root / "manifest.json").unlink()
 

@@ -1,160 +1,255 @@
-"""Benchmark of ``invoke test`` (not a test): parallel VMs, and the harness against plain vng.
+"""Benchmark of ``invoke test`` (not a test): boot to verdict against a plain vng boot.
 
-    python3 benchmarks/bench_test.py [--kernel all] [--one 6.1] [--shipped-image PATH]
+    python3 benchmarks/bench_test.py [--kernel 6.1] [--sample sockex1] [--rounds 3]
+                                     [--matrix 5.10,6.1,6.12,7.2] [--shipped-image PATH]
 
-Measures, one after the other in one run, on an otherwise idle machine:
+Runs, in rounds (each arm once per round, the order turned by one each round so no
+arm always follows the same other), and prints medians and per-round ratios:
 
-1. ``invoke test --kernel all -j 1`` and ``-j 4``: the whole matrix, wall time;
-2. ``invoke test --kernel 6.1``: one kernel from start to verdict, wall time, and the
-   VM's own time as the JUnit file records it;
-3. plain ``vng -r <the Debian image as shipped> -- true`` for the same series: the
-   ``boot/vmlinuz`` of the ``.deb`` with its whole module tree, as a user would boot it
-   without the harness (``--disable-kvm`` where KVM does not work, nothing else).
+* ``plain``: ``vng -r <the series' vmlinuz as Debian ships it> [--disable-kvm] -- true``
+  (the ``.deb`` fetched through the harness's private apt, as
+  ``benchmarks/boot_phases.py`` does, unless ``--shipped-image`` names one);
+* ``one``: ``invoke test --kernel K --sample S`` (every loader of the sample);
+* ``all``: ``invoke test --kernel K``, every sample and loader of the kernel;
+* ``matrix``: ``invoke test --kernel <four series> -j 2``.
 
-and prints the times and their ratios. Kernels should be cached beforehand
-(``invoke kernels.fetch``) so downloads are not measured. The shipped image is fetched
-with the host's apt (``apt-get download``) unless ``--shipped-image`` names one whose
-modules are in ``../lib/modules/<release>`` beside it.
+and prints:
+
+(a) ``one`` / ``plain`` wall time (the issue's budget 0.35, aim 0.25);
+(b) where ``one``'s time went: the host (invoke and pytest, preparing, building),
+    vng and qemu outside the guest's clock, the boot phases from the console's kernel
+    timestamps (:func:`harness.vm.parse_boot_phases`), and inside the guest command
+    the interpreter's start-up, the imports of the Python loader and each case phase
+    (from ``guest-times.json`` and each case's ``timings``);
+(c) guest seconds per added (sample, loader) case: ``all``'s case time minus ``one``'s,
+    over the cases added (budget 1 s under TCG);
+(d) ``matrix`` / ``all`` wall time (budget 2.2).
+
+Kernels should be cached beforehand (``invoke kernels.fetch``); the first round also
+builds what later rounds find up to date, one more reason to take medians. Other VMs
+on the machine move wall times a lot: each arm's load average is printed with it, and
+only ratios from one run mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import kernels, paths, report, vm
+from boot_phases import plain_argv, shipped_image
+
+from harness import paths, vm
 from harness.errors import HarnessError
-from harness.proc import SubprocessRunner, require
+from harness.guest.__main__ import TIMES_NAME
+from harness.guest.plan import PLAN_NAME
+from harness.guest.result import load_result
+from harness.proc import SubprocessRunner
 
 #: Seconds any one measured command may take.
 LIMIT = 3600.0
+#: The issue's budgets.
+RATIO_BUDGET = 0.35
+CASE_BUDGET = 1.0
+MATRIX_BUDGET = 2.2
+#: The guest phases of a case, in the order the scenario runs them.
+CASE_PHASES = ("capture", "attach", "traffic", "quiet", "dump", "detach")
 
 
-@dataclass(frozen=True)
-class Measure:
-    what: str
+@dataclass
+class Run:
+    """One arm's run: its wall time, and for an ``invoke test``, what its results say."""
+
+    arm: str
     seconds: float
     returncode: int
-    log_path: Path
+    load: tuple[float, float]  # 1-minute load average before and after
+    phases: dict[str, float] = field(default_factory=dict)
+    cases: int = 0
+    case_seconds: float | None = None  # guest time of the cases (after the loader's import)
 
 
-def timed(what: str, argv: Sequence[str], log_path: Path) -> Measure:
-    print(f"[bench] {what}: {shlex.join(argv)}", file=sys.stderr, flush=True)
+def invoke_test(kernel: str, sample: str | None, jobs: int, accel: str) -> list[str]:
+    argv = [sys.executable, "-m", "invoke", "test", f"--kernel={kernel}", f"--accel={accel}"]
+    if sample:
+        argv.append(f"--sample={sample}")
+    if jobs > 1:
+        argv.append(f"--jobs={jobs}")
+    return argv
+
+
+def measure(arm: str, argv: Sequence[str], log_path: Path) -> Run:
+    before = os.getloadavg()[0]
     start = time.monotonic()
     done = SubprocessRunner().run(
         argv, check=False, timeout=LIMIT, log_path=log_path, cwd=paths.PROJECT_ROOT
     )
     seconds = time.monotonic() - start
+    run = Run(arm, seconds, done.returncode, (before, os.getloadavg()[0]))
     print(
-        f"[bench] {what}: {seconds:.1f} s, exit status {done.returncode} (log: {log_path})",
+        f"[bench] {arm}: {seconds:.1f} s, exit status {done.returncode}, "
+        f"load {run.load[0]:.1f} -> {run.load[1]:.1f} (log: {log_path})",
         file=sys.stderr,
         flush=True,
     )
-    return Measure(what, seconds, done.returncode, log_path)
+    return run
 
 
-def invoke_test(kernel: str, jobs: int, accel: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "invoke",
-        "test",
-        f"--kernel={kernel}",
-        f"--jobs={jobs}",
-        f"--accel={accel}",
-    ]
+def console_phases(text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The boot phases' seconds, and the console time at which each ended."""
+    seconds: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    at = 0.0
+    for phase in vm.parse_boot_phases(text):
+        at += phase.seconds
+        seconds[phase.name] = phase.seconds
+        ends[phase.name] = at
+    return seconds, ends
 
 
-def vm_seconds() -> float:
-    """The longest VM time the last run's JUnit file records."""
-    cases = report.parse_junit(report.junit_path())
-    times = [float(c.properties.get("boot_seconds") or 0) for c in cases]
-    return max(times, default=0.0)
+def read_results(run: Run, results: Path) -> None:
+    """Fill ``run`` from the run's results directory (a single kernel's, for the phases)."""
+    kernels = sorted(p.parent for p in results.glob(f"*/{PLAN_NAME}"))
+    timelines = [json.loads((k / "timeline.json").read_text()) for k in kernels]
+    plans = [json.loads((k / PLAN_NAME).read_text())["cases"] for k in kernels]
+    run.cases = sum(len(cases) for cases in plans)
+    if len(kernels) != 1:
+        return
+    kernel, timeline, cases = kernels[0], timelines[0], plans[0]
+    phases = run.phases
+    phases["host: prepare the kernel"] = timeline.get("prepare", 0.0)
+    phases["host: build"] = timeline.get("build", 0.0)
+    phases["host: invoke, pytest, verdict"] = (
+        run.seconds - timeline.get("prepare", 0.0) - timeline.get("build", 0.0) - timeline["vm"]
+    )
+    boot, ends = console_phases((kernel / "console.log").read_text(errors="replace"))
+    phases["vng, qemu, firmware (no console clock)"] = timeline["vm"] - sum(boot.values())
+    for name, seconds in boot.items():
+        phases[f"boot: {name}"] = seconds
+    times = json.loads((kernel / TIMES_NAME).read_text())
+    command_start = ends.get("to command start")
+    if command_start is not None:
+        phases["guest: python start-up, imports"] = times["main"] - command_start
+    loaded = times.get("loader_imported", times["start"])
+    phases["guest: read the plan"] = times["start"] - times["main"]
+    phases["guest: import the Python loader"] = loaded - times["start"]
+    run.case_seconds = times["end"] - loaded
+    totals = dict.fromkeys(CASE_PHASES, 0.0)
+    for case in cases:
+        for name, seconds in load_result(Path(case["result"])).timings.items():
+            totals[name] = totals.get(name, 0.0) + seconds
+    for name, seconds in totals.items():
+        phases[f"guest cases: {name}"] = seconds
+    phases["guest cases: between phases"] = run.case_seconds - sum(totals.values())
+    if "command" in boot:
+        phases["guest: exit"] = ends["command"] - times["end"]
 
 
-def shipped_image(series: str, workdir: Path) -> Path:
-    """The series' ``boot/vmlinuz`` as Debian ships it, extracted with its modules."""
-    runner = SubprocessRunner()
-    kernel = kernels.resolve(series, kernels.KernelOptions(cache=paths.cache_dir()))
-    image_packages = [p for p in kernel.packages if p.name.startswith("linux-image-")]
-    if not image_packages:
-        raise SystemExit(
-            f"series {series} ships no linux-image package with the image in it; "
-            "give one with --shipped-image PATH"
-        )
-    require("apt-get", "apt")
-    for package in image_packages:
-        runner.run(["apt-get", "download", f"{package.name}={package.version}"], cwd=workdir)
-    root = workdir / "root"
-    for deb in workdir.glob("*.deb"):
-        runner.run(["dpkg-deb", "-x", str(deb), str(root)])
-    runner.run(["depmod", "-b", str(root), kernel.release])
-    image = root / "boot" / f"vmlinuz-{kernel.release}"
-    if not image.is_file():
-        raise SystemExit(f"{image} is missing after extracting {kernel.release}")
-    return image
+def median(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
+
+
+def rounds_of(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kernel", default="all", help="the matrix (default: all)")
-    parser.add_argument("--one", default="6.1", help="the series timed alone (default 6.1)")
-    parser.add_argument("--jobs", default="1,4", help="parallel VMs to compare (default 1,4)")
-    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--kernel", default="6.1", help="the series of one and all (6.1)")
+    parser.add_argument("--sample", default="sockex1", help="the sample of one (sockex1)")
+    parser.add_argument("--matrix", default="5.10,6.1,6.12,7.2", help="the kernels of -j 2")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every arm (3)")
+    parser.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
     parser.add_argument("--shipped-image", type=Path, help="Debian vmlinuz with its modules")
+    parser.add_argument("--no-matrix", action="store_true", help="leave out the -j 2 arm")
     args = parser.parse_args(argv)
 
-    logs = paths.build_dir() / "bench"
+    logs = paths.build_dir() / "bench" / "test"
     logs.mkdir(parents=True, exist_ok=True)
     accel = vm.probe_accel(args.accel)
-    measures: list[Measure] = []
-    for jobs in (int(j) for j in args.jobs.split(",")):
-        measures.append(
-            timed(
-                f"invoke test --kernel {args.kernel} -j {jobs}",
-                invoke_test(args.kernel, jobs, accel),
-                logs / f"matrix-j{jobs}.log",
-            )
-        )
-    one = timed(
-        f"invoke test --kernel {args.one}",
-        invoke_test(args.one, 1, accel),
-        logs / f"one-{args.one}.log",
-    )
-    measures.append(one)
-    one_vm = vm_seconds()
-    with tempfile.TemporaryDirectory(prefix="bench-shipped-", dir=paths.build_dir()) as tmp:
-        image = args.shipped_image or shipped_image(args.one, Path(tmp))
-        plain = ["vng", "--run", str(image)]
-        if accel == "tcg":
-            plain.append("--disable-kvm")
-        plain += ["--", "true"]
-        bare = timed(f"vng -r <shipped {args.one} image> -- true", plain, logs / "plain-vng.log")
-        measures.append(bare)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-test-", dir=paths.build_dir()) as tmp:
+        image = args.shipped_image or shipped_image(args.kernel, Path(tmp) / "shipped")
+        arms = {
+            "plain": plain_argv(image, accel),
+            "one": tuple(invoke_test(args.kernel, args.sample, 1, accel)),
+            "all": tuple(invoke_test(args.kernel, None, 1, accel)),
+        }
+        if not args.no_matrix:
+            arms["matrix"] = tuple(invoke_test(args.matrix, None, 2, accel))
+        for name, arm_argv in arms.items():
+            print(f"[bench] {name}: {shlex.join(arm_argv)}", file=sys.stderr)
+        names = list(arms)
+        for round_no in range(args.rounds):
+            turn = round_no % len(names)
+            for name in names[turn:] + names[:turn]:
+                run = measure(name, arms[name], logs / f"{name}-{round_no}.log")
+                if name != "plain":
+                    read_results(run, (paths.results_dir() / "latest").resolve())
+                runs.append(run)
+
+    def of(arm: str) -> list[Run]:
+        return [r for r in runs if r.arm == arm]
 
     print()
-    print(f"accelerator: {accel}")
-    width = max(len(m.what) for m in measures)
-    for m in measures:
-        state = "ok" if m.returncode == 0 else f"exit {m.returncode}"
-        print(f"{m.what.ljust(width)}  {m.seconds:7.1f} s  {state}")
-    print(f"{'  of which the VM (JUnit boot_seconds)'.ljust(width)}  {one_vm:7.1f} s")
+    print(
+        f"kernel {args.kernel}, accelerator {accel}, {args.rounds} rounds, medians; "
+        f"load average {median([r.load[0] for r in runs])} "
+        f"(from {min(r.load[0] for r in runs):.1f} to {max(r.load[1] for r in runs):.1f})"
+    )
+    for arm in arms:
+        mine = of(arm)
+        failed = sum(1 for r in mine if r.returncode != 0)
+        print(
+            f"{arm:>7}: {median([r.seconds for r in mine]):>7} s"
+            f" (rounds {rounds_of([r.seconds for r in mine])})"
+            f"{f', {failed} failed' if failed else ''}"
+        )
     print()
-    matrix = [m for m in measures if m.what.startswith(f"invoke test --kernel {args.kernel} -j")]
-    if len(matrix) >= 2:
-        first, last = matrix[0], matrix[-1]
-        print(f"ratio {first.what} / {last.what}: {first.seconds / last.seconds:.2f}")
-    print(f"ratio one kernel start-to-verdict / plain vng true: {one.seconds / bare.seconds:.2f}")
-    print(f"ratio one kernel VM time / plain vng true: {one_vm / bare.seconds:.2f}")
-    return 0 if all(m.returncode == 0 for m in measures) else 1
+    ratio = [o.seconds / p.seconds for o, p in zip(of("one"), of("plain"), strict=True)]
+    print(
+        f"(a) invoke test --kernel {args.kernel} --sample {args.sample} / plain vng: "
+        f"{median(ratio)} (rounds {rounds_of(ratio)}; budget {RATIO_BUDGET})"
+    )
+    print()
+    print("(b) where the time went (median s)")
+    for name in dict.fromkeys(name for r in of("one") for name in r.phases):
+        print(f"    {name:<42}{median([r.phases[name] for r in of('one') if name in r.phases]):>8}")
+    print(f"    {'total (wall)':<42}{median([r.seconds for r in of('one')]):>8}")
+    print()
+    per_case = [
+        (a.case_seconds - o.case_seconds) / (a.cases - o.cases)
+        for a, o in zip(of("all"), of("one"), strict=True)
+        if a.case_seconds is not None and o.case_seconds is not None and a.cases > o.cases
+    ]
+    cases = [
+        f"{arm}: {r.cases} cases, {r.case_seconds:.2f} s"
+        for arm in ("one", "all")
+        for r in of(arm)[:1]
+        if r.case_seconds is not None
+    ]
+    print(
+        f"(c) guest seconds per added (sample, loader) case: {median(per_case)} "
+        f"(rounds {rounds_of(per_case)}; {', '.join(cases)}; budget {CASE_BUDGET})"
+    )
+    if "matrix" in arms:
+        matrix = [m.seconds / a.seconds for m, a in zip(of("matrix"), of("all"), strict=True)]
+        print(
+            f"(d) invoke test --kernel {args.matrix} -j 2 / invoke test --kernel {args.kernel}: "
+            f"{median(matrix)} (rounds {rounds_of(matrix)}; budget {MATRIX_BUDGET})"
+        )
+    return 0 if all(r.returncode == 0 for r in runs) else 1
 
 
 if __name__ == "__main__":

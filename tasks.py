@@ -360,7 +360,17 @@ def test(
     import pytest
 
     from harness import baseline as ab
-    from harness import display, kernels, loaders, paths, preflight, progress, run, samples
+    from harness import (
+        display,
+        kernels,
+        loaders,
+        paths,
+        preflight,
+        progress,
+        run,
+        samples,
+        upstream,
+    )
     from harness import report as results
     from harness.errors import ConfigError
 
@@ -376,7 +386,7 @@ def test(
     commands = list(loader_cmd or [])
     options = kernels.KernelOptions(cache=paths.cache_dir(), mirror=mirror)
     choices = run.kernel_choices(kernel, options)
-    chosen = samples.select(sample, samples.discover())
+    chosen = samples.select(sample, upstream.available())
     chosen_loaders = loaders.select(loader, commands)
     cases = run.plan_cases(chosen, chosen_loaders)
     if not cases:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import files, paths, vm
+from harness import files, paths, upstream, vm
 from harness.build import SampleBuild, build_loader, build_sample
 from harness.errors import ConfigError, HarnessError, NotAKernelError, UnknownSeriesError
 from harness.guest import bundle
@@ -98,8 +98,10 @@ def kernel_choices(text: str, options: KernelOptions) -> list[KernelChoice]:
 
 
 def plan_cases(samples: Sequence[Sample], loaders: Sequence[Loader]) -> list[Case]:
-    """Every (sample, loader) pair where the loader can load the sample's format."""
-    return [Case(s, loader) for s in samples for loader in loaders if loader.applies_to(s.format)]
+    """Every (sample, loader) pair where the loader can load the sample's format, and
+    each kernel sample's own user program (:mod:`harness.upstream`)."""
+    cases = [Case(s, loader) for s in samples for loader in loaders if loader.applies_to(s.format)]
+    return cases + [Case(s, loader) for s, loader in upstream.own_cases(samples)]
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,16 @@ class PreparedKernel:
 
 def build_problem(broken: dict[str, str], case: Case) -> str | None:
     """The build failure, in ``broken``, of ``case``'s sample or loader (None: both built)."""
-    return broken.get(f"sample {case.sample.name}") or broken.get(f"loader {case.loader.name}")
+    return (
+        broken.get(f"sample {case.sample.name}")
+        or broken.get(f"loader {case.loader.name}")
+        or broken.get(f"case {upstream.case_key(case.sample, case.loader)}")
+    )
+
+
+def skip_reason(skipped: dict[str, str], case: Case) -> str | None:
+    """Why ``case`` does not run on this kernel: its sample's reason, or its kind's."""
+    return skipped.get(case.sample.name) or skipped.get(upstream.case_key(case.sample, case.loader))
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -188,6 +199,15 @@ def prepare_kernel(
     programs: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     broken: dict[str, str] = {}
+    kernel_samples = {c.sample.name: c.sample for c in cases if upstream.is_kernel_sample(c.sample)}
+    if kernel_samples:
+        # Built from the release's own source; the loop below then finds them built.
+        part = upstream.prepare(
+            entry, list(kernel_samples.values()), options, build_root=build_root, progress=progress
+        )
+        builds.update(part.builds)
+        skipped.update(part.skipped)
+        broken.update(part.broken)
     for case in cases:
         sample, loader = case.sample, case.loader
         if sample.name not in builds and sample.name not in skipped:
@@ -228,7 +248,9 @@ def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Pat
         build = prepared.builds.get(case.sample.name)
         if build is None or prepared.problem(case) is not None:
             continue
-        sample = case.sample
+        if skip_reason(prepared.skipped, case) is not None:
+            continue
+        sample = build.sample  # a kernel sample as its release's source has it
         request = LoadRequest(
             object=build.bpf_object,
             programs=tuple((p.section, p.type) for p in sample.programs),
@@ -242,6 +264,10 @@ def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Pat
         )
         if case.loader.command:
             command: tuple[str, ...] = case.loader.command
+        elif case.loader == upstream.OWN:
+            if build.user_program is None:
+                continue
+            command = upstream.own_command(build.user_program, sample)
         elif case.loader.sources:
             command = (str(prepared.programs[case.loader.name]),)
         else:
@@ -281,6 +307,8 @@ class KernelRun:
     error: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    #: The samples as built for this kernel (a kernel sample as its release has it).
+    samples: dict[str, Sample] = field(default_factory=dict)
 
 
 def boot(
@@ -301,7 +329,7 @@ def boot(
     if not plan.cases:
         return KernelRun(
             prepared.spec, entry.release, options.accel, None, results, None,
-            skipped=prepared.skipped, broken=prepared.broken,
+            skipped=prepared.skipped, broken=prepared.broken, samples=_built(prepared),
         )  # fmt: skip
     plan_path = results / PLAN_NAME
     for case in plan.cases:
@@ -344,6 +372,7 @@ def boot(
             str(exc),
             prepared.skipped,
             prepared.broken,
+            _built(prepared),
         )
     _write_timeline(results, prepared, ran.seconds, ran.stalled_logs)
     return KernelRun(
@@ -355,7 +384,12 @@ def boot(
         ran.console_log,
         skipped=prepared.skipped,
         broken=prepared.broken,
+        samples=_built(prepared),
     )
+
+
+def _built(prepared: PreparedKernel) -> dict[str, Sample]:
+    return {name: build.sample for name, build in prepared.builds.items()}
 
 
 def _write_timeline(

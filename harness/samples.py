@@ -314,15 +314,31 @@ def validate(sample: Sample, where: Path) -> None:
             raise fail(f"negative traffic amount in {step}")
 
 
+#: The prefix of the kernel's own samples (:mod:`harness.upstream`): ``kernel:sockex1``.
+KERNEL_PREFIX = "kernel:"
+
+
 def select(spec: str, available: Mapping[str, Sample]) -> list[Sample]:
-    """The samples ``spec`` names: "all", or "NAME[,NAME...]"; a :class:`ConfigError` if unknown."""
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names or names == ["all"]:
-        return list(available.values())
-    unknown = [n for n in names if n not in available]
+    """The samples ``spec`` names; a :class:`ConfigError` if unknown.
+
+    "all" is the harness's own samples; "kernel:all" the kernel's own (those of
+    ``available`` named ``kernel:...``); both may be given, with names, comma-separated.
+    """
+    names = [s.strip() for s in spec.split(",") if s.strip()] or ["all"]
+    own = [n for n in available if not n.startswith(KERNEL_PREFIX)]
+    kernel = [n for n in available if n.startswith(KERNEL_PREFIX)]
+    expanded: list[str] = []
+    for name in names:
+        if name == "all":
+            expanded += own
+        elif name == f"{KERNEL_PREFIX}all":
+            expanded += kernel
+        else:
+            expanded.append(name)
+    unknown = [n for n in expanded if n not in available]
     if unknown:
         raise ConfigError(
-            f"unknown sample {', '.join(unknown)}; available: {', '.join(available) or 'none'} "
-            "(`invoke samples.list` describes them)"
+            f"unknown sample {', '.join(unknown)}; available: {', '.join(available) or 'none'}"
+            f"{', kernel:all' if kernel else ''} (`invoke samples.list` describes them)"
         )
-    return [available[n] for n in dict.fromkeys(names)]
+    return [available[n] for n in dict.fromkeys(expanded)]

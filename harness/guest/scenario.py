@@ -30,6 +30,7 @@ from typing import Protocol
 
 from harness import proc
 from harness.errors import HarnessError, LoaderError, LoaderProtocolError
+from harness.guest import own
 from harness.guest.capture import Capture
 from harness.guest.plan import IN_PROCESS, CasePlan
 from harness.guest.result import GuestResult
@@ -186,6 +187,8 @@ def send(step: TrafficStep) -> tuple[str, int]:
 def run(case: CasePlan, release: str | None = None) -> GuestResult:
     """Run one case; errors of the run are kept in the result."""
     release = release or os.uname().release
+    if case.loader == own.OWN:
+        return own.run(case, release)  # a kernel release's own user program
     timings: dict[str, float] = {}
     try:
         return _run(case, release, timings)

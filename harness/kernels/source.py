@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import hashlib
 import json
 import logging
 import lzma
@@ -56,13 +57,17 @@ KEPT = (
     "samples/bpf/sockex[0-9]_kern.c",
     "samples/bpf/sockex[0-9]_user.c",
     "samples/bpf/sock_example.h",
-    # bpf_legacy.h: load_byte() and friends, which the sockex kernel sides use.
+    # bpf_legacy.h: load_byte() and friends, which the sockex kernel sides use; gnu/stubs.h:
+    # an empty stand-in for glibc's, which wants a 32-bit stubs file for -target bpf.
     "tools/testing/selftests/bpf/bpf_legacy.h",
+    "tools/testing/selftests/bpf/gnu/stubs.h",
     # The tree's libbpf, built as a static library by the harness's own commands.
     "tools/lib/bpf/*.c",
     "tools/lib/bpf/*.h",
-    # libbpf's headers (tools/include/linux, the tools' copy of the UAPI headers).
+    # libbpf's headers (tools/include/linux, the tools' copy of the UAPI headers), and the
+    # x86 ones they reach (tools/include/uapi/asm/errno.h includes tools/arch/x86's).
     "tools/include/*",
+    "tools/arch/x86/include/*",
     # bpf_helper_defs.h is generated from the UAPI bpf.h by this script (its 5.10 name first).
     "scripts/bpf_helpers_doc.py",
     "scripts/bpf_doc.py",
@@ -193,11 +198,19 @@ def _extract_kept(tar: tarfile.TarFile, dest: Path, top: str) -> list[str]:
     return kept
 
 
+def selection() -> str:
+    """A digest of :data:`KEPT`: a tree kept by another selection is fetched again."""
+    return hashlib.sha256("\n".join(KEPT).encode()).hexdigest()[:16]
+
+
 def read_tree(entry_dir: Path, release: str) -> SourceTree | None:
-    """The complete kept tree beside ``entry_dir``, or None (missing, partial, altered)."""
+    """The complete kept tree beside ``entry_dir``, or None (missing, partial, altered,
+    or kept by another selection of files)."""
     base = entry_dir / SOURCE_DIR
     try:
         data: dict[str, Any] = json.loads((base / MANIFEST).read_text())
+        if data.get("selection") != selection():
+            return None
         files = {str(k): int(v) for k, v in data["files"].items()}
         root = base / str(data["top"])
         for rel, size in files.items():
@@ -291,6 +304,7 @@ def _fetch(
             "version": package.version,
             "sha256": package.sha256,
             "top": top,
+            "selection": selection(),
             "files": sizes,
             "size": sum(sizes.values()),
         }

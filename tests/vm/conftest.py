@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness import baseline, kernels, loaders, proc, progress, run, samples, vm
+from harness import baseline, kernels, loaders, proc, progress, run, samples, upstream, vm
 from harness.errors import ConfigError, HarnessError, MirrorError
 from harness.report import CaseResult, render_table
 
@@ -115,7 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_CHOICES] = run.kernel_choices(
             str(config.getoption("kernel") or ""), _kernel_options(config)
         )
-        chosen = samples.select(str(config.getoption("sample")), samples.discover())
+        chosen = samples.select(str(config.getoption("sample")), upstream.available())
         chosen_loaders = loaders.select(
             str(config.getoption("loader")), list(config.getoption("loader_cmd"))
         )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from harness import baseline, checks, run
+from harness import baseline, checks, run, upstream
 from harness.errors import HarnessError
 from harness.guest.result import load_result
 from harness.report import case_properties
@@ -48,7 +48,7 @@ def test_case(
 def _judge(kernel: run.KernelRun, case: run.Case, properties: dict[str, str]) -> tuple[str, str]:
     """("skip" or "judged", the failure message or skip reason; "" when it passes)."""
     what = f"kernel {kernel.release or kernel.spec}, {case.sample.name}, {case.loader.name} loader"
-    reason = kernel.skipped.get(case.sample.name)
+    reason = run.skip_reason(kernel.skipped, case)
     if reason is not None:
         return "skip", f"{case.sample.name} on {kernel.release}: {reason}"
     broken = run.build_problem(kernel.broken, case)
@@ -65,7 +65,18 @@ def _judge(kernel: run.KernelRun, case: run.Case, properties: dict[str, str]) ->
         return "judged", f"{what}: {exc}{where}"
     properties["release"] = result.release
     properties["timings"] = " ".join(f"{k}={v:.3f}" for k, v in result.timings.items())
-    judgement = checks.judge(case.sample, result, release=kernel.release)
+    sample = kernel.samples.get(case.sample.name, case.sample)  # as this release has it
+    if case.loader == upstream.OWN:
+        problems = upstream.check_output(sample, result)
+        if result.error is not None:
+            problems.insert(0, f"the user program could not run in the guest: {result.error}")
+        for header, cell in upstream.own_cells(sample, result).items():
+            properties[f"cell:{header}"] = cell
+        if not problems:
+            return "judged", ""
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        return "judged", f"{what}:\n{listed}\nresult: {path}{where}"
+    judgement = checks.judge(sample, result, release=kernel.release)
     for header, cell in judgement.cells.items():
         properties[f"cell:{header}"] = cell
     properties["entries"] = str(judgement.entries)

@@ -1,0 +1,239 @@
+"""The kernel's own samples: selection, descriptors per release, build commands, output checks."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from frames_util import both_ways
+
+from harness import frames, run, upstream
+from harness.errors import ConfigError, SampleError
+from harness.guest.result import GuestResult
+from harness.kernels.source import SourceTree
+from harness.loaders import builtin
+from harness.samples import Frame, select
+
+#: What 6.1's own programs printed in a real guest (kernel 6.1.0-57-amd64, TCG).
+SOCKEX1_OUT = (
+    "TCP 0 UDP 0 ICMP 0 bytes\nTCP 0 UDP 0 ICMP 0 bytes\nTCP 0 UDP 0 ICMP 196 bytes\n"
+    "TCP 0 UDP 0 ICMP 392 bytes\nTCP 0 UDP 0 ICMP 588 bytes\n"
+)
+SOCKEX2_OUT = (
+    "ip 127.0.0.1 bytes 392 packets 4\nip 127.0.0.1 bytes 784 packets 8\n"
+    "ip 127.0.0.1 bytes 1176 packets 12\nip 127.0.0.1 bytes 1568 packets 16\n"
+)
+SOCKEX3_HEADER = "IP     src.port -> dst.port               bytes      packets\n"
+
+
+def echo(kind: int, sequence: int) -> bytes:
+    """A ping echo (request 8, reply 0) of 56 data bytes on lo: a 98-byte frame."""
+    body = struct.pack("!BBHHH", kind, 0, 0, 1, sequence) + bytes(56)
+    body = body[:2] + struct.pack("!H", frames.checksum(body)) + body[4:]
+    packet = frames.ipv4("127.0.0.1", "127.0.0.1", frames.IPPROTO_ICMP, body)
+    return frames.ethernet(0x0800, packet)
+
+
+def pings(count: int) -> tuple[Frame, ...]:
+    """What the capture sees of ``count`` echoes: request and reply, each both ways."""
+    captured: list[Frame] = []
+    for n in range(count):
+        captured += both_ways(echo(8, n)) + both_ways(echo(0, n))
+    return tuple(captured)
+
+
+def result(
+    sample: str, stdout: str, *, status: str = "0", stderr: str = "", count: int = 5
+) -> GuestResult:
+    details = {"exit_status": status, "stdout": stdout, "stderr": stderr}
+    return GuestResult(sample, "own", "6.1.0-57-amd64", frames=pings(count), details=details)
+
+
+KERNEL = upstream.available()
+
+
+def test_all_is_the_harness_samples_and_kernel_all_the_kernels() -> None:
+    assert all(not s.name.startswith("kernel:") for s in select("all", KERNEL))
+    assert [s.name for s in select("kernel:all", KERNEL)] == [
+        "kernel:sockex1",
+        "kernel:sockex2",
+        "kernel:sockex3",
+    ]
+    assert [s.name for s in select("sockex1,kernel:sockex2", KERNEL)] == [
+        "sockex1",
+        "kernel:sockex2",
+    ]
+    with pytest.raises(ConfigError, match="kernel:all"):
+        select("kernel:sockex9", KERNEL)
+
+
+def test_each_kernel_sample_gets_its_loaders_and_its_own_program() -> None:
+    cases = run.plan_cases(select("kernel:sockex1", KERNEL), builtin())
+    assert [c.loader.name for c in cases] == ["python", "libbpf", "own"]
+
+
+def test_upstream_sockex3_is_laid_out_as_upstream() -> None:
+    sample = KERNEL["kernel:sockex3"]
+    assert [p.section for p in sample.programs] == [f"socket/{n}" for n in range(5)]
+    assert dict(sample.prog_arrays[0].entries) == {n: f"socket/{n}" for n in range(1, 5)}
+    (check,) = sample.maps
+    assert check.name == "hash_map" and check.key.fields[2:4] == ("dport", "sport")
+    udp = both_ways(
+        frames.ethernet(
+            0x0800,
+            frames.ipv4(
+                "127.0.0.1",
+                "127.0.0.3",
+                17,
+                frames.udp("127.0.0.1", "127.0.0.3", b"x" * 8, 1000, 2000),
+            ),
+        )
+    )
+    ((key, value),) = sample.oracle(udp)["hash_map"].items()
+    assert key[2:4] == (2000, 1000) and value[0] == 2
+
+
+def tree(tmp_path: Path, files: dict[str, str]) -> SourceTree:
+    root = tmp_path / "linux-source-6.1"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return SourceTree("6.1.0-57-amd64", "linux-source-6.1", "6.1.192-3", root, 0)
+
+
+def test_sockex1_is_judged_by_what_its_source_counts(tmp_path: Path) -> None:
+    sample = KERNEL["kernel:sockex1"]
+    captured = pings(1)
+    outgoing = tree(
+        tmp_path / "a", {"samples/bpf/sockex1_kern.c": "if (skb->pkt_type != PACKET_OUTGOING)"}
+    )
+    every = tree(tmp_path / "b", {"samples/bpf/sockex1_kern.c": "value = lookup(&my_map, &index);"})
+    counted = {
+        t: upstream.variant(sample, t).oracle(captured)["my_map"][(frames.IPPROTO_ICMP,)]
+        for t in (outgoing, every)
+    }
+    assert counted[outgoing] == (2 * 98,) and counted[every] == (4 * 98,)
+
+
+def test_sockex3_with_one_section_is_not_for_our_loaders(tmp_path: Path) -> None:
+    sample = KERNEL["kernel:sockex3"]
+    new = tree(tmp_path, {"samples/bpf/sockex3_kern.c": 'SEC("socket")\nint main_prog(void)'})
+    with pytest.raises(SampleError, match="one section"):
+        upstream.variant(sample, new)
+    old = tree(
+        tmp_path / "old", {"samples/bpf/sockex3_kern.c": 'SEC("socket/0")\nint main_prog(void)'}
+    )
+    assert upstream.variant(sample, old) is sample
+
+
+def test_the_build_commands(tmp_path: Path) -> None:
+    t = tree(tmp_path, {})
+    headers, shim, include = Path("/k/include"), Path("/b/shim"), Path("/b/include")
+    kern = upstream.kern_argv("clang", t, headers, shim, include, "sockex2", Path("sockex2_kern.o"))
+    assert kern[:5] == ["clang", "-O2", "-Wall", "-target", "bpf"] and "-g" in kern
+    assert kern[kern.index("-include") + 1] == str(upstream.PRELUDE)
+    # <uapi/linux/...> through the shim, then the UAPI headers, libbpf's, bpf_legacy.h's; libc last
+    order = [a for a in kern if a.startswith("-I")]
+    assert order == [
+        f"-I{shim}",
+        f"-I{headers}",
+        f"-I{include}",
+        f"-I{t.root}/tools/testing/selftests/bpf",
+    ]
+    assert kern[-4:] == ["-c", f"{t.root}/samples/bpf/sockex2_kern.c", "-o", "sockex2_kern.o"]
+    assert kern.index("-idirafter") > kern.index(order[-1])
+    user = upstream.user_argv(
+        "cc", t, headers, include, "sockex2", Path("/b/libbpf.a"), Path("sockex2")
+    )
+    assert user[-6:] == [
+        f"{t.root}/samples/bpf/sockex2_user.c",
+        "-o",
+        "sockex2",
+        "/b/libbpf.a",
+        "-lelf",
+        "-lz",
+    ]
+    lib = upstream.libbpf_argv("cc", t, t.root / "tools/lib/bpf/btf.c", Path("btf.o"))
+    assert (
+        "-fPIC" not in lib
+        and f"-I{t.root}/tools/include/uapi" in lib
+        and lib[-2:] == ["-o", "btf.o"]
+    )
+
+
+def test_the_helper_generator_is_the_trees_own(tmp_path: Path) -> None:
+    old = tree(tmp_path, {"scripts/bpf_helpers_doc.py": ""})
+    assert upstream.helper_defs_argv(old)[1].endswith("scripts/bpf_helpers_doc.py")
+    new = tree(tmp_path / "new", {"scripts/bpf_doc.py": ""})
+    assert upstream.helper_defs_argv(new)[1].endswith("scripts/bpf_doc.py")
+
+
+def test_a_recorded_sockex1_run_passes() -> None:
+    sample = KERNEL["kernel:sockex1"]
+    assert upstream.check_output(sample, result("kernel:sockex1", SOCKEX1_OUT)) == []
+
+
+def test_a_recorded_sockex2_run_passes() -> None:
+    sample = KERNEL["kernel:sockex2"]
+    assert upstream.check_output(sample, result("kernel:sockex2", SOCKEX2_OUT)) == []
+
+
+def test_a_count_the_map_never_held_fails() -> None:
+    sample = KERNEL["kernel:sockex1"]
+    wrong = SOCKEX1_OUT.replace("ICMP 392", "ICMP 390")
+    (problem,) = upstream.check_output(sample, result("kernel:sockex1", wrong))
+    assert "line 4" in problem and "(390,)" in problem and "ICMP" in problem.upper()
+
+
+def test_more_than_the_capture_saw_fails() -> None:
+    sample = KERNEL["kernel:sockex2"]
+    problems = upstream.check_output(sample, result("kernel:sockex2", SOCKEX2_OUT, count=3))
+    assert any("(16, 1568)" in p for p in problems)
+
+
+def test_a_short_run_a_stray_line_and_a_failure_are_each_named() -> None:
+    sample = KERNEL["kernel:sockex1"]
+    short = "\n".join(SOCKEX1_OUT.splitlines()[:3]) + "\nsomething else\n"
+    problems = upstream.check_output(
+        sample, result("kernel:sockex1", short, status="1", stderr="boom")
+    )
+    assert any("status 1" in p and "boom" in p for p in problems)
+    assert any("'something else'" in p for p in problems)
+    assert any("3 rounds" in p for p in problems)
+
+
+def test_sockex3_errors_on_stderr_fail_even_with_status_0() -> None:
+    sample = KERNEL["kernel:sockex3"]
+    stderr = (
+        "libbpf: prog 'bpf_func_PARSE_IP': missing BPF prog type\n"
+        "ERROR: loading BPF object file failed\n"
+    )
+    problems = upstream.check_output(sample, result("kernel:sockex3", "", stderr=stderr))
+    assert any("missing BPF prog type" in p for p in problems)
+    assert any("0 rounds" in p for p in problems)
+
+
+def test_sockex3_lines_are_read_as_flows() -> None:
+    sample = KERNEL["kernel:sockex3"]
+    line = "127.0.0.1.00000 -> 127.0.0.1.00000          392            4\n"
+    out = SOCKEX3_HEADER * 2 + (SOCKEX3_HEADER + line) * 3
+    assert upstream.check_output(sample, result("kernel:sockex3", out)) == []
+    bad = out.replace("392            4", "392            5")
+    assert len(upstream.check_output(sample, result("kernel:sockex3", bad))) == 3  # each line
+
+
+def test_no_ping_is_named() -> None:
+    sample = KERNEL["kernel:sockex1"]
+    quiet = "TCP 0 UDP 0 ICMP 0 bytes\n" * 5
+    problems = upstream.check_output(sample, result("kernel:sockex1", quiet, count=0))
+    assert any("ping" in p for p in problems)
+
+
+def test_a_case_key_separates_the_two_kinds() -> None:
+    sample = KERNEL["kernel:sockex3"]
+    python, libbpf = (x for x in builtin() if x.name in ("python", "libbpf"))
+    skipped = {"kernel:sockex3 loaders": "one section"}
+    assert run.skip_reason(skipped, run.Case(sample, python)) == "one section"
+    assert run.skip_reason(skipped, run.Case(sample, libbpf)) == "one section"
+    assert run.skip_reason(skipped, run.Case(sample, upstream.OWN)) is None

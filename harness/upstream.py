@@ -47,6 +47,7 @@ from harness.kernels.model import KernelEntry
 from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import Loader
 from harness.proc import Runner, SubprocessRunner, require, tail
+from harness.progress import Listener
 from harness.samples import Expected, Fields, Frame, ProgArray, Program, Sample
 
 log = logging.getLogger(__name__)
@@ -646,7 +647,7 @@ def prepare(
     options: KernelOptions,
     *,
     build_root: Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Listener | None = None,
     runner: Runner | None = None,
 ) -> Prepared:
     """The release's source fetched (once) and its samples built; what cannot, with why."""

@@ -242,6 +242,11 @@ def ensure_tree(
     """
     version = source_version(entry)
     entry_dir = entry.image.parent.parent
+    # A kept tree is only ever renamed into place whole: found complete, it can be used
+    # without the release's lock, which booting runs hold shared for minutes.
+    tree = read_tree(entry_dir, entry.release)
+    if tree is not None and tree.version == version:
+        return tree
     with locked(release_lock(cache, entry.release)):
         tree = read_tree(entry_dir, entry.release)
         if tree is not None and tree.version == version:

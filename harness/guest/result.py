@@ -10,7 +10,7 @@ oracle) can be run again on the host from the file alone.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,9 @@ class GuestResult:
         }
 
     def to_json(self) -> str:
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict, which would copy every frame
+        # deeply only to throw the copies away (the guest writes this once per case).
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["frames"] = [[f.pkt_type, f.length, f.head.hex()] for f in self.frames]
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 

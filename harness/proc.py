@@ -226,16 +226,17 @@ def kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     proc.wait()
 
 
-#: The watchdog: reads its standard input to the end; unless it read "done", its
-#: parent died, and it kills the process group named by its argument.
+#: The watchdog: reads its standard input to the end. The first line names the process
+#: group to watch; unless "done" follows it, its parent died, and it kills the group.
 _WATCHDOG_CODE = """
 import os, signal, sys
 said = b""
 while chunk := os.read(0, 64):
     said += chunk
-if said != b"done":
+group, _, word = said.partition(b"\\n")
+if group.isdigit() and word != b"done":
     try:
-        os.killpg(int(sys.argv[1]), signal.SIGKILL)
+        os.killpg(int(group), signal.SIGKILL)
     except ProcessLookupError:
         pass
 """
@@ -244,15 +245,19 @@ if said != b"done":
 class Watchdog:
     """Kills a process group if this process dies before calling :meth:`release`.
 
-    The watchdog leads a session of its own, so signals sent to this process's group
-    (a terminal's Ctrl-C, ``kill -- -PGID``) do not end it before it has done its job.
+    It is started before the command it guards and told the command's group just
+    after, so a SIGKILL of this process at any moment after the command started
+    (even while a loaded machine is slow to start the watchdog's interpreter) still
+    ends the command. The watchdog leads a session of its own, so signals sent to
+    this process's group (a terminal's Ctrl-C, ``kill -- -PGID``) do not end it before
+    it has done its job.
     """
 
-    def __init__(self, pgid: int) -> None:
+    def __init__(self, pgid: int | None = None) -> None:
         read_end, self._write_end = os.pipe()  # not inherited by other children
         try:
             self._proc = subprocess.Popen(
-                [sys.executable or "python3", "-I", "-S", "-c", _WATCHDOG_CODE, str(pgid)],
+                [sys.executable or "python3", "-I", "-S", "-c", _WATCHDOG_CODE],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -263,13 +268,19 @@ class Watchdog:
             raise
         finally:
             os.close(read_end)
+        if pgid is not None:
+            self.watch(pgid)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
 
+    def watch(self, pgid: int) -> None:
+        """From now on, this process's death kills the process group ``pgid``."""
+        os.write(self._write_end, f"{pgid}\n".encode())
+
     def release(self) -> None:
-        """The group was waited for: end the watchdog without killing anything."""
+        """The group was waited for (or never started): end the watchdog, killing nothing."""
         try:
             os.write(self._write_end, b"done")
         except BrokenPipeError:
@@ -308,7 +319,9 @@ class SubprocessRunner:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        watchdog: Watchdog | None = None
         try:
+            watchdog = Watchdog()
             try:
                 proc = subprocess.Popen(
                     args,
@@ -326,7 +339,7 @@ class SubprocessRunner:
                     f"cannot run {args[0]}: not found; install it or check PATH"
                 ) from exc
             try:
-                watchdog = Watchdog(proc.pid)
+                watchdog.watch(proc.pid)
             except BaseException:
                 kill_group(proc)
                 raise
@@ -361,9 +374,9 @@ class SubprocessRunner:
                 # Ctrl-C, SIGTERM or anything else: leave no child behind.
                 kill_group(proc)
                 raise
-            finally:
-                watchdog.release()
         finally:
+            if watchdog is not None:
+                watchdog.release()
             if copier is not None:
                 # The pipe closes when the last process of the group holding it ends.
                 copier.join(timeout=_COPY_GRACE)

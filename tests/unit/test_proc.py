@@ -12,7 +12,7 @@ import pytest
 from process_trees import PATIENCE, alive, python, state, survivors, tree, tree_pids
 
 from harness import proc
-from harness.errors import CommandStalledError, CommandTimeoutError
+from harness.errors import CommandStalledError, CommandTimeoutError, ToolMissingError
 
 
 def _children_of_this_process() -> set[int]:
@@ -73,6 +73,13 @@ def test_a_finished_command_leaves_no_watchdog_behind() -> None:
     result = proc.SubprocessRunner().run(["sh", "-c", "echo $PPID"])
     # The command is the runner's child, beside its watchdog; both were waited for.
     assert int(result.stdout) == os.getpid()
+    assert _children_of_this_process() - before == set()
+
+
+def test_a_program_that_is_not_there_leaves_no_watchdog_behind() -> None:
+    before = _children_of_this_process()
+    with pytest.raises(ToolMissingError, match="not found"):
+        proc.SubprocessRunner().run(["no-such-program-anywhere"])
     assert _children_of_this_process() - before == set()
 
 

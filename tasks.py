@@ -235,12 +235,18 @@ ns.add_collection(samples_ns)
 @task(help={"verbose": "log details"})
 @_reports_errors
 def samples_list(c: Context, verbose: bool = False) -> None:
-    """List the samples: name, title, format, loaders, programs, maps."""
-    from harness import loaders, samples
+    """List the samples: name, title, format, loaders, programs, maps.
+
+    The kernel's own samples (``--sample kernel:all``) follow, as the plan knows them
+    before a release's source is read.
+    """
+    from harness import loaders, upstream
 
     builtin = loaders.builtin()
-    for sample in samples.discover().values():
+    for sample in upstream.available().values():
         names = [loader.name for loader in builtin if loader.applies_to(sample.format)]
+        if upstream.is_kernel_sample(sample):
+            names.append(upstream.OWN.name)
         programs = ", ".join(
             f"{p.section} ({p.type}{', ' + p.attach if p.attach else ''})" for p in sample.programs
         )

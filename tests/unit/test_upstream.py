@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from frames_util import both_ways
 
-from harness import frames, run, upstream
+from harness import frames, kernels, run, upstream
 from harness.errors import ConfigError, SampleError
 from harness.guest.result import GuestResult
-from harness.kernels.source import SourceTree
+from harness.kernels import KernelOptions
+from harness.kernels.model import Kernel, KernelEntry
+from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import builtin
 from harness.samples import Frame, select
 
@@ -237,3 +239,44 @@ def test_a_case_key_separates_the_two_kinds() -> None:
     assert run.skip_reason(skipped, run.Case(sample, python)) == "one section"
     assert run.skip_reason(skipped, run.Case(sample, libbpf)) == "one section"
     assert run.skip_reason(skipped, run.Case(sample, upstream.OWN)) is None
+
+
+def _entry(tmp_path: Path) -> KernelEntry:
+    kernel = Kernel("6.1", "6.1", "6.1.0-57-amd64", "debian", ())
+    return KernelEntry(kernel, tmp_path / "vmlinux", None, None, tmp_path / "include")
+
+
+def test_a_release_without_its_source_is_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def unavailable(*args: object, **kwargs: object) -> SourceTree:
+        raise SourceUnavailable("bookworm carry linux-source-6.1 6.1.193-1, not 6.1.192-3")
+
+    monkeypatch.setattr(kernels, "source_tree", unavailable)
+    chosen = select("kernel:all", KERNEL)
+    prepared = upstream.prepare(_entry(tmp_path), chosen, KernelOptions(cache=tmp_path))
+    assert prepared.builds == {} and prepared.broken == {}
+    assert set(prepared.skipped) == {s.name for s in chosen}
+    assert all("not 6.1.192-3" in r for r in prepared.skipped.values())
+
+
+def test_what_did_not_build_fails_only_its_own_cases(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    t = tree(tmp_path, {"samples/bpf/sockex1_kern.c": "PACKET_OUTGOING"})
+    monkeypatch.setattr(kernels, "source_tree", lambda *a, **k: t)
+    built = upstream.ReleaseBuild(
+        tmp_path,
+        {"sockex1": tmp_path / "sockex1_kern.o"},
+        {},
+        {"sockex2": "compiling sockex2_kern.c failed (log: L)", "sockex1/own": "libbpf (log: L)"},
+    )
+    monkeypatch.setattr(upstream, "build_release", lambda *a, **k: built)
+    chosen = select("kernel:sockex1,kernel:sockex2", KERNEL)
+    prepared = upstream.prepare(_entry(tmp_path), chosen, KernelOptions(cache=tmp_path))
+    assert list(prepared.builds) == ["kernel:sockex1"]
+    sockex1, sockex2 = chosen
+    python = builtin(["python"])[0]
+    assert run.build_problem(prepared.broken, run.Case(sockex1, python)) is None
+    assert run.build_problem(prepared.broken, run.Case(sockex1, upstream.OWN)) == "libbpf (log: L)"
+    assert "log: L" in str(run.build_problem(prepared.broken, run.Case(sockex2, python)))

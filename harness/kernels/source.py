@@ -47,6 +47,8 @@ from harness.progress import Listener, Note
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = "source"
+#: Where a fetch stages its files, inside the entry, until it renames them into place.
+STAGING_PREFIX = ".source-"
 MANIFEST = "manifest.json"
 PACKAGE = "linux-source-{series}"
 #: The kept part must stay small: the issue's budget is 15 MB per release.
@@ -247,13 +249,19 @@ def ensure_tree(
     tree = read_tree(entry_dir, entry.release)
     if tree is not None and tree.version == version:
         return tree
-    with locked(release_lock(cache, entry.release)):
+    # The release's lock shared (as booting runs hold it: no waiting for their VMs) keeps
+    # a prune from removing the entry meanwhile; the source's own lock makes two runs
+    # fetch it once.
+    with (
+        locked(release_lock(cache, entry.release), shared=True),
+        locked(release_lock(cache, entry.release).with_suffix(".source.lock")),
+    ):
         tree = read_tree(entry_dir, entry.release)
         if tree is not None and tree.version == version:
-            log.info(
-                "%s: source %s %s cached in %s", entry.release, tree.package, version, tree.root
-            )
             return tree
+        for stale in entry_dir.glob(f"{STAGING_PREFIX}*"):
+            log.info("removing %s, left by an interrupted fetch", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         root = apt.AptRoot.of(cache, series.name)
         if download is None:
             package = _find_package(root, series, version, runner)
@@ -293,7 +301,7 @@ def _fetch(
     download: Downloader,
     progress: Listener | None,
 ) -> SourceTree:
-    work = Path(tempfile.mkdtemp(prefix=".source-", dir=entry_dir))
+    work = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=entry_dir))
     try:
         deb = download(package, work / "debs")
         if progress is not None:

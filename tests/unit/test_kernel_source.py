@@ -256,3 +256,11 @@ def test_the_manifest_names_every_kept_file(tmp_path: Path) -> None:
     )
     manifest = json.loads((tmp_path / "kernels" / RELEASE / "source" / "manifest.json").read_text())
     assert set(manifest["files"]) == KEPT and manifest["version"] == VERSION
+
+
+def test_what_an_interrupted_fetch_left_is_removed(tmp_path: Path) -> None:
+    kernel = entry(tmp_path)
+    stale = tmp_path / "kernels" / RELEASE / ".source-killed"
+    (stale / "debs").mkdir(parents=True)
+    source.ensure_tree(kernel, SERIES, tmp_path, runner=FakeRunner(), download=Downloads(TREE))
+    assert not stale.exists()

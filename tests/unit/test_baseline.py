@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from harness import baseline, compare, loaders, report, samples
 from harness.errors import BuildError, ConfigError, SampleError
 from harness.paths import PROJECT_ROOT
+from harness.proc import Terminated
 from harness.report import CaseResult, case_properties
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -70,13 +72,17 @@ def test_a_revision_is_checked_out_for_the_block_and_removed_after(
     assert worktrees(repo) == [str(repo)]
 
 
-@pytest.mark.parametrize("ending", [KeyboardInterrupt, ConfigError])
+@pytest.mark.parametrize(
+    "ending",
+    [KeyboardInterrupt(), Terminated(signal.SIGTERM), ConfigError("stop")],
+    ids=["ctrl-c", "sigterm", "error"],
+)
 def test_the_worktree_goes_however_the_block_ends(
-    repo: Path, tmp_path: Path, ending: type[BaseException]
+    repo: Path, tmp_path: Path, ending: BaseException
 ) -> None:
-    with pytest.raises(ending), baseline.checkout("HEAD~1", repo=repo, root=tmp_path) as base:
+    with pytest.raises(type(ending)), baseline.checkout("HEAD~1", repo=repo, root=tmp_path) as base:
         (base.tree / "__pycache__").mkdir()  # what running its Python leaves behind
-        raise ending("stop")
+        raise ending
 
     assert not base.tree.exists()
     assert worktrees(repo) == [str(repo)]

@@ -323,6 +323,19 @@ def _check_starts(baseline: Baseline, loader: Loader, runner: Runner) -> None:
             f"baseline {baseline}: loader {loader.name} does not start "
             f"(exit status {done.returncode}): {_last_line(done.stderr + done.stdout)}"
         )
+    # The guest cannot write bytecode (its root is read-only) and would compile every
+    # module of the baseline's package under emulation in each case; compiled here, once,
+    # by the interpreter the guest runs, it need not (PYTHONDONTWRITEBYTECODE or not).
+    compiled = runner.run(
+        [sys.executable, "-m", "compileall", "-q", str(baseline.tree / "harness")],
+        check=False,
+        timeout=START_TIMEOUT,
+    )
+    if compiled.returncode != 0:
+        log.warning(
+            "could not byte-compile the baseline's harness package: %s",
+            _last_line(compiled.stdout + compiled.stderr),
+        )
 
 
 def _first_error(exc: HarnessError) -> str:

@@ -436,3 +436,16 @@ def test_baseline_loaders_only_without_a_baseline_is_refused(tasks_module: objec
 
     with pytest.raises(Exit, match="--baseline-loaders-only goes with --baseline REV"):
         tasks_module.test(Context(), kernel="6.1", baseline_loaders_only=True)  # type: ignore[attr-defined]
+
+
+def test_the_baseline_python_loader_is_compiled_for_the_read_only_guest(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, "harness")
+    base = baseline.Baseline(tree, "v1", loaders_only=True)
+    cases = baseline.cases(
+        base, samples.select("sockex1", samples.discover()), loaders.builtin(["python"])
+    )
+
+    baseline.check(base, cases)
+
+    compiled = {p.name.split(".")[0] for p in (tree / "harness" / "bpf").glob("__pycache__/*.pyc")}
+    assert {"loader", "elf", "btf", "syscall", "__main__"} <= compiled

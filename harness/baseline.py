@@ -99,6 +99,11 @@ def checkout(
     runner = runner or SubprocessRunner()
     given = Path(spec).expanduser()
     if spec.strip() and given.is_dir():
+        if not (given / "harness" / "__init__.py").is_file():
+            raise ConfigError(
+                f"--baseline {spec}: not a checkout of this harness (no harness/__init__.py "
+                "in it); give the top directory of another checkout, or a git revision"
+            )
         yield Baseline(given.resolve(), spec, None, loaders_only)
         return
     if not spec.strip():

@@ -102,11 +102,22 @@ def test_a_revision_that_does_not_exist_is_one_line_saying_what_to_give(
 
 
 def test_a_directory_is_used_as_it_is_and_kept(repo: Path) -> None:
+    (repo / "harness").mkdir()
+    (repo / "harness" / "__init__.py").write_text("")
+
     with baseline.checkout(str(repo)) as base:
         assert base.tree == repo.resolve()
         assert base.commit is None
 
     assert (repo / "file").exists()
+
+
+def test_a_directory_that_is_no_checkout_is_refused(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ConfigError, match="not a checkout of this harness"),
+        baseline.checkout(str(tmp_path)),
+    ):
+        pytest.fail("took a directory without the harness as a baseline")
 
 
 def test_worktrees_of_runs_that_died_are_removed_first(repo: Path, tmp_path: Path) -> None:

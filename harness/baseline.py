@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import site
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -187,9 +188,13 @@ def loaders_of(baseline: Baseline, chosen: Sequence[Loader]) -> list[Loader]:
             env = require("env", "coreutils")
             command: tuple[str, ...] = (
                 env,
-                f"PYTHONPATH={baseline.tree}",
+                f"PYTHONPATH={os.pathsep.join([str(baseline.tree), *site.getsitepackages()])}",
                 sys.executable,
                 "-P",  # not the current directory (this checkout) first on sys.path
+                # No site: its .pth files import a few dozen modules, each import a
+                # round of 9p requests under emulation (half this loader's start-up);
+                # site-packages (pyelftools) is on PYTHONPATH instead.
+                "-S",
                 "-m",
                 "harness.bpf",
             )

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -161,7 +162,15 @@ def test_each_loader_has_a_twin_from_the_baseline_tree(tmp_path: Path) -> None:
     )
 
     assert python.name == "python@base"
-    assert python.command[1:] == (f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "harness.bpf")
+    path = os.pathsep.join([str(tree), *site.getsitepackages()])
+    assert python.command[1:] == (
+        f"PYTHONPATH={path}",
+        sys.executable,
+        "-P",
+        "-S",
+        "-m",
+        "harness.bpf",
+    )
     assert python.formats == ("classic", "btf")
     assert c.name == "c@base" and libbpf.name == "libbpf@base"
     for twin, own in ((c, loaders.builtin(["c"])[0]), (libbpf, loaders.builtin(["libbpf"])[0])):

@@ -7,7 +7,7 @@ afterwards) or the path of another checkout. The baseline joins the run as more
 cases, not as a second run, so both sides share each kernel's one VM boot:
 
 - each loader gets a baseline twin named ``NAME@base``: the Python loader runs as a
-  protocol loader from the baseline tree (``env PYTHONPATH=TREE python3 -P -m
+  protocol loader from the baseline tree (``env PYTHONPATH=TREE:SITE python3 -P -S -m
   harness.bpf``; the guest sees the host's files, so the tree is there too); a C
   loader is built from the baseline's sources with this checkout's build rules; a
   user's ``--loader-cmd`` is the same command, or its counterpart in the baseline

@@ -39,12 +39,12 @@ from pathlib import Path
 
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
-from harness import compare, files, paths, samples
+from harness import compare, files, paths, samples, upstream
 from harness.errors import BuildError, CommandError, ConfigError, HarnessError, SampleError
 from harness.loaders import Loader
 from harness.proc import Runner, SubprocessRunner, require
 from harness.report import MISSING, VERDICTS, CaseResult
-from harness.run import Case, plan_cases
+from harness.run import Case
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,12 @@ def samples_of(baseline: Baseline, chosen: Sequence[samples.Sample]) -> list[sam
     """
     if baseline.loaders_only:
         return list(chosen)
+    # The kernel's own samples (kernel:NAME) come from the kernel, not from either tree:
+    # the baseline's loaders load the same objects.
+    own = [sample for sample in chosen if upstream.is_kernel_sample(sample)]
+    chosen = [sample for sample in chosen if not upstream.is_kernel_sample(sample)]
     root = baseline.tree / "samples"
-    if not any(root.glob(f"*/{samples.DESCRIPTOR}")):
+    if chosen and not any(root.glob(f"*/{samples.DESCRIPTOR}")):
         raise SampleError(
             f"baseline {baseline} has no samples/<name>/{samples.DESCRIPTOR}: it is from "
             "before samples were folders; compare against a newer revision, or give "
@@ -268,14 +272,24 @@ def samples_of(baseline: Baseline, chosen: Sequence[samples.Sample]) -> list[sam
                 "loaders only"
             ) from exc
         twins.append(dataclasses.replace(found, name=base_name(sample.name)))
-    return twins
+    return twins + own
 
 
 def cases(
     baseline: Baseline, chosen: Sequence[samples.Sample], loaders: Sequence[Loader]
 ) -> list[Case]:
-    """The baseline's cases: its loaders on its samples (or this checkout's)."""
-    return plan_cases(samples_of(baseline, chosen), loaders_of(baseline, loaders))
+    """The baseline's cases: its loaders on its samples (or this checkout's).
+
+    A kernel sample's own user program (:data:`harness.upstream.OWN`) is the kernel's,
+    the same on both sides: it has no baseline twin.
+    """
+    twins = loaders_of(baseline, loaders)
+    return [
+        Case(sample, loader)
+        for sample in samples_of(baseline, chosen)
+        for loader in twins
+        if loader.applies_to(sample.format)
+    ]
 
 
 # --- checks before any kernel is fetched or booted -------------------------------------

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness import upstream
 from harness.build import build_sample
 from harness.errors import HarnessError, LoaderProtocolError
 from harness.guest.plan import PLAN_NAME, write_plan
@@ -70,7 +71,11 @@ def try_on_host(
     kernel = Kernel(spec="host", series=None, release=release, origin="local")
     entry = KernelEntry(kernel, image=Path("/"), modules=None, config=None, headers=None)
     for loader in commands:
-        sample = next((s for s in chosen if loader.applies_to(s.format)), None)
+        # One of the harness's own samples: the kernel's (kernel:NAME) need its sources.
+        sample = next(
+            (s for s in chosen if loader.applies_to(s.format) and not upstream.is_kernel_sample(s)),
+            None,
+        )
         if sample is None:
             continue
         build = build_sample(sample, release, None, build_root=build_root, runner=runner)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import baseline, compare, loaders, report, samples
+from harness import baseline, compare, loaders, report, samples, upstream
 from harness.errors import BuildError, ConfigError, SampleError
 from harness.paths import PROJECT_ROOT
 from harness.proc import Terminated
@@ -237,6 +237,26 @@ def test_the_baseline_cases_are_twins_of_the_candidates(tmp_path: Path) -> None:
     cases = baseline.cases(baseline.Baseline(tree, "v1"), chosen, loaders.builtin())
 
     assert [c.id for c in cases] == ["sockex3@base-python@base", "sockex3@base-c@base"]
+
+
+@pytest.mark.parametrize("loaders_only", [False, True])
+def test_the_kernels_own_samples_are_loaded_by_the_baseline_loaders_as_they_are(
+    tmp_path: Path, loaders_only: bool
+) -> None:
+    tree = tree_with(tmp_path, "samples/sockex1", "harness/loaders")
+    chosen = samples.select("sockex1,kernel:sockex1", upstream.available())
+
+    cases = baseline.cases(
+        baseline.Baseline(tree, "v1", loaders_only=loaders_only), chosen, loaders.builtin()
+    )
+
+    ours = "sockex1" if loaders_only else "sockex1@base"
+    assert [c.id for c in cases] == [
+        f"{ours}-python@base",
+        f"{ours}-c@base",
+        "kernel:sockex1-python@base",  # the kernel's object: the same on both sides
+        "kernel:sockex1-libbpf@base",
+    ]  # and no twin of the kernel's own user program, which is the kernel's too
 
 
 # --- checks before a boot -------------------------------------------------------------

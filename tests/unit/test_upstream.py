@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -280,3 +281,37 @@ def test_what_did_not_build_fails_only_its_own_cases(
     assert run.build_problem(prepared.broken, run.Case(sockex1, python)) is None
     assert run.build_problem(prepared.broken, run.Case(sockex1, upstream.OWN)) == "libbpf (log: L)"
     assert "log: L" in str(run.build_problem(prepared.broken, run.Case(sockex2, python)))
+
+
+def test_the_guest_plan_runs_the_release_programs_and_its_variant(tmp_path: Path) -> None:
+    chosen = select("kernel:sockex1,kernel:sockex3", KERNEL)
+    sockex1, sockex3 = chosen
+    built = upstream.ReleaseBuild(
+        Path("/b"),
+        {"sockex1": Path("/b/sockex1_kern.o"), "sockex3": Path("/b/sockex3_kern.o")},
+        {"sockex1": Path("/b/sockex1"), "sockex3": Path("/b/sockex3")},
+    )
+    counts_all = dataclasses.replace(sockex1, title="a variant")
+    builds = {
+        sockex1.name: built.sample_build(counts_all, "r", None),
+        sockex3.name: built.sample_build(sockex3, "r", None),
+    }
+    skipped = {"kernel:sockex3 loaders": "one section"}
+    kernel = _entry(tmp_path)
+    prepared = run.PreparedKernel("6.12", kernel, builds, {}, skipped)
+    cases = run.plan_cases(chosen, builtin(["python"]))
+
+    plan = run.guest_plan(prepared, cases, tmp_path)
+
+    by_case = {(c.sample, c.loader): c for c in plan.cases}
+    assert set(by_case) == {
+        ("kernel:sockex1", "python"),
+        ("kernel:sockex1", "own"),
+        ("kernel:sockex3", "own"),
+    }
+    assert by_case[("kernel:sockex1", "own")].command == ("/b/sockex1",)
+    assert by_case[("kernel:sockex3", "own")].command == ("/b/sockex3", "ping")
+    assert by_case[("kernel:sockex1", "python")].request.object == Path("/b/sockex1_kern.o")
+    assert (
+        by_case[("kernel:sockex1", "python")].result == tmp_path / "kernel:sockex1" / "python.json"
+    )

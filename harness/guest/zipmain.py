@@ -34,4 +34,9 @@ if __name__ == "__main__":
     sys.path[0] = _in_memory(sys.path[0])
     from harness.guest.__main__ import main
 
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    # Everything is written and closed, every thread and child ended: the VM powers off
+    # next, so the interpreter's own teardown (every module's) is skipped.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from fakes import Call, FakeRunner
 from frames_util import both_ways
 
 from harness import frames, kernels, run, upstream
@@ -16,6 +17,7 @@ from harness.kernels import KernelOptions
 from harness.kernels.model import Kernel, KernelEntry
 from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import builtin
+from harness.proc import Completed
 from harness.samples import Frame, select
 
 #: What 6.1's own programs printed in a real guest (kernel 6.1.0-57-amd64, TCG).
@@ -315,3 +317,64 @@ def test_the_guest_plan_runs_the_release_programs_and_its_variant(tmp_path: Path
     assert (
         by_case[("kernel:sockex1", "python")].result == tmp_path / "kernel:sockex1" / "python.json"
     )
+
+
+def fake_toolchain(fail: dict[str, str] | None = None) -> FakeRunner:
+    """Compilers that write their ``-o`` output, failing with ``fail[file]`` for a source."""
+    fail = fail or {}
+
+    def compile_(call: Call) -> str | Completed:
+        for name, message in fail.items():
+            if any(a.endswith(name) for a in call.argv):
+                return Completed(call.argv, 1, "", message)
+        assert call.cwd is not None
+        (call.cwd / call.argv[call.argv.index("-o") + 1]).write_bytes(b"built")
+        return ""
+
+    def archive(call: Call) -> str:
+        assert call.cwd is not None
+        Path(call.argv[2]).write_bytes(b"!<arch>\n")
+        return ""
+
+    handlers = {"clang": compile_, "cc": compile_, "gcc": compile_, "ar": archive}
+    return FakeRunner(handlers, otherwise=lambda call: "/* generated helper defs */\n")
+
+
+def release_tree(tmp_path: Path) -> SourceTree:
+    files = {f"samples/bpf/{n}_{kind}.c": "" for n in upstream.NAMES for kind in ("kern", "user")}
+    files |= {"tools/lib/bpf/bpf.c": "", "tools/lib/bpf/libbpf.c": "", "tools/lib/bpf/bpf.h": ""}
+    files |= {"scripts/bpf_doc.py": "", "tools/include/uapi/linux/bpf.h": ""}
+    made = tree(tmp_path, files)
+    (made.root.parent / "manifest.json").write_text("{}")
+    return made
+
+
+def test_a_release_is_built_once(tmp_path: Path) -> None:
+    t = release_tree(tmp_path / "src")
+    runner = fake_toolchain()
+    built = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
+    assert sorted(built.objects) == sorted(built.programs) == sorted(upstream.NAMES)
+    assert built.broken == {}
+    assert (built.directory / "include" / "bpf" / "bpf_helper_defs.h").read_text().startswith("/*")
+    assert (built.directory / "sockex1").read_bytes() == b"built"
+    assert "$ " in (built.directory / "build.log").read_text()
+    ran = len(runner.calls)
+    again = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
+    assert again == built and len(runner.calls) == ran
+
+
+def test_a_libbpf_that_does_not_build_fails_only_the_user_programs(tmp_path: Path) -> None:
+    t = release_tree(tmp_path / "src")
+    runner = fake_toolchain({"libbpf.c": "libbpf.c:1: error: unknown type"})
+    built = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
+    assert sorted(built.objects) == sorted(upstream.NAMES) and built.programs == {}
+    reason = built.broken["sockex1/own"]
+    assert "libbpf" in reason and "unknown type" in reason and str(built.log_path) in reason
+
+
+def test_a_kernel_side_that_does_not_compile_fails_its_sample_only(tmp_path: Path) -> None:
+    t = release_tree(tmp_path / "src")
+    runner = fake_toolchain({"sockex2_kern.c": "sockex2_kern.c:3: error: no u32"})
+    built = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
+    assert sorted(built.objects) == ["sockex1", "sockex3"]
+    assert "no u32" in built.broken["sockex2"] and "build.log" in built.broken["sockex2"]

@@ -283,10 +283,11 @@ def cases(
     A kernel sample's own user program (:data:`harness.upstream.OWN`) is the kernel's,
     the same on both sides: it has no baseline twin.
     """
+    sample_twins = samples_of(baseline, chosen)  # a tree too old for this says so first
     twins = loaders_of(baseline, loaders)
     return [
         Case(sample, loader)
-        for sample in samples_of(baseline, chosen)
+        for sample in sample_twins
         for loader in twins
         if loader.applies_to(sample.format)
     ]

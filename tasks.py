@@ -281,12 +281,20 @@ def build(c: Context, kernel: str = "host", sample: str = "all", verbose: bool =
     """Build the samples and the program loaders against a kernel's UAPI headers."""
     import os
 
-    from harness import loaders, paths, samples
+    from harness import loaders, paths, samples, upstream
     from harness.build import build_loader, build_sample
+    from harness.errors import ConfigError
 
-    chosen = samples.select(sample, samples.discover())
+    picked = samples.select(sample, upstream.available())
+    chosen = [s for s in picked if not upstream.is_kernel_sample(s)]
+    theirs = [s for s in picked if upstream.is_kernel_sample(s)]
     for spec in [s.strip() for s in kernel.split(",") if s.strip()]:
         if spec == "host":
+            if theirs:
+                raise ConfigError(
+                    "the kernel's own samples are built from a series' source package: give "
+                    "--kernel a series such as 6.1"
+                )
             release, headers = os.uname().release, None
         else:
             from harness import display, kernels
@@ -296,6 +304,15 @@ def build(c: Context, kernel: str = "host", sample: str = "all", verbose: bool =
                     spec, kernels.KernelOptions(cache=paths.cache_dir()), progress=show
                 )
             release, headers = entry.release, entry.headers
+            if theirs:
+                options = kernels.KernelOptions(cache=paths.cache_dir())
+                part = upstream.prepare(entry, theirs, options)
+                directory = paths.build_dir() / release / upstream.BUILD_DIR
+                for name, build in part.builds.items():
+                    print(f"{name} for {release}: in {build.output.directory}")
+                for key, why in {**part.skipped, **part.broken}.items():
+                    print(f"{key} for {release}: {why}")
+                print(f"commands and their output: {directory / upstream.LOG_NAME}")
         outputs = [build_sample(s, release, headers).output for s in chosen]
         formats = {s.format for s in chosen}
         outputs += [

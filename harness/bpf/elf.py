@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ VERSION_SECTION = "version"
 # Everything a corrupted file can make pyelftools raise while it is being read.
 _PARSE_ERRORS = (
     ELFError,
+    zlib.error,  # a section flagged SHF_COMPRESSED that is not zlib data
     struct.error,
     IndexError,
     KeyError,

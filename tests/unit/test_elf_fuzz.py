@@ -22,6 +22,25 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> None:
     _OBJECTS["flows"] = compile_object("flows", tmp_path_factory.mktemp("objects")).read_bytes()
 
 
+def test_a_section_flagged_compressed_that_is_not_is_a_bpf_object_error() -> None:
+    # Found by the property below: pyelftools inflates an SHF_COMPRESSED section and
+    # zlib's own error escaped the reader.
+    data = bytearray(_OBJECTS["flows"])
+    shoff, shentsize, shnum = (
+        int.from_bytes(data[0x28:0x30], "little"),
+        int.from_bytes(data[0x3A:0x3C], "little"),
+        int.from_bytes(data[0x3C:0x3E], "little"),
+    )
+    for index in range(1, shnum):
+        header = shoff + index * shentsize
+        if int.from_bytes(data[header + 4 : header + 8], "little") == 1:  # SHT_PROGBITS
+            data[header + 9] |= 0x08  # sh_flags |= SHF_COMPRESSED (0x800)
+    with pytest.raises(BpfObjectError, match="not a readable ELF object"):
+        obj = elf.parse_object(bytes(data), Path("compressed_kern.o"))
+        for program in obj.programs:
+            loader.relocate(program, {m.name: 3 for m in obj.maps})
+
+
 def _corrupt(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
     image = bytearray(data)
     for position, value in edits:

@@ -28,7 +28,44 @@ and prints:
 Kernels should be cached beforehand (``invoke kernels.fetch``); the first round also
 builds what later rounds find up to date, one more reason to take medians. Other VMs
 on the machine move wall times a lot: each arm's load average is printed with it, and
-only ratios from one run mean anything.
+only ratios from one run mean anything. The README's numbers come from this script.
+
+What the guest's cuts gained, and what was tried and not kept (6.1 under TCG, within one
+boot unless said otherwise; the machine was shared, load average 3 to 7):
+
+* kept, the guest bundle (harness/guest/bundle.py): ``python3 -m harness.guest`` took
+  50.6 s of VM for sockex1's two cases, the bundle 16.9 s, then 13.7 s with the cuts
+  below. Importing ``harness.guest.__main__`` and the Python loader took 17 to 23 s from
+  the checkout (no ``__pycache__``: compiled in the guest), 8 to 11 s from a zip of
+  compiled modules in guest memory that holds the standard library's modules too, and 10
+  to 14 s from one that holds only the harness and pyelftools.
+* kept, ``-S``: ``python3 -c pass`` took 2.1 s, ``-I -S`` 1.0 s: ``site`` reads every
+  ``.pth`` of site-packages and imports what they name; the bundle holds pyelftools, so
+  the guest needs nothing from site-packages.
+* kept, no ``argparse`` and ``tempfile`` on the guest's path (0.96 and 0.78 s with what
+  they import, from the checkout), the Python loader imported before the first case, the TCP sender
+  without ``getaddrinfo`` (its ``idna`` codec imported ``unicodedata`` in the first
+  case: 0.85 s), ``os._exit`` after the last result (the interpreter's teardown took 0.3
+  to 0.7 s), pytest without the hypothesis plugin (1.1 s of every start on the host).
+* not kept, the zip read in place over 9p: slower than the checkout's files (21 to 22 s
+  against 17 s): ``zipimport`` opens, seeks, reads and closes the archive for every
+  module, each a 9p round trip without a page cache.
+* not kept, the extension modules (``.so``) copied into guest memory before their
+  import: the copy cost what their loading over 9p did (their own libraries, libz,
+  libffi, still load over 9p); libpython (23 MB) copied to a tmpfs and used through
+  ``LD_LIBRARY_PATH``: the copy took 4 to 5 s and ``python3 -I -S -c pass`` gained
+  nothing beyond the noise.
+* not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
+  start-up was within the noise of the harness's interpreter, and it is another
+  interpreter than the one the bundle is compiled by.
+* left as they are, the per-case waits: the quiet wait (0.1 s without a frame, about
+  0.12 s a case) is what lets the last control packets reach both the capture and the
+  map before either is read; shorter, a capture that misses a frame the map counted
+  would be a false FAIL. The capture thread's 50 ms read timeout makes ``detach`` 0.04
+  to 0.14 s.
+* the clock source: under TCG the kernel runs on ``hpet`` (the TSC is marked unstable
+  and cannot be chosen at run time); a clock read from Python costs about 5 us, too
+  little to matter. ``tsc=reliable`` is in ``boot_phases.py``'s list.
 """
 
 from __future__ import annotations

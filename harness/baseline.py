@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import py_compile
 import shutil
 import site
 import sys
@@ -146,9 +148,10 @@ def _resolve(git: str, repo: Path, spec: str, runner: Runner) -> str:
 
 
 def _remove(git: str, repo: Path, tree: Path, runner: Runner) -> None:
-    # --force: the baseline's Python wrote __pycache__ into it when it ran on the host.
+    # --force: the baseline's Python may have written __pycache__ into it on the host.
     runner.run([git, "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False)
     shutil.rmtree(tree, ignore_errors=True)
+    bundle_path(Baseline(tree, "")).unlink(missing_ok=True)
     runner.run([git, "-C", str(repo), "worktree", "prune"], check=False)
 
 
@@ -186,17 +189,20 @@ def loaders_of(baseline: Baseline, chosen: Sequence[Loader]) -> list[Loader]:
         name = base_name(loader.name)
         if loader.in_process:
             env = require("env", "coreutils")
+            # Its bundle (write_bundle) is put first on sys.path by _START; the tree and
+            # site-packages (pyelftools) serve anything the bundle lacks.
+            search = [str(baseline.tree), *site.getsitepackages()]
             command: tuple[str, ...] = (
                 env,
-                f"PYTHONPATH={os.pathsep.join([str(baseline.tree), *site.getsitepackages()])}",
+                f"PYTHONPATH={os.pathsep.join(search)}",
                 sys.executable,
                 "-P",  # not the current directory (this checkout) first on sys.path
                 # No site: its .pth files import a few dozen modules, each import a
-                # round of 9p requests under emulation (half this loader's start-up);
-                # site-packages (pyelftools) is on PYTHONPATH instead.
+                # round of 9p requests under emulation.
                 "-S",
-                "-m",
-                "harness.bpf",
+                "-c",
+                _START,
+                str(bundle_path(baseline)),
             )
             what = f"the Python loader of {baseline}, as a protocol loader"
             twins.append(Loader(name, loader.formats, what, command=command))
@@ -342,25 +348,77 @@ def _check_starts(baseline: Baseline, loader: Loader, runner: Runner) -> None:
             "harness/bpf/__main__.py (it does not speak the loader protocol yet); compare "
             "with --loader c,libbpf, or against a newer revision"
         )
+    try:
+        write_bundle(baseline, runner)
+    except (OSError, py_compile.PyCompileError) as exc:
+        what = (
+            f"{exc.file}: {_last_line(exc.msg)}"
+            if isinstance(exc, py_compile.PyCompileError)
+            else str(exc)
+        )
+        raise ConfigError(
+            f"baseline {baseline}: loader {loader.name} does not build: {what}"
+        ) from exc
     done = runner.run([*loader.command, "--help"], check=False, timeout=START_TIMEOUT)
     if done.returncode != 0:
         raise ConfigError(
             f"baseline {baseline}: loader {loader.name} does not start "
             f"(exit status {done.returncode}): {_last_line(done.stderr + done.stdout)}"
         )
-    # The guest cannot write bytecode (its root is read-only) and would compile every
-    # module of the baseline's package under emulation in each case; compiled here, once,
-    # by the interpreter the guest runs, it need not (PYTHONDONTWRITEBYTECODE or not).
-    compiled = runner.run(
-        [sys.executable, "-m", "compileall", "-q", str(baseline.tree / "harness")],
-        check=False,
-        timeout=START_TIMEOUT,
-    )
-    if compiled.returncode != 0:
-        log.warning(
-            "could not byte-compile the baseline's harness package: %s",
-            _last_line(compiled.stdout + compiled.stderr),
-        )
+
+
+#: How python@base starts: ``python3 -S -c _START BUNDLE ARGS...`` runs ``harness.bpf``
+#: (``python3 -m harness.bpf ARGS...``) with the bundle, read once into memory, first on
+#: sys.path, as the guest's own bundle entry (harness/guest/zipmain.py) does: read from
+#: the 9p root, each module would cost a few round trips under emulation. Without a
+#: bundle (pytest --baseline without invoke's checks) the tree is imported from.
+_START = """\
+import os, sys
+path = sys.argv.pop(1)
+try:
+    with open(path, "rb") as bundle:
+        data = bundle.read()
+    fd = os.memfd_create("harness-baseline")
+    with open(fd, "wb", closefd=False) as copy:
+        copy.write(data)
+    path = f"/proc/self/fd/{fd}"
+except OSError:
+    pass
+sys.path.insert(0, path)
+import runpy
+runpy.run_module("harness.bpf", run_name="__main__", alter_sys=True)
+"""
+
+
+def bundle_path(baseline: Baseline) -> Path:
+    """Where the baseline's Python loader is bundled: under the build directory, named
+    after the tree (a checkout given by path is not written into)."""
+    digest = hashlib.sha256(str(baseline.tree).encode()).hexdigest()[:16]
+    return paths.build_dir() / WORKTREES / f"python-{digest}.zip"
+
+
+def write_bundle(baseline: Baseline, runner: Runner) -> Path:
+    """The baseline's ``harness`` package, and the standard library and pyelftools modules
+    the guest's own bundle holds, compiled into one zip (:mod:`harness.guest.bundle`).
+
+    Started anew for each case, ``python@base`` would otherwise import every module
+    from the guest's 9p root, several uncached round trips each under emulation, and
+    compile the baseline's from source (the guest cannot write bytecode).
+    """
+    from harness.guest import bundle
+
+    modules = {
+        name: source
+        for name, source in bundle.module_files(runner).items()
+        if name.partition(".")[0] != "harness"
+    }
+    for source in sorted((baseline.tree / "harness").rglob("*.py")):
+        parts = source.relative_to(baseline.tree).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = source
+    path = bundle_path(baseline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_atomic(path, bundle.bundle_bytes(modules))
+    return path
 
 
 def _first_error(exc: HarnessError) -> str:

@@ -81,6 +81,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield root
 
 
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The baseline's checks build and bundle into a directory of the test's own."""
+    directory = tmp_path / "build"
+    monkeypatch.setenv("HARNESS_BUILD_DIR", str(directory))
+    return directory
+
+
 def judged(case: run.Case, results: Path) -> CaseResult:
     """The case as a VM run's JUnit file has it (tests/vm/test_samples.py records the same)."""
     properties = case_properties(
@@ -100,7 +108,9 @@ def judged(case: run.Case, results: Path) -> CaseResult:
 
 def run_both(base: baseline.Baseline, guest: Sequence[str], tmp_path: Path) -> list[compare.Row]:
     """The candidate's and the baseline's cases in one guest run, compared."""
-    cases = [*run.plan_cases(CHOSEN, PYTHON), *baseline.cases(base, CHOSEN, PYTHON)]
+    base_cases = baseline.cases(base, CHOSEN, PYTHON)
+    baseline.check(base, base_cases)  # as invoke test does: python@base runs from its bundle
+    cases = [*run.plan_cases(CHOSEN, PYTHON), *base_cases]
     build_root = tmp_path / "build"
     builds = {
         c.sample.name: build_sample(c.sample, RELEASE, None, build_root=build_root) for c in cases

@@ -11,6 +11,7 @@ import signal
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ from harness.proc import Terminated
 from harness.report import CaseResult, case_properties
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+@pytest.fixture(autouse=True)
+def build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Builds and bundles go to a directory of the test's own."""
+    directory = tmp_path / "build"
+    monkeypatch.setenv("HARNESS_BUILD_DIR", str(directory))
+    return directory
 
 
 def git(repo: Path, *args: str) -> str:
@@ -163,14 +172,8 @@ def test_each_loader_has_a_twin_from_the_baseline_tree(tmp_path: Path) -> None:
 
     assert python.name == "python@base"
     path = os.pathsep.join([str(tree), *site.getsitepackages()])
-    assert python.command[1:] == (
-        f"PYTHONPATH={path}",
-        sys.executable,
-        "-P",
-        "-S",
-        "-m",
-        "harness.bpf",
-    )
+    assert python.command[1:5] == (f"PYTHONPATH={path}", sys.executable, "-P", "-S")
+    assert python.command[5] == "-c" and python.command[7] == str(baseline.bundle_path(base))
     assert python.formats == ("classic", "btf")
     assert c.name == "c@base" and libbpf.name == "libbpf@base"
     for twin, own in ((c, loaders.builtin(["c"])[0]), (libbpf, loaders.builtin(["libbpf"])[0])):
@@ -478,7 +481,7 @@ def test_baseline_loaders_only_without_a_baseline_is_refused(tasks_module: objec
         tasks_module.test(Context(), kernel="6.1", baseline_loaders_only=True)  # type: ignore[attr-defined]
 
 
-def test_the_baseline_python_loader_is_compiled_for_the_read_only_guest(tmp_path: Path) -> None:
+def test_the_baseline_python_loader_runs_from_its_bundle(tmp_path: Path) -> None:
     tree = tree_with(tmp_path, "harness")
     base = baseline.Baseline(tree, "v1", loaders_only=True)
     cases = baseline.cases(
@@ -487,5 +490,36 @@ def test_the_baseline_python_loader_is_compiled_for_the_read_only_guest(tmp_path
 
     baseline.check(base, cases)
 
-    compiled = {p.name.split(".")[0] for p in (tree / "harness" / "bpf").glob("__pycache__/*.pyc")}
-    assert {"loader", "elf", "btf", "syscall", "__main__"} <= compiled
+    with zipfile.ZipFile(baseline.bundle_path(base)) as bundle:
+        assert "harness/bpf/loader.pyc" in bundle.namelist()
+        assert "elftools/elf/elffile.pyc" in bundle.namelist()
+    shutil.rmtree(tree / "harness")  # what python@base imports comes from the bundle
+    done = subprocess.run([*cases[0].loader.command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--prog-array" in done.stdout
+
+
+def test_a_baseline_python_module_that_does_not_compile_is_one_line(tmp_path: Path) -> None:
+    tree = tree_with(tmp_path, "harness")
+    (tree / "harness" / "bpf" / "btf.py").write_text("def broken(:\n")
+    base = baseline.Baseline(tree, "v1", loaders_only=True)
+    cases = baseline.cases(
+        base, samples.select("sockex1", samples.discover()), loaders.builtin(["python"])
+    )
+
+    with pytest.raises(ConfigError) as err:
+        baseline.check(base, cases)
+
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("baseline v1: loader python@base does not build: ")
+    assert "btf.py" in message
+
+
+def test_the_bundle_of_a_revision_goes_with_its_worktree(repo: Path, tmp_path: Path) -> None:
+    with baseline.checkout("v1", repo=repo, root=tmp_path / "baselines") as base:
+        path = baseline.bundle_path(base)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+    assert not path.exists()

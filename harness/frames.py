@@ -26,9 +26,10 @@ fragment, first or later, gets IP protocol 0 and so no ports and no tunnel) or I
 (fixed header only: extension headers are not followed, the next header is the IP
 protocol). One level of tunnel: GRE version 0 without routing (optional checksum,
 key and sequence words; payload IPv4 or IPv6, optionally after tags as above), IPIP
-(protocol 4) and IPv6 in IP (protocol 41). Ports (the first four bytes of the
-transport header) for TCP and UDP only. An IPv6 address becomes one 32-bit number,
-the XOR of its four 32-bit words, each loaded as above.
+(protocol 4) and IPv6 in IP (protocol 41); a program that parses GRE otherwise (the
+kernel's own sockex2 does) is modelled by naming how, with :class:`GreParse`. Ports
+(the first four bytes of the transport header) for TCP and UDP only. An IPv6 address
+becomes one 32-bit number, the XOR of its four 32-bit words, each loaded as above.
 
 On ``lo`` the kernel strips the outermost VLAN tag of a received frame before
 packet sockets see it (``skb_vlan_untag`` in ``__netif_receive_skb_core``): the
@@ -295,6 +296,45 @@ class Flow:
         return self.sport << 16 | self.dport
 
 
+@dataclass(frozen=True)
+class GreParse:
+    """How a program parses a GRE header; the default is correct (RFC 2784, RFC 2890).
+
+    Each field is one way a program may depart from that, so an oracle can model a
+    program that does (the kernel's own sockex2 does all four, see
+    :data:`harness.upstream.UPSTREAM_GRE`) by naming the departure, not by copying the
+    dissector:
+
+    - ``flags_host_order``: the flags read with ``load_half`` (host order) are tested
+      against masks in network byte order (``<linux/if_tunnel.h>``'s ``GRE_CSUM`` and
+      the others are ``__cpu_to_be16``), so on a little-endian machine, the only kind
+      the harness boots, every mask is byte-swapped: checksum 0x0080, routing 0x0040,
+      key 0x0020, sequence 0x0010, version 0x0700. A header with any of the optional
+      words then has them taken for the payload.
+    - ``addresses_of_gre``: an IPv4 header carrying GRE gives the flow its addresses.
+      False: it leaves them as they were (zero in a fresh flow) and does not load
+      them, so a GRE header that is not followed counts under address 0.
+    - ``non_ip_counted``: a GRE payload that is neither IPv4 nor IPv6 after its tags
+      leaves the flow as the outer header made it. False: the frame counts nothing.
+    - ``tags``: the VLAN tags skipped after the GRE header, in order.
+    """
+
+    flags_host_order: bool = False
+    addresses_of_gre: bool = True
+    non_ip_counted: bool = True
+    tags: tuple[int, ...] = (ETH_P_8021AD, ETH_P_8021Q)
+
+    def mask(self, flag: int) -> int:
+        """The mask the program really tests ``flag`` (one of ``GRE_*`` above) with."""
+        if not self.flags_host_order:
+            return flag
+        return (flag & 0xFF) << 8 | flag >> 8
+
+
+#: A correct GRE parse: what our own samples do.
+CORRECT_GRE = GreParse()
+
+
 class SnapTooShort(ValueError):
     """The captured head ends before a byte the programs read, though the frame has it."""
 
@@ -357,9 +397,16 @@ class _State:
     n_proto: int = 0
 
 
-def _skip_tags(packet: _Packet, proto: int, nhoff: int, vlans: list[int]) -> tuple[int, int]:
-    """An optional 802.1AD tag, then an optional 802.1Q tag: (ethertype after them, offset)."""
-    for tpid in (ETH_P_8021AD, ETH_P_8021Q):
+def _skip_tags(
+    packet: _Packet,
+    proto: int,
+    nhoff: int,
+    vlans: list[int],
+    tpids: tuple[int, ...] = (ETH_P_8021AD, ETH_P_8021Q),
+) -> tuple[int, int]:
+    """An optional tag of each of ``tpids`` in turn (802.1AD, then 802.1Q):
+    (ethertype after them, offset)."""
+    for tpid in tpids:
         if proto == tpid:
             vlans.append(packet.half(nhoff) & 0x0FFF)
             proto = packet.half(nhoff + 2)
@@ -367,14 +414,15 @@ def _skip_tags(packet: _Packet, proto: int, nhoff: int, vlans: list[int]) -> tup
     return proto, nhoff
 
 
-def _parse_ipv4(packet: _Packet, state: _State) -> None:
+def _parse_ipv4(packet: _Packet, state: _State, gre: GreParse) -> None:
     nhoff = state.nhoff
     ihl = packet.byte(nhoff) & 0x0F
     state.ip_proto = packet.byte(nhoff + 9)
     if packet.half(nhoff + 6) & (IP_MF | IP_OFFSET):
         state.ip_proto = 0
-    state.src = packet.word(nhoff + 12)
-    state.dst = packet.word(nhoff + 16)
+    if state.ip_proto != IPPROTO_GRE or gre.addresses_of_gre:
+        state.src = packet.word(nhoff + 12)
+        state.dst = packet.word(nhoff + 16)
     state.n_proto = ETH_P_IP
     state.nhoff = nhoff + ihl * 4
 
@@ -389,10 +437,10 @@ def _parse_ipv6(packet: _Packet, state: _State) -> None:
     state.nhoff = nhoff + IPV6_HLEN
 
 
-def _parse_network(packet: _Packet, proto: int, state: _State) -> bool:
+def _parse_network(packet: _Packet, proto: int, state: _State, gre: GreParse) -> bool:
     """Parse the IPv4 or IPv6 header at ``state.nhoff``; False for any other ethertype."""
     if proto == ETH_P_IP:
-        _parse_ipv4(packet, state)
+        _parse_ipv4(packet, state, gre)
     elif proto == ETH_P_IPV6:
         _parse_ipv6(packet, state)
     else:
@@ -400,7 +448,9 @@ def _parse_network(packet: _Packet, proto: int, state: _State) -> bool:
     return True
 
 
-def dissect(head: bytes, length: int | None = None, *, ports: bool = True) -> Flow | None:
+def dissect(
+    head: bytes, length: int | None = None, *, ports: bool = True, gre: GreParse = CORRECT_GRE
+) -> Flow | None:
     """The flow the programs compute from a frame, or None where they count nothing.
 
     ``head`` is the frame's first bytes, ``length`` its full length (``skb->len``;
@@ -408,37 +458,41 @@ def dissect(head: bytes, length: int | None = None, *, ports: bool = True) -> Fl
     tags, and for one that ends before a byte the programs load (they stop there).
     ``ports=False`` models a program that never loads the ports (one keyed on the
     destination only), so a frame ending at its transport header still counts.
+    ``gre`` says how the program parses GRE (:class:`GreParse`; by default correctly).
     A :class:`SnapTooShort` if the head was cut before a byte the frame has.
     """
     packet = _Packet(head, len(head) if length is None else length)
     try:
-        return _dissect(packet, ports)
+        return _dissect(packet, ports, gre)
     except _Abort:
         return None
 
 
-def _dissect(packet: _Packet, read_ports: bool) -> Flow | None:
+def _dissect(packet: _Packet, read_ports: bool, gre: GreParse) -> Flow | None:
     vlans: list[int] = []
     proto, nhoff = _skip_tags(packet, packet.half(12), ETH_HLEN, vlans)
     state = _State(nhoff)
-    if not _parse_network(packet, proto, state):
+    if not _parse_network(packet, proto, state, gre):
         return None
     outer: tuple[int, int] | None = None
     if state.ip_proto == IPPROTO_GRE:
         flags = packet.half(state.nhoff)
         proto = packet.half(state.nhoff + 2)
-        if not flags & (GRE_VERSION | GRE_ROUTING):
+        if not flags & (gre.mask(GRE_VERSION) | gre.mask(GRE_ROUTING)):
             state.nhoff += 4
             for flag in (GRE_CSUM, GRE_KEY, GRE_SEQ):
-                if flags & flag:
+                if flags & gre.mask(flag):
                     state.nhoff += 4
-            proto, state.nhoff = _skip_tags(packet, proto, state.nhoff, vlans)
+            proto, state.nhoff = _skip_tags(packet, proto, state.nhoff, vlans, gre.tags)
             if proto in (ETH_P_IP, ETH_P_IPV6):
                 outer = (state.src, state.dst)
-                _parse_network(packet, proto, state)
+                _parse_network(packet, proto, state, gre)
+            elif not gre.non_ip_counted:
+                return None
     elif state.ip_proto in (IPPROTO_IPIP, IPPROTO_IPV6):
         outer = (state.src, state.dst)
-        _parse_network(packet, ETH_P_IP if state.ip_proto == IPPROTO_IPIP else ETH_P_IPV6, state)
+        inner = ETH_P_IP if state.ip_proto == IPPROTO_IPIP else ETH_P_IPV6
+        _parse_network(packet, inner, state, gre)
     sport = dport = 0
     if read_ports and state.ip_proto in (IPPROTO_TCP, IPPROTO_UDP):
         word = packet.word(state.nhoff)
@@ -503,16 +557,19 @@ def _count(counts: dict[Fields, Fields], key: Fields, length: int) -> None:
     counts[key] = (packets + 1, total + length)
 
 
-def per_destination(captured: Iterable[Frame]) -> dict[Fields, Fields]:
+def per_destination(
+    captured: Iterable[Frame], *, gre: GreParse = CORRECT_GRE
+) -> dict[Fields, Fields]:
     """Packets and bytes of every frame :func:`dissect` takes for IP, per innermost destination.
 
     ``{(dst,): (packets, bytes)}``, keyed as :func:`destination_key` keys. The
     model of a program that never loads the ports (``dissect(ports=False)``): a
-    frame that ends at its transport header still counts.
+    frame that ends at its transport header still counts. ``gre``: how the
+    program parses GRE (:class:`GreParse`).
     """
     counts: dict[Fields, Fields] = {}
     for frame in captured:
-        flow = dissect(frame.head, frame.length, ports=False)
+        flow = dissect(frame.head, frame.length, ports=False, gre=gre)
         if flow is not None:
             _count(counts, (flow.dst,), frame.length)
     return counts

@@ -17,7 +17,7 @@ import pytest
 from harness import frames
 from harness.errors import TrafficError
 from harness.guest import crafted
-from harness.samples import FRAME_KINDS, Frames
+from harness.samples import FRAME_KINDS, Frame, Frames
 
 DST4 = "127.0.0.9"
 DST6 = "fd00::9"
@@ -377,3 +377,93 @@ def test_send_frames_says_how_far_it_got(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     with pytest.raises(TrafficError, match=r"after 2 of 5: Network is down; check that lo is up"):
         crafted.send_frames(Frames("arp", 5))
+
+
+# --- a GRE parse that departs from a correct one (GreParse) ------------------------
+
+#: The kernel's own sockex2's GRE parse, as harness/upstream.py names it.
+HOST_ORDER = frames.GreParse(
+    flags_host_order=True, addresses_of_gre=False, non_ip_counted=False, tags=(0x8100,)
+)
+
+
+def gre_frame(flags: int, protocol: int = frames.ETH_P_IP, body: bytes | None = None) -> bytes:
+    """IPv4 127.0.0.1 -> 127.0.0.7 carrying a 4-byte GRE header of ``flags`` and ``body``
+    (default: IPv4 to DST4 carrying UDP): GRE at 34, its payload at 38."""
+    if body is None:
+        body = frames.ipv4("127.0.0.1", DST4, 17, frames.udp("127.0.0.1", DST4, b"x"))
+    tunnel = struct.pack("!HH", flags, protocol) + body
+    return frames.ethernet(frames.ETH_P_IP, frames.ipv4("127.0.0.1", "127.0.0.7", 47, tunnel))
+
+
+def test_host_order_masks_are_the_flags_byte_swapped() -> None:
+    assert [HOST_ORDER.mask(f) for f in (0x8000, 0x4000, 0x2000, 0x1000, 0x0007)] == [
+        0x0080,
+        0x0040,
+        0x0020,
+        0x0010,
+        0x0700,
+    ]
+    assert [frames.CORRECT_GRE.mask(f) for f in (0x8000, 0x0007)] == [0x8000, 0x0007]
+
+
+def test_a_gre_header_without_optional_words_parses_alike() -> None:
+    frame = gre_frame(0)
+    for gre in (frames.CORRECT_GRE, HOST_ORDER):
+        flow = frames.dissect(frame, gre=gre)
+        assert flow is not None
+        assert (flow.dst, flow.ip_proto, flow.sport, flow.dport, flow.thoff) == (
+            DST4_VALUE,
+            17,
+            40000,
+            9,
+            14 + 20 + 4 + 20,
+        )
+
+
+def test_host_order_flags_take_checksum_key_and_sequence_for_the_payload() -> None:
+    # GRE at 34 (flags 0xb000), its checksum word at 38, key 0x0a0b0c0d at 42, sequence
+    # at 46, the inner IPv4 header at 50. Not skipping them, the program reads an IPv4
+    # header at 38: its frag_off (44..46) is the key's low half, 0x0c0d, so a fragment
+    # (protocol 0); its source (50..54) is the inner header's first word, 0x45 0x00 and
+    # the inner length 92; its destination (54..58) the inner id and frag_off, 0.
+    frame = build("gre")
+    flow = frames.dissect(frame, gre=HOST_ORDER)
+    assert flow is not None
+    assert (flow.src, flow.dst, flow.ip_proto, flow.sport) == (0x4500005C, 0, 0, 0)
+    correct = frames.dissect(frame)
+    assert correct is not None and correct.dst == DST4_VALUE
+
+
+def test_host_order_flags_take_the_key_for_a_vlan_tag_and_count_nothing() -> None:
+    # Key not skipped: the 802.1Q "tag" at 38 is the key, its ethertype 0x0c0d: not IP.
+    assert frames.dissect(build("gre-vlan"), gre=HOST_ORDER) is None
+    with_bridging = gre_frame(0, 0x6558)  # a payload not IP, the header read right
+    assert frames.dissect(with_bridging, gre=HOST_ORDER) is None
+    flow = frames.dissect(with_bridging)
+    assert flow is not None and (flow.dst, flow.ip_proto) == (0x7F000007, 47)
+
+
+@pytest.mark.parametrize(
+    ("flags", "correct_dst", "host_order_dst"),
+    [
+        (frames.GRE_ROUTING, 0x7F000007, DST4_VALUE),  # 0x4000 tested as 0x0040: followed
+        (0x0040, DST4_VALUE, 0),  # what it takes for routing: not followed, addresses unset
+        (0x0100, DST4_VALUE, 0),  # and for version 1
+    ],
+)
+def test_host_order_flags_follow_what_a_correct_parse_stops_at_and_back(
+    flags: int, correct_dst: int, host_order_dst: int
+) -> None:
+    frame = gre_frame(flags)
+    correct, host_order = frames.dissect(frame), frames.dissect(frame, gre=HOST_ORDER)
+    assert correct is not None and host_order is not None
+    assert (correct.dst, host_order.dst) == (correct_dst, host_order_dst)
+
+
+def test_per_destination_passes_the_gre_parse_on() -> None:
+    captured = [Frame(0, len(f), f) for f in (build("gre"), build("gre-vlan"))]
+    assert frames.per_destination(captured, gre=HOST_ORDER) == {(0,): (1, len(build("gre")))}
+    assert frames.per_destination(captured) == {
+        (DST4_VALUE,): (2, len(build("gre")) + len(build("gre-vlan")))
+    }

@@ -174,6 +174,27 @@ def test_the_helper_generator_is_the_trees_own(tmp_path: Path) -> None:
     assert upstream.helper_defs_argv(new)[1].endswith("scripts/bpf_doc.py")
 
 
+def test_sockex2_is_judged_by_its_own_gre_parse_and_the_defect_is_noted() -> None:
+    # Counted as upstream's code counts them on x86: the GRE frame (checksum, key,
+    # sequence; 142 bytes) under 0.0.0.0, the GRE frame with a key and a VLAN tag (138)
+    # not at all; a VLAN frame (110 bytes leaving, 106 arriving untagged) as any parse.
+    sample = KERNEL["kernel:sockex2"]
+    gre, gre_vlan = frames.build("gre", "127.0.0.20"), frames.build("gre-vlan", "127.0.0.21")
+    udp = frames.build("vlan", "127.0.0.16")
+    captured = [*both_ways(gre), *both_ways(gre_vlan), *both_ways(udp)]
+    assert sample.oracle(captured) == {
+        "hash_map": {(0,): (2, 2 * 142), (0x7F000010,): (2, 110 + 106)}
+    }
+    assert upstream.defect_note(sample, captured) == (
+        "upstream defect: 3 keys of hash_map differ from a correct GRE parse: "
+        "0.0.0.0 {packets=2, bytes=284} (correct: absent), "
+        "127.0.0.20 absent (correct: {packets=2, bytes=284}), "
+        "127.0.0.21 absent (correct: {packets=2, bytes=276})"
+    )
+    assert upstream.defect_note(sample, both_ways(udp)) == ""
+    assert upstream.defect_note(KERNEL["kernel:sockex1"], captured) == ""
+
+
 def test_a_recorded_sockex1_run_passes() -> None:
     sample = KERNEL["kernel:sockex1"]
     assert upstream.check_output(sample, result("kernel:sockex1", SOCKEX1_OUT)) == []

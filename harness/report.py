@@ -27,6 +27,14 @@ from harness.errors import ResultsError
 #: The fixed properties of every case, in the order of the table's first columns.
 FIXED = ("kernel", "release", "accel", "boot_seconds", "sample", "loader")
 CELL = "cell:"
+#: What a case's cells are when they are not a map's value against the capture's, e.g.
+#: a kernel sample's own user program: its cases get a table of their own, so titled.
+CELLS = "cells"
+#: What the cells are by default, as the tables' titles say it.
+MAP_CELLS = "each column: the map's value = the capture's"
+MAP_CELLS_SHORT = "each column: map = capture"
+#: A remark on a case beyond its verdict, shown under its table (a known upstream defect).
+NOTE = "note"
 
 JUNIT_NAME = "junit.xml"
 
@@ -190,6 +198,29 @@ def by_sample(cases: Sequence[CaseResult]) -> dict[str, list[CaseResult]]:
     }
 
 
+def tables(
+    cases: Sequence[CaseResult], *, short: bool = False
+) -> list[tuple[str, str, list[CaseResult]]]:
+    """The report's tables as (sample, what its cells are, cases): one per sample, and
+    one more for a sample's cases whose cells mean something else (:data:`CELLS`)."""
+    found = []
+    for sample, group in by_sample(cases).items():
+        kinds: dict[str, list[CaseResult]] = {}
+        for case in group:
+            kinds.setdefault(case.properties.get(CELLS, ""), []).append(case)
+        for meaning, members in sorted(kinds.items(), key=lambda item: item[0] != ""):
+            found.append((sample, meaning or (MAP_CELLS_SHORT if short else MAP_CELLS), members))
+    return found
+
+
+def _notes(cases: Sequence[CaseResult]) -> list[str]:
+    return [
+        f"{_kernel(case)} {case.value('loader')}: {case.properties[NOTE]}"
+        for case in cases
+        if case.properties.get(NOTE)
+    ]
+
+
 def _columns(cases: Sequence[CaseResult]) -> list[str]:
     seen: dict[str, None] = {}
     for case in cases:
@@ -241,11 +272,13 @@ def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool =
     console = Console(
         file=buffer, width=width, color_system="auto" if color else None, force_terminal=color
     )
-    for sample, group in by_sample(cases).items():
+    for sample, meaning, group in tables(cases):
         columns = _columns(group)
+        # Not the table's own title, which would wrap at the width of a narrow table.
+        console.print(
+            f"{sample}: {_tally(group)} ({meaning})", soft_wrap=True, markup=False, highlight=False
+        )
         table = Table(
-            title=f"{sample}: {_tally(group)} (each column: the map's value = the capture's)",
-            title_justify="left",
             box=box.SIMPLE_HEAD,
             pad_edge=False,
         )
@@ -255,6 +288,8 @@ def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool =
         for case in group:
             table.add_row(*_row(case, columns))
         console.print(table)
+        for note in _notes(group):
+            console.print(f"note, {note}", soft_wrap=True, markup=False, highlight=False)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 
@@ -265,14 +300,14 @@ def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on eac
         return f"### ⚠️ {escape(title)}: no test cases ran\n"
     mark = "✅" if code == EXIT_OK else "❌"
     out = [f"### {mark} {escape(title)}: {_tally(cases)}"]
-    groups = by_sample(cases)
-    for sample, group in groups.items():
+    groups = tables(cases, short=True)
+    for sample, meaning, group in groups:
         columns = _columns(group)
         headers = _headers(columns)
         numeric = {3, *range(5, 5 + len(columns))}
         out += [
             "",
-            f"#### {escape(sample)}: {_tally(group)} (each column: map = capture)",
+            f"#### {escape(sample)}: {_tally(group)} ({escape(meaning)})",
             "",
         ]
         out.append("| " + " | ".join(escape(h) for h in headers) + " |")
@@ -283,7 +318,10 @@ def render_markdown(cases: Sequence[CaseResult], *, title: str = "Samples on eac
             cells = [escape(cell) for cell in _row(case, columns, differ="≠")]
             cells[-1] = f"{_MARKS.get(case.outcome, '')} {cells[-1]}".strip()
             out.append("| " + " | ".join(cells) + " |")
-    for group in groups.values():
+        notes = _notes(group)
+        if notes:
+            out += ["", *(f"- note, {escape(note)}" for note in notes)]
+    for _, _, group in groups:
         for case in group:
             if case.outcome not in ("failed", "error"):
                 continue

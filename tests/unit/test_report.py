@@ -21,12 +21,14 @@ from invoke.exceptions import Exit
 from harness.errors import HarnessError, ResultsError
 from harness.paths import PROJECT_ROOT
 from harness.report import (
+    CELLS,
     EXIT_FAILED,
     EXIT_NO_CASES,
     EXIT_OK,
     FIXED,
     JUNIT_NAME,
     MESSAGE_LINES,
+    NOTE,
     CaseResult,
     by_sample,
     case_properties,
@@ -670,3 +672,38 @@ def test_invoke_report_errors_are_one_clear_line(
     assert info.value.code == 1
     assert message in str(info.value.message)
     assert len(str(info.value.message).splitlines()) == 1
+
+
+# --- cases whose cells are not map = capture, and notes -------------------------------
+
+
+def kernel_sample_cases() -> list[CaseResult]:
+    loaders = full("6.1", "kernel:sockex2", "python", GRE="0 = 0")
+    loaders.properties[NOTE] = "upstream defect: 3 keys of hash_map differ"
+    own = full("6.1", "kernel:sockex2", "own", exit="0", rounds="0", last="16 1568")
+    own.properties[CELLS] = "own user program: its exit status, rounds, last values"
+    return [own, loaders]
+
+
+def test_own_rows_get_a_table_titled_with_what_their_cells_are() -> None:
+    text = render_table(kernel_sample_cases())
+
+    titles = [line for line in text.splitlines() if line and not line.startswith(" ")]
+    assert titles[0] == "kernel:sockex2: 1 passed (each column: the map's value = the capture's)"
+    assert titles[2] == (
+        "kernel:sockex2: 1 passed (own user program: its exit status, rounds, last values)"
+    )
+    first, second = text.split(titles[2])
+    assert [row[4:] for row in table_rows(first, "kernel:sockex2")] == [["python", "0 = 0", "PASS"]]
+    assert [row[4:] for row in table_rows(titles[2] + second, "kernel:sockex2")] == [
+        ["own", "0", "0", "16 1568", "PASS"]
+    ]
+
+
+def test_a_note_is_shown_under_its_table() -> None:
+    text = render_table(kernel_sample_cases())
+    assert "note, 6.1 python: upstream defect: 3 keys of hash_map differ" in text.splitlines()
+    markdown = render_markdown(kernel_sample_cases())
+    assert "- note, 6.1 python: upstream defect: 3 keys of hash_map differ" in markdown
+    assert "#### kernel:sockex2: 1 passed (each column: map = capture)" in markdown
+    assert "#### kernel:sockex2: 1 passed (own user program: its exit status" in markdown

@@ -10,7 +10,7 @@ import pytest
 from harness import baseline, checks, run, upstream
 from harness.errors import HarnessError
 from harness.guest.result import load_result
-from harness.report import case_properties
+from harness.report import CELLS, NOTE, case_properties
 
 pytestmark = pytest.mark.vm
 
@@ -30,6 +30,8 @@ def test_case(
         sample=case.sample.name,
         loader=case.loader.name,
     )
+    if case.loader == upstream.OWN:  # its cells are no map's values: a table of their own
+        properties[CELLS] = upstream.OWN_CELLS
     # Which of its columns an A/B run may call "changed" (harness.baseline reads it).
     properties[baseline.DETERMINISTIC] = json.dumps(
         [column.header for column in case.sample.columns if column.deterministic]
@@ -80,6 +82,10 @@ def _judge(kernel: run.KernelRun, case: run.Case, properties: dict[str, str]) ->
     for header, cell in judgement.cells.items():
         properties[f"cell:{header}"] = cell
     properties["entries"] = str(judgement.entries)
+    if judgement.cells:  # the oracle ran: a known upstream defect can be measured
+        note = upstream.defect_note(sample, result.frames)
+        if note:
+            properties[NOTE] = note
     if not judgement.problems:
         return "judged", ""
     listed = "\n".join(f"  - {problem}" for problem in judgement.problems)

@@ -216,6 +216,12 @@ def _upstream_sockex3(sample: Sample) -> Sample:
 
 #: sockex1's filter counts only outgoing frames from Linux 5.x on (each packet once on lo).
 _OUTGOING_ONLY = re.compile(r"pkt_type\s*!=\s*PACKET_OUTGOING")
+#: sockex3's ICMP case falls through from TCP's and UDP's after their ports load, into a
+#: flow kept per CPU between packets (``this_cpu_globals()``): it keys ICMP by stale ports.
+_STALE_PORTS = re.compile(
+    r"case IPPROTO_UDP:\s*g->flow\.ports\s*=\s*load_word\([^;]*;\s*case IPPROTO_ICMP:"
+)
+_PER_CPU_FLOW = re.compile(r"this_cpu_globals\s*\(")
 
 
 def variant(sample: Sample, tree: SourceTree, own: dict[str, Sample] | None = None) -> Sample:
@@ -225,21 +231,38 @@ def variant(sample: Sample, tree: SourceTree, own: dict[str, Sample] | None = No
     - sockex1: every release here (5.10 to 7.2) returns 0 unless ``skb->pkt_type`` is
       ``PACKET_OUTGOING``, so it is judged like sockex1-btf; a tree without that test
       counts every frame, as our classic sockex1 does, and is judged like it.
-    - sockex3: from 6.12 its five programs share one section, ``SEC("socket")``, and
-      libbpf fills ``prog_array_init`` from a static initialiser; the loader protocol
-      names programs by section and fills prog arrays itself, so no loader of ours can
-      say which of the five to attach.
+    - sockex3 (5.10 to 7.2): its flow record is kept per CPU between packets
+      (``this_cpu_globals()``, an array indexed by ``bpf_get_smp_processor_id()``), and
+      its ``case IPPROTO_ICMP`` shares TCP's and UDP's count without setting the ports,
+      so an ICMP packet is counted under the ports the last TCP or UDP packet on the same
+      CPU left there. The capture does not record the CPU, so which of the ports it saw
+      those are cannot be told: its map cannot be judged exactly.
+    - sockex3 from 6.12 also puts its five programs in one section, ``SEC("socket")``,
+      and libbpf fills ``prog_array_init`` from a static initialiser; the loader
+      protocol names programs by section, so no loader of ours can say which to attach.
     """
     name = short_name(sample)
     text = tree.path(f"samples/bpf/{name}_kern.c").read_text(errors="replace")
+    source = f"{tree.package} {tree.version}'s {name}_kern.c"
     if name == "sockex1" and not _OUTGOING_ONLY.search(text):
         own = own if own is not None else samples_mod.discover()
         return dataclasses.replace(sample, oracle=own["sockex1"].oracle)
-    if name == "sockex3" and 'SEC("socket/0")' not in text:
+    if name != "sockex3":
+        return sample
+    stale = bool(_STALE_PORTS.search(text) and _PER_CPU_FLOW.search(text))
+    if 'SEC("socket/0")' not in text:
+        besides = " (and it counts ICMP under stale per-CPU ports, as 5.10's does)"
         raise SampleError(
-            f"{tree.package} {tree.version}'s sockex3_kern.c puts its programs in one section "
-            '(SEC("socket")) and fills its prog array statically; the loader protocol names '
-            "programs by section, so only its own user program (loader own) can run it"
+            f'{source} puts its programs in one section (SEC("socket")) and fills its prog '
+            "array statically; the loader protocol names programs by section, so only its "
+            f"own user program (loader own) can run it{besides if stale else ''}"
+        )
+    if stale:
+        raise SampleError(
+            f"{source} counts ICMP under the ports the last TCP or UDP packet on the same CPU "
+            "left in its per-CPU flow (this_cpu_globals(); case IPPROTO_ICMP sets no ports), "
+            "and the capture does not record the CPU: its map cannot be judged exactly, so "
+            "only its own user program (loader own) is checked"
         )
     return sample
 

@@ -132,6 +132,36 @@ def test_sockex3_with_one_section_is_not_for_our_loaders(tmp_path: Path) -> None
     assert upstream.variant(sample, old) is sample
 
 
+#: How 5.10 to 7.2's sockex3_kern.c count a flow: ICMP falls through after the ports load.
+STALE_PORTS = """
+static struct globals *this_cpu_globals(void)
+...
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		g->flow.ports = load_word(skb, nhoff);
+	case IPPROTO_ICMP:
+		g->flow.ip_proto = ip_proto;
+"""
+
+
+def test_sockex3_keying_icmp_by_stale_per_cpu_ports_is_not_judged(tmp_path: Path) -> None:
+    sample = KERNEL["kernel:sockex3"]
+    old = tree(tmp_path / "old", {"samples/bpf/sockex3_kern.c": 'SEC("socket/0")' + STALE_PORTS})
+    with pytest.raises(SampleError) as caught:
+        upstream.variant(sample, old)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("linux-source-6.1 6.1.192-3's sockex3_kern.c counts ICMP under")
+    assert "this_cpu_globals()" in message and "case IPPROTO_ICMP sets no ports" in message
+    new = tree(tmp_path / "new", {"samples/bpf/sockex3_kern.c": 'SEC("socket")' + STALE_PORTS})
+    with pytest.raises(SampleError, match=r"one section .* stale per-CPU ports"):
+        upstream.variant(sample, new)
+    # Ports set for ICMP too: judged.
+    fixed = STALE_PORTS.replace("case IPPROTO_ICMP:", "break;\n\tcase IPPROTO_ICMP:")
+    kept = tree(tmp_path / "fixed", {"samples/bpf/sockex3_kern.c": 'SEC("socket/0")' + fixed})
+    assert upstream.variant(sample, kept) is sample
+
+
 def test_the_build_commands(tmp_path: Path) -> None:
     t = tree(tmp_path, {})
     headers, shim, include = Path("/k/include"), Path("/b/shim"), Path("/b/include")

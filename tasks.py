@@ -347,7 +347,8 @@ ns.add_task(build, name="build")
         "accel": "kvm, tcg, or auto (the default: KVM where a short probe shows it works)",
         "timeout": "seconds one VM may run (default 0: {tcg:.0f} under TCG, {kvm:.0f} under "
         "KVM)".format(**DEFAULT_TIMEOUTS),
-        "timings": "print where the time went: each case's phases in the guest",
+        "timings": "print where the time went: each case's phases in the guest, and each "
+        "kernel's timeline (host, boot phases, the guest's start-up, cases, exit)",
         "mirror": "URL of the Debian archive to use instead of the host's apt sources "
         "(also $HARNESS_MIRROR)",
         "pytest_args": "more arguments for pytest, as one string (e.g. '-x -vv')",
@@ -392,6 +393,7 @@ def test(
         progress,
         run,
         samples,
+        timeline,
         upstream,
     )
     from harness import report as results
@@ -485,6 +487,8 @@ def test(
     if timings:
         print()
         sys.stdout.write(results.render_timings(cases_run))
+        if by_kernel := timeline.render(results_dir):
+            sys.stdout.write("\n" + by_kernel)
     if baseline:
         ab.write_junit(cases_run, results_dir / ab.JUNIT_NAME)
         print()
@@ -512,7 +516,7 @@ ns.add_task(test, name="test")
         "results": "a run's results directory (default: the latest, build/results/latest)",
         "junit": "the JUnit file of a run, instead of --results",
         "format": "table (for a terminal, the default) or markdown (for a GitHub job summary)",
-        "timings": "add each case's phases in the guest",
+        "timings": "add each case's phases in the guest and each kernel's timeline",
         "output": "write the report to FILE instead of standard output",
         "title": "the headline of the Markdown summary",
         "check": "exit with status 1 when a case failed (5 when none ran), like pytest; "
@@ -533,7 +537,7 @@ def report(
     """Show the results of a run: tables, or a Markdown summary for CI."""
     from harness import baseline as ab
     from harness import report as reports
-    from harness import run
+    from harness import run, timeline
     from harness.errors import ConfigError
 
     if format not in ("table", "markdown"):
@@ -552,6 +556,8 @@ def report(
         text = ab.render_table(cases) + "\n" + text if compared else text
     if timings:
         text += "\n" + reports.render_timings(cases)
+        if by_kernel := timeline.render(path.parent):
+            text += "\n" + by_kernel
     if output:
         _write_file(Path(output), text)
     else:

@@ -16,11 +16,10 @@ arm always follows the same other), and prints medians and per-round ratios:
 and prints:
 
 (a) ``one`` / ``plain`` wall time (the issue's budget 0.35, aim 0.25);
-(b) where ``one``'s time went: the host (invoke and pytest, preparing, building),
-    vng and qemu outside the guest's clock, the boot phases from the console's kernel
-    timestamps (:func:`harness.vm.parse_boot_phases`), and inside the guest command
-    the interpreter's start-up, the imports of the Python loader and each case phase
-    (from ``guest-times.json`` and each case's ``timings``);
+(b) where ``one``'s time went: invoke and pytest on the host, then the kernel's
+    timeline as ``invoke test --timings`` prints it (:mod:`harness.timeline`: preparing
+    and building, vng and qemu, the boot's phases, the guest's start-up, the imports of
+    the Python loader, each case phase summed over the cases, the exit);
 (c) guest seconds per added (sample, loader) case: ``all``'s case time minus ``one``'s,
     over the cases added (budget 1 s under TCG);
 (d) ``matrix`` / ``all`` wall time (budget 2.2).
@@ -55,6 +54,9 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   libffi, still load over 9p); libpython (23 MB) copied to a tmpfs and used through
   ``LD_LIBRARY_PATH``: the copy took 4 to 5 s and ``python3 -I -S -c pass`` gained
   nothing beyond the noise.
+* not kept, ``zipmain.py`` run as a script beside the bundle, so that ``runpy`` (which
+  runs a zip's ``__main__``) does not import its ten modules from the zip over 9p:
+  within the noise (4 alternations in one boot: 6.8 s against 5.6 s, medians).
 * not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
   start-up was within the noise of the harness's interpreter, and it is another
   interpreter than the one the bundle is compiled by.
@@ -87,12 +89,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from boot_phases import plain_argv, shipped_image
 
-from harness import paths, vm
+from harness import paths, timeline, vm
 from harness.errors import HarnessError
-from harness.guest.__main__ import TIMES_NAME
 from harness.guest.plan import PLAN_NAME
-from harness.guest.result import load_result
 from harness.proc import SubprocessRunner
+from harness.run import TIMELINE_NAME
 
 #: Seconds any one measured command may take.
 LIMIT = 3600.0
@@ -100,8 +101,6 @@ LIMIT = 3600.0
 RATIO_BUDGET = 0.35
 CASE_BUDGET = 1.0
 MATRIX_BUDGET = 2.2
-#: The guest phases of a case, in the order the scenario runs them.
-CASE_PHASES = ("capture", "attach", "traffic", "quiet", "dump", "detach")
 
 
 @dataclass
@@ -143,54 +142,21 @@ def measure(arm: str, argv: Sequence[str], log_path: Path) -> Run:
     return run
 
 
-def console_phases(text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """The boot phases' seconds, and the console time at which each ended."""
-    seconds: dict[str, float] = {}
-    ends: dict[str, float] = {}
-    at = 0.0
-    for phase in vm.parse_boot_phases(text):
-        at += phase.seconds
-        seconds[phase.name] = phase.seconds
-        ends[phase.name] = at
-    return seconds, ends
-
-
 def read_results(run: Run, results: Path) -> None:
     """Fill ``run`` from the run's results directory (a single kernel's, for the phases)."""
     kernels = sorted(p.parent for p in results.glob(f"*/{PLAN_NAME}"))
-    timelines = [json.loads((k / "timeline.json").read_text()) for k in kernels]
-    plans = [json.loads((k / PLAN_NAME).read_text())["cases"] for k in kernels]
-    run.cases = sum(len(cases) for cases in plans)
+    run.cases = sum(len(json.loads((k / PLAN_NAME).read_text())["cases"]) for k in kernels)
     if len(kernels) != 1:
         return
-    kernel, timeline, cases = kernels[0], timelines[0], plans[0]
-    phases = run.phases
-    phases["host: prepare the kernel"] = timeline.get("prepare", 0.0)
-    phases["host: build"] = timeline.get("build", 0.0)
-    phases["host: invoke, pytest, verdict"] = (
-        run.seconds - timeline.get("prepare", 0.0) - timeline.get("build", 0.0) - timeline["vm"]
+    phases = timeline.phases(kernels[0])
+    host = json.loads((kernels[0] / TIMELINE_NAME).read_text())
+    run.phases["host: invoke, pytest, verdict"] = run.seconds - sum(
+        float(host.get(name, 0.0)) for name in ("prepare", "build", "vm")
     )
-    boot, ends = console_phases((kernel / "console.log").read_text(errors="replace"))
-    phases["vng, qemu, firmware (no console clock)"] = timeline["vm"] - sum(boot.values())
-    for name, seconds in boot.items():
-        phases[f"boot: {name}"] = seconds
-    times = json.loads((kernel / TIMES_NAME).read_text())
-    command_start = ends.get("to command start")
-    if command_start is not None:
-        phases["guest: python start-up, imports"] = times["main"] - command_start
-    loaded = times.get("loader_imported", times["start"])
-    phases["guest: read the plan"] = times["start"] - times["main"]
-    phases["guest: import the Python loader"] = loaded - times["start"]
-    run.case_seconds = times["end"] - loaded
-    totals = dict.fromkeys(CASE_PHASES, 0.0)
-    for case in cases:
-        for name, seconds in load_result(Path(case["result"])).timings.items():
-            totals[name] = totals.get(name, 0.0) + seconds
-    for name, seconds in totals.items():
-        phases[f"guest cases: {name}"] = seconds
-    phases["guest cases: between phases"] = run.case_seconds - sum(totals.values())
-    if "command" in boot:
-        phases["guest: exit"] = ends["command"] - times["end"]
+    run.phases.update(phases)
+    ran = timeline.case_seconds(kernels[0])
+    if ran is not None:
+        run.case_seconds = ran[1]
 
 
 def median(values: Sequence[float]) -> str:

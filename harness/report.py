@@ -288,8 +288,11 @@ def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool =
         for case in group:
             table.add_row(*_row(case, columns))
         console.print(table)
-        for note in _notes(group):
+        notes = _notes(group)
+        for note in notes:
             console.print(f"note, {note}", soft_wrap=True, markup=False, highlight=False)
+        if notes:
+            console.print()
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 
 

@@ -659,8 +659,9 @@ def check_output(sample: Sample, result: GuestResult) -> list[str]:
             f"{name} exited with status {status}; stderr: {stderr.strip() or '(empty)'}"
         )
     if any("error" in line.lower() for line in stderr.splitlines()):
-        # All of it: libbpf says why before the program's own "ERROR: ..." line.
-        problems.append(f"{name} reported an error on stderr: {' | '.join(stderr.splitlines())}")
+        # The program did not run its loop: what follows from that (no rounds, no ping)
+        # would only hide the reason.
+        return [*problems, _load_error(name, stderr)]
     readings, rounds, stray = parse_output(name, stdout)
     if stray:
         listed = "; ".join(stray[:5]) + (f"; and {len(stray) - 5} more" if len(stray) > 5 else "")
@@ -690,6 +691,23 @@ def check_output(sample: Sample, result: GuestResult) -> list[str]:
     if result.drops:
         problems.append(f"the capture dropped {result.drops} of {result.offered} frames")
     return problems
+
+
+#: libbpf 1.0 and later refuse a section name that names no program type (``socket/3``).
+_NO_PROG_TYPE = re.compile(r"missing BPF prog type, check ELF section name '([^']*)'")
+
+
+def _load_error(name: str, stderr: str) -> str:
+    """One line: why the program stopped, from what it and its libbpf wrote on stderr."""
+    found = _NO_PROG_TYPE.search(stderr)
+    if found:
+        return (
+            f"{name} could not load its object: the release's own libbpf rejects its section "
+            f"name '{found.group(1)}' (\"missing BPF prog type\"): from 1.0 libbpf matches a "
+            "section name exactly, no longer by its prefix (socket)"
+        )
+    # All of it: libbpf says why before the program's own "ERROR: ..." line.
+    return f"{name} reported an error on stderr: {' | '.join(stderr.splitlines())}"
 
 
 def _describe(name: str, key: Fields) -> str:

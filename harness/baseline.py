@@ -205,7 +205,10 @@ def loaders_of(baseline: Baseline, chosen: Sequence[Loader]) -> list[Loader]:
                 str(bundle_path(baseline)),
             )
             what = f"the Python loader of {baseline}, as a protocol loader"
-            twins.append(Loader(name, loader.formats, what, command=command))
+            # In the guest: forked from its process (harness/guest/forked.py), so that a
+            # case does not start an interpreter under emulation.
+            path = (str(bundle_path(baseline)), str(baseline.tree))
+            twins.append(Loader(name, loader.formats, what, command=command, python_path=path))
         elif loader.sources:
             sources = tuple(_in_baseline(baseline, source, name) for source in loader.sources)
             what = f"{loader.name} loader of {baseline}"

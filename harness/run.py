@@ -280,6 +280,7 @@ def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Pat
                 request=request,
                 traffic=sample.traffic,
                 result=case_result_path(results_dir, case),
+                python_path=case.loader.python_path,
             )
         )
     return Plan(tuple(planned))

@@ -41,6 +41,9 @@ class CasePlan:
     request: LoadRequest
     traffic: tuple[TrafficStep, ...]
     result: Path
+    #: Run ``command``'s Python loader in a forked child from these paths instead
+    #: (harness/guest/forked.py); empty for every other loader.
+    python_path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ def _case_to_data(case: CasePlan) -> dict[str, Any]:
         "dump": list(request.dump),
         "traffic": [step_to_data(s) for s in case.traffic],
         "result": str(case.result),
+        "python_path": list(case.python_path),
     }
 
 
@@ -101,6 +105,7 @@ def _case_from_data(data: dict[str, Any]) -> CasePlan:
         request=request,
         traffic=tuple(step_from_data(s) for s in data["traffic"]),
         result=Path(data["result"]),
+        python_path=tuple(str(p) for p in data.get("python_path", ())),
     )
 
 

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from harness import proc
 from harness.errors import HarnessError, LoaderError, LoaderProtocolError
-from harness.guest import own
+from harness.guest import forked, own
 from harness.guest.capture import Capture
 from harness.guest.plan import IN_PROCESS, CasePlan
 from harness.guest.result import GuestResult
@@ -59,7 +59,12 @@ class Attached(Protocol):
 class LoaderProgram:
     """A loader program driven through the loader protocol."""
 
-    def __init__(self, name: str, child: subprocess.Popen[bytes], request: LoadRequest) -> None:
+    def __init__(
+        self,
+        name: str,
+        child: subprocess.Popen[bytes] | forked.ForkedLoader,
+        request: LoadRequest,
+    ) -> None:
         self.name = name
         self.child = child
         self.request = request
@@ -142,7 +147,11 @@ def attach(case: CasePlan) -> Iterator[Attached]:
         with loader.load_request(case.request) as attached:
             yield attached
         return
-    child = proc.spawn([*case.command, *case.request.argv()])
+    child: subprocess.Popen[bytes] | forked.ForkedLoader
+    if case.python_path:
+        child = forked.spawn(case.python_path, case.request.argv())
+    else:
+        child = proc.spawn([*case.command, *case.request.argv()])
     try:
         program = LoaderProgram(case.loader, child, case.request)
         program.wait_ready()
@@ -150,7 +159,10 @@ def attach(case: CasePlan) -> Iterator[Attached]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGTERM)
-        proc.kill_group(child)
+        if isinstance(child, forked.ForkedLoader):
+            child.kill_group()
+        else:
+            proc.kill_group(child)
         for stream in (child.stdin, child.stdout, child.stderr):
             if stream is not None:
                 stream.close()

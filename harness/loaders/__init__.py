@@ -49,6 +49,10 @@ class Loader:
     sources: tuple[Path, ...] = ()
     libraries: tuple[str, ...] = ()  # link options; "pkg-config:NAME" asks pkg-config
     command: tuple[str, ...] = ()
+    #: Another checkout's Python loader (an A/B run's python@base): the guest runs it in
+    #: a child forked from its own process with these first on sys.path
+    #: (harness/guest/forked.py); ``command`` runs the same as a program.
+    python_path: tuple[str, ...] = ()
 
     @property
     def in_process(self) -> bool:

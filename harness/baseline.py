@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import py_compile
 import shutil
 import site
 import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,26 +404,48 @@ def bundle_path(baseline: Baseline) -> Path:
 
 def write_bundle(baseline: Baseline, runner: Runner) -> Path:
     """The baseline's ``harness`` package, and the standard library and pyelftools modules
-    the guest's own bundle holds, compiled into one zip (:mod:`harness.guest.bundle`).
+    of the guest's own bundle, compiled into one zip (:mod:`harness.guest.bundle`).
 
-    Started anew for each case, ``python@base`` would otherwise import every module
-    from the guest's 9p root, several uncached round trips each under emulation, and
-    compile the baseline's from source (the guest cannot write bytecode).
+    The guest imports python@base's package from it (harness/guest/forked.py; the
+    program form, ``_START``, too): read from the tree, each module would be several
+    uncached 9p round trips under emulation, and compiled from source (the guest cannot
+    write bytecode). The modules both sides share are taken from the guest's bundle,
+    which the run builds anyway, rather than compiled again.
     """
     from harness.guest import bundle
 
-    modules = {
-        name: source
-        for name, source in bundle.module_files(runner).items()
-        if name.partition(".")[0] != "harness"
-    }
+    ours: dict[str, Path] = {}
     for source in sorted((baseline.tree / "harness").rglob("*.py")):
         parts = source.relative_to(baseline.tree).with_suffix("").parts
-        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = source
+        ours[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = source
+    guest = bundle.ensure_bundle(runner=runner)
+    if guest is None:  # none could be made: compile the shared modules here
+        shared = bundle.module_files(runner)
+        ours |= {n: s for n, s in shared.items() if n.partition(".")[0] != "harness"}
+    data = bundle.bundle_bytes(ours)
+    if guest is not None:
+        data = _with_shared_modules(data, guest)
     path = bundle_path(baseline)
     path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_atomic(path, bundle.bundle_bytes(modules))
+    files.write_atomic(path, data)
     return path
+
+
+def _with_shared_modules(data: bytes, guest: Path) -> bytes:
+    """``data`` (a zip) with every module of the guest's bundle outside ``harness``."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as own,
+        zipfile.ZipFile(guest) as shared,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as merged,
+    ):
+        for info in own.infolist():
+            merged.writestr(info, own.read(info))
+        for info in shared.infolist():
+            top = info.filename.partition("/")[0]
+            if top not in ("harness", "__main__.pyc"):
+                merged.writestr(info, shared.read(info))
+    return out.getvalue()
 
 
 def _first_error(exc: HarnessError) -> str:

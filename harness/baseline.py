@@ -6,9 +6,10 @@ in one run. The candidate is this checkout; the baseline is another revision of 
 afterwards) or the path of another checkout. The baseline joins the run as more
 cases, not as a second run, so both sides share each kernel's one VM boot:
 
-- each loader gets a baseline twin named ``NAME@base``: the Python loader runs as a
-  protocol loader from the baseline tree (``env PYTHONPATH=TREE:SITE python3 -P -S -m
-  harness.bpf``; the guest sees the host's files, so the tree is there too); a C
+- each loader gets a baseline twin named ``NAME@base``: the Python loader speaks the
+  loader protocol from a bundle of the baseline's package (:func:`write_bundle`), in
+  the guest in a child forked from the guest's process (harness/guest/forked.py),
+  elsewhere as a program; a C
   loader is built from the baseline's sources with this checkout's build rules; a
   user's ``--loader-cmd`` is the same command, or its counterpart in the baseline
   tree when the command lies in this checkout (``examples/stdlib_loader.py``);

@@ -9,10 +9,10 @@ cases, not as a second run, so both sides share each kernel's one VM boot:
 - each loader gets a baseline twin named ``NAME@base``: the Python loader speaks the
   loader protocol from a bundle of the baseline's package (:func:`write_bundle`), in
   the guest in a child forked from the guest's process (harness/guest/forked.py),
-  elsewhere as a program; a C
-  loader is built from the baseline's sources with this checkout's build rules; a
-  user's ``--loader-cmd`` is the same command, or its counterpart in the baseline
-  tree when the command lies in this checkout (``examples/stdlib_loader.py``);
+  elsewhere as a program; a C loader is built from the baseline's sources with this
+  checkout's build rules; a user's ``--loader-cmd`` is the same command, or its
+  counterpart in the baseline tree when the command lies in this checkout
+  (``examples/stdlib_loader.py``);
 - each sample gets a twin ``SAMPLE@base`` whose object is built from the baseline's
   ``samples/SAMPLE/`` and judged by the baseline's descriptor (read by this
   harness), unless ``--baseline-loaders-only`` keeps this checkout's samples.

@@ -93,6 +93,11 @@ def _child(
         for target, fd in enumerate(ours):
             os.dup2(fd, target)
             os.close(fd)
+        # Streams of its own on the pipes: this process's may be anything (a test
+        # runner's capture) and may hold buffered bytes of its own.
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         for name in [n for n in sys.modules if n == "harness" or n.startswith("harness.")]:

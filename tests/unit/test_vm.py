@@ -122,7 +122,7 @@ def test_vng_argv_appends_kernel_options_after_panic_reboot(tmp_path: Path) -> N
         entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, append=["oops=panic"]
     )
     appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
-    assert appended == ["panic=-1", "init_on_alloc=0", "oops=panic"]
+    assert appended == ["panic=-1", "init_on_alloc=0", "no_timer_check", "oops=panic"]
 
 
 def test_vng_argv_turns_off_zeroing_of_allocations_for_every_kernel(tmp_path: Path) -> None:

@@ -329,22 +329,23 @@ def check(
             _check_starts(baseline, loader, runner)
         if loader.name not in seen and loader.sources:
             seen.add(loader.name)
-            try:
+            with _builds(baseline, f"loader {loader.name}"):
                 build_loader(loader, release, None, runner=runner)
-            except HarnessError as exc:
-                raise BuildError(
-                    f"baseline {baseline}: loader {loader.name} does not build for the host: "
-                    f"{_first_error(exc)}"
-                ) from exc
         if sample.name not in seen and sample.name.endswith(SUFFIX):
             seen.add(sample.name)
-            try:
+            with _builds(baseline, f"sample {sample.name}"):
                 build_sample(sample, release, None, runner=runner)
-            except HarnessError as exc:
-                raise BuildError(
-                    f"baseline {baseline}: sample {sample.name} does not build for the host: "
-                    f"{_first_error(exc)}"
-                ) from exc
+
+
+@contextlib.contextmanager
+def _builds(baseline: Baseline, what: str) -> Iterator[None]:
+    """A build of the baseline's ``what`` that fails is one line naming it."""
+    try:
+        yield
+    except HarnessError as exc:
+        raise BuildError(
+            f"baseline {baseline}: {what} does not build for the host: {_first_error(exc)}"
+        ) from exc
 
 
 def _check_starts(baseline: Baseline, loader: Loader, runner: Runner) -> None:

@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +209,8 @@ def tail(text: str, chars: int = _TAIL_CHARS) -> str:
 
 def require(program: str, package: str) -> str:
     """The path of ``program``, or a :class:`ToolMissingError` naming its package."""
+    import shutil  # here: at the top it would load zlib, bz2 and lzma into the guest
+
     path = shutil.which(program)
     if path is None:
         raise ToolMissingError(

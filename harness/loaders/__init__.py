@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +152,8 @@ def parse_command(text: str) -> Loader:
         )
     argv = shlex.split(command)
     program = argv[0]
+    import shutil  # here: at the top it would load zlib, bz2 and lzma into the guest
+
     found = shutil.which(program) if os.sep not in program else program
     if found is None or not os.access(found, os.X_OK) or not os.path.isfile(found):
         raise ConfigError(

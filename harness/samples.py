@@ -187,6 +187,55 @@ TrafficStep = Tcp | Udp | Icmp | Frames
 
 
 @dataclass(frozen=True)
+class Printed:
+    """What one line of a kernel sample's user program says: the map entries it shows
+    (the oracle's key, or its first fields, and value) and whether it starts a round."""
+
+    entries: tuple[tuple[Fields, Fields], ...] = ()
+    round: bool = False
+
+
+@dataclass(frozen=True)
+class Defect:
+    """A known defect of a kernel sample that its row's oracle models: what a correct
+    program would hold instead, to show the difference beside the verdict."""
+
+    correct: str  # what the correct program is: "a correct GRE parse"
+    oracle: Callable[[Sequence[Frame]], Expected]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The optional upstream part of a descriptor: the kernel's own sample judged like it.
+
+    The kernel's ``samples/bpf/<name>_kern.c`` and ``<name>_user.c`` of each release
+    become the sample ``kernel:<name>`` (:mod:`harness.upstream`), judged like the
+    sample whose descriptor holds this (``UPSTREAM = Upstream(...)`` in its
+    ``sample.py``).
+
+    - ``arguments``: what its user program is given when the guest runs it;
+    - ``adapt``: the judged sample made upstream's (its oracle, names, layout), before
+      any release's source is read;
+    - ``variant``: the judged sample as one release's ``<name>_kern.c`` has it, from
+      its text, a description of the source (for messages) and the harness's samples;
+      a :class:`SampleError` says why the harness's loaders cannot judge it;
+    - ``defect``: a known defect the oracle models (shown beside the verdict);
+    - ``read_line``: what one line its user program prints says (None: a line it
+      does not print); ``rounds``: whether it marks its loop's rounds;
+    - ``describe``: a key it printed, in words.
+    """
+
+    name: str
+    read_line: Callable[[str], Printed | None]
+    arguments: tuple[str, ...] = ()
+    adapt: Callable[[Sample], Sample] | None = None
+    variant: Callable[[Sample, str, str, Mapping[str, Sample]], Sample] | None = None
+    defect: Defect | None = None
+    rounds: bool = True
+    describe: Callable[[Fields], str] | None = None
+
+
+@dataclass(frozen=True)
 class Sample:
     """A sample's descriptor: everything the harness needs to build, run and judge it."""
 
@@ -205,6 +254,8 @@ class Sample:
     min_kernel: str | None = None  # oldest kernel version, e.g. "5.2"
     min_kernel_reason: str = ""
     directory: Path = field(default=Path("."), compare=False)
+    #: The kernel's own sample judged like this one (``UPSTREAM`` in ``sample.py``).
+    upstream: Upstream | None = field(default=None, compare=False)
 
     @property
     def object_name(self) -> str:
@@ -248,7 +299,10 @@ def load(folder: Path) -> Sample:
     sample = getattr(module, "SAMPLE", None)
     if not isinstance(sample, Sample):
         raise SampleError(f"{path} defines no SAMPLE = Sample(...)")
-    sample = dataclasses.replace(sample, directory=folder.resolve())
+    upstream = getattr(module, "UPSTREAM", None)
+    if upstream is not None and not isinstance(upstream, Upstream):
+        raise SampleError(f"{path}: UPSTREAM is not an Upstream(...)")
+    sample = dataclasses.replace(sample, directory=folder.resolve(), upstream=upstream)
     validate(sample, path)
     return sample
 
@@ -314,7 +368,7 @@ def validate(sample: Sample, where: Path) -> None:
             raise fail(f"negative traffic amount in {step}")
 
 
-#: The prefix of the kernel's own samples (:mod:`harness.upstream`): ``kernel:sockex1``.
+#: The prefix of the kernel's own samples (:mod:`harness.upstream`): ``kernel:<name>``.
 KERNEL_PREFIX = "kernel:"
 
 

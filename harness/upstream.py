@@ -1,16 +1,18 @@
-"""The kernel's own samples: each release's samples/bpf sockex1..3, built from its source.
+"""The kernel's own samples: each release's samples/bpf programs, built from its source.
 
-``--sample kernel:all`` (or ``kernel:sockex1``, ...) adds, per kernel, two kinds of case
-for each of the release's own ``sockex1``, ``sockex2`` and ``sockex3``:
+A sample's descriptor may have an upstream part (:class:`harness.samples.Upstream`,
+``UPSTREAM`` in its ``sample.py``): the kernel's own ``samples/bpf/<name>`` is then judged
+like that sample. ``--sample kernel:all`` (or ``kernel:<name>``, ...) adds, per kernel,
+two kinds of case for each of them:
 
-- the release's kernel-side object (``sockexN_kern.o``, built here from its
-  ``sockexN_kern.c``) loaded by the harness's loaders of its format, with our own
-  sample's traffic, and judged exactly against the capture by the oracle of the own
-  sample of the same semantics (:func:`variant` says which, from the release's source);
-- the release's own user program (``sockexN_user.c``, unmodified) run in the guest as
+- the release's kernel-side object (``<name>_kern.o``, built here from its
+  ``<name>_kern.c``) loaded by the harness's loaders of its format, with the declaring
+  sample's traffic, and judged exactly against the capture by that sample's oracle as
+  the upstream part adapts it (:func:`variant` says how, from the release's source);
+- the release's own user program (``<name>_user.c``, unmodified) run in the guest as
   upstream runs it, loader ``own``: it loads its object with the release's libbpf, runs
   ``ping`` and prints its map once a second; its exit status and output are checked by
-  :func:`check_output`.
+  :func:`check_output`, reading its lines as the upstream part says.
 
 The source comes from :mod:`harness.kernels.source`. Nothing here uses the kernel's
 Makefile: the objects are compiled with clang against the release's UAPI headers (the
@@ -48,45 +50,22 @@ from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import Loader
 from harness.proc import Runner, SubprocessRunner, require, tail
 from harness.progress import Listener
-from harness.samples import Expected, Fields, Frame, ProgArray, Program, Sample
+from harness.samples import Expected, Fields, Frame, Sample
 
 log = logging.getLogger(__name__)
 
-#: The prefix of the kernel's own samples' names: ``kernel:sockex1``.
+#: The prefix of the kernel's own samples' names: ``kernel:<name>``.
 PREFIX = samples_mod.KERNEL_PREFIX
-NAMES = ("sockex1", "sockex2", "sockex3")
-#: The own sample each kernel sample is judged like, before :func:`variant` looks at the
-#: release's source. Upstream moved its samples to BTF-defined maps in 5.10 and earlier.
-BASE = {"sockex1": "sockex1-btf", "sockex2": "sockex2-btf", "sockex3": "sockex3-btf"}
 #: The loader of the second kind of case: the release's own user program.
-OWN = Loader("own", (), "the release's own user program (sockexN_user.c), unmodified")
+OWN = Loader("own", (), "the release's own user program (samples/bpf/<name>_user.c), unmodified")
 PRELUDE = Path(__file__).resolve().parent / "upstream_prelude.h"
 BUILD_DIR = "kernel-samples"
 STATUS_NAME = "status.json"
 LOG_NAME = "build.log"
 #: libbpf's own Makefile builds with these (large-file I/O on 32-bit hosts is moot here).
 LIBBPF_CFLAGS = ("-O2", "-Wall", "-D_LARGEFILE64_SOURCE", "-D_FILE_OFFSET_BITS=64")
-#: Upstream's sockex1/2 run ping themselves; sockex3 runs netperf, which Debian carries only
-#: in non-free, unless it is given any argument, when it runs the same ping: it gets one.
-ARGUMENTS = {"sockex3": ("ping",)}
 #: How many times each user program prints its map: its loop of five, a second apart.
 ROUNDS = 5
-#: How every release here (5.10 to 7.2) of sockex2_kern.c parses GRE, departing from a
-#: correct parse in each way :class:`harness.frames.GreParse` names. Above all it tests the
-#: flags it read with ``load_half`` (host order) against ``<linux/if_tunnel.h>``'s
-#: ``GRE_CSUM``, ``GRE_KEY``, ``GRE_SEQ``, ``GRE_ROUTING`` and ``GRE_VERSION``, which are
-#: big-endian: on x86 it does not skip a GRE header's optional words and parses the
-#: payload from the first of them, so GRE frames with any are counted wrongly (ours with
-#: checksum, key and sequence under 0.0.0.0, ours with a key and a VLAN tag not at all).
-#: The row's oracle models that, so it checks that the sample does what its own code says
-#: on each kernel (a kernel that changes what it computes shows); :func:`defect_note`
-#: says how far that is from a correct parse.
-UPSTREAM_GRE = frames.GreParse(
-    flags_host_order=True,
-    addresses_of_gre=False,  # parse_ip() sets the addresses only if the protocol is not GRE
-    non_ip_counted=False,  # flow_dissector() returns false for a GRE payload not IP
-    tags=(frames.ETH_P_8021Q,),  # one 802.1Q tag after GRE, no 802.1AD
-)
 #: ping's default echo: 56 bytes of data, 8 of ICMP, 20 of IP, 14 of Ethernet.
 PING_FRAME = 98
 #: ``ping -c5``: five requests, five replies.
@@ -107,54 +86,47 @@ def short_name(sample: Sample | str) -> str:
     return (sample if isinstance(sample, str) else sample.name).removeprefix(PREFIX)
 
 
+def declared_names(own: dict[str, Sample] | None = None) -> tuple[str, ...]:
+    """The kernel's samples the samples' descriptors declare (their upstream parts)."""
+    own = own if own is not None else samples_mod.discover()
+    return tuple(sorted(s.upstream.name for s in own.values() if s.upstream is not None))
+
+
+def upstream_of(sample: Sample) -> samples_mod.Upstream:
+    """The upstream part a kernel sample was made from."""
+    if sample.upstream is None:
+        raise SampleError(f"sample {sample.name} has no upstream part (UPSTREAM in sample.py)")
+    return sample.upstream
+
+
 def descriptors(own: dict[str, Sample] | None = None) -> dict[str, Sample]:
     """The kernel samples as the plan knows them (before a release's source is read)."""
     own = own if own is not None else samples_mod.discover()
     found = {}
-    for name in NAMES:
-        base = own[BASE[name]]
+    for base in own.values():
+        spec = base.upstream
+        if spec is None:
+            continue
         sample = dataclasses.replace(
             base,
-            name=PREFIX + name,
-            title=f"the kernel's own samples/bpf/{name}, judged like {base.name}",
-            kern=f"{name}_kern.c",
-            user=(f"{name}_user.c",),
+            name=PREFIX + spec.name,
+            title=f"the kernel's own samples/bpf/{spec.name}, judged like {base.name}",
+            kern=f"{spec.name}_kern.c",
+            user=(f"{spec.name}_user.c",),
             format="btf",
         )
-        if name == "sockex2":
-            sample = dataclasses.replace(sample, oracle=_upstream_sockex2_oracle)
-        if name == "sockex3":
-            sample = _upstream_sockex3(sample)
+        if spec.adapt is not None:
+            sample = spec.adapt(sample)
         found[sample.name] = sample
-    return found
-
-
-def _upstream_sockex2_oracle(captured: Sequence[Frame]) -> Expected:
-    """sockex2-btf's oracle with upstream's GRE parse (:data:`UPSTREAM_GRE`)."""
-    return {"hash_map": frames.per_destination(captured, gre=UPSTREAM_GRE)}
-
-
-@dataclass(frozen=True)
-class Defect:
-    """A known defect of an upstream sample that its row's oracle models: what a
-    correct program would hold instead, to show the difference beside the verdict."""
-
-    correct: str  # what the correct program is: "a correct GRE parse"
-    oracle: Callable[[Sequence[Frame]], Expected]
-
-
-DEFECTS = {
-    "sockex2": Defect(
-        "a correct GRE parse", lambda captured: {"hash_map": frames.per_destination(captured)}
-    ),
-}
+    return dict(sorted(found.items()))
 
 
 def defect_note(sample: Sample, captured: Sequence[Frame]) -> str:
     """How the entries the sample's oracle expects differ from a correct program's ("" if
     they do not, or the sample has no known defect), e.g. ``upstream defect: 3 keys of
     hash_map differ from a correct GRE parse: 0.0.0.0 ...``."""
-    defect = DEFECTS.get(short_name(sample)) if is_kernel_sample(sample) else None
+    spec = sample.upstream if is_kernel_sample(sample) else None
+    defect = spec.defect if spec is not None else None
     if defect is None:
         return ""
     modelled, correct = sample.oracle(captured), defect.oracle(captured)
@@ -177,94 +149,16 @@ def _value(check: samples_mod.MapCheck, value: Fields | None) -> str:
     return "absent" if value is None else check.value.describe(value)
 
 
-def _upstream_sockex3(sample: Sample) -> Sample:
-    """Our sockex3 renamed and laid out as upstream (5.10 to 6.11) has it.
-
-    Upstream's main program is ``socket/0``; it tail-calls through ``jmp_table`` at
-    PARSE_VLAN 1, PARSE_MPLS 2, PARSE_IP 3, PARSE_IPV6 4, each ``socket/N`` (its user
-    program stores each ``socket/N`` at N); the flows are in ``hash_map``. Its key stores
-    both ports with one ``load_word`` into a union, so on x86 the destination port comes
-    first in memory: the layout names them in that order and the oracle's keys follow.
-    """
-    check = sample.maps[0]
-    ours = check.name
-    base_oracle = sample.oracle
-
-    def oracle(captured: Sequence[Frame]) -> Expected:
-        flows = base_oracle(captured)[ours]
-        return {"hash_map": {(k[0], k[1], k[3], k[2], k[4]): v for k, v in flows.items()}}
-
-    def describe(key: Fields) -> str:
-        return frames.describe_flow((key[0], key[1], key[3], key[2], key[4]))
-
-    key = samples_mod.Layout(check.key.format, ("src", "dst", "dport", "sport", "ip_proto"))
-    upstream_map = dataclasses.replace(check, name="hash_map", key=key, describe_key=describe)
-    return dataclasses.replace(
-        sample,
-        programs=(Program("socket/0"), *(Program(f"socket/{n}", attach="") for n in range(1, 5))),
-        prog_arrays=(ProgArray("jmp_table", {n: f"socket/{n}" for n in range(1, 5)}),),
-        maps=(upstream_map,),
-        columns=tuple(
-            dataclasses.replace(
-                c, map="hash_map", key=(c.key[0], c.key[1], c.key[3], c.key[2], c.key[4])
-            )
-            for c in sample.columns
-        ),
-        oracle=oracle,
-    )
-
-
-#: sockex1's filter counts only outgoing frames from Linux 5.x on (each packet once on lo).
-_OUTGOING_ONLY = re.compile(r"pkt_type\s*!=\s*PACKET_OUTGOING")
-#: sockex3's ICMP case falls through from TCP's and UDP's after their ports load, into a
-#: flow kept per CPU between packets (``this_cpu_globals()``): it keys ICMP by stale ports.
-_STALE_PORTS = re.compile(
-    r"case IPPROTO_UDP:\s*g->flow\.ports\s*=\s*load_word\([^;]*;\s*case IPPROTO_ICMP:"
-)
-_PER_CPU_FLOW = re.compile(r"this_cpu_globals\s*\(")
-
-
 def variant(sample: Sample, tree: SourceTree, own: dict[str, Sample] | None = None) -> Sample:
-    """``sample`` as this release's source has it; a :class:`SampleError` when the
-    harness's loaders cannot load it (the reason says why).
-
-    - sockex1: every release here (5.10 to 7.2) returns 0 unless ``skb->pkt_type`` is
-      ``PACKET_OUTGOING``, so it is judged like sockex1-btf; a tree without that test
-      counts every frame, as our classic sockex1 does, and is judged like it.
-    - sockex3 (5.10 to 7.2): its flow record is kept per CPU between packets
-      (``this_cpu_globals()``, an array indexed by ``bpf_get_smp_processor_id()``), and
-      its ``case IPPROTO_ICMP`` shares TCP's and UDP's count without setting the ports,
-      so an ICMP packet is counted under the ports the last TCP or UDP packet on the same
-      CPU left there. The capture does not record the CPU, so which of the ports it saw
-      those are cannot be told: its map cannot be judged exactly.
-    - sockex3 from 6.12 also puts its five programs in one section, ``SEC("socket")``,
-      and libbpf fills ``prog_array_init`` from a static initialiser; the loader
-      protocol names programs by section, so no loader of ours can say which to attach.
-    """
-    name = short_name(sample)
-    text = tree.path(f"samples/bpf/{name}_kern.c").read_text(errors="replace")
-    source = f"{tree.package} {tree.version}'s {name}_kern.c"
-    if name == "sockex1" and not _OUTGOING_ONLY.search(text):
-        own = own if own is not None else samples_mod.discover()
-        return dataclasses.replace(sample, oracle=own["sockex1"].oracle)
-    if name != "sockex3":
+    """``sample`` as this release's source has it (its upstream part's ``variant`` reads
+    the release's ``<name>_kern.c``); a :class:`SampleError` when the harness's loaders
+    cannot load it (the reason says why)."""
+    spec = upstream_of(sample)
+    if spec.variant is None:
         return sample
-    stale = bool(_STALE_PORTS.search(text) and _PER_CPU_FLOW.search(text))
-    if 'SEC("socket/0")' not in text:
-        besides = " (and it counts ICMP under stale per-CPU ports, as 5.10's does)"
-        raise SampleError(
-            f'{source} puts its programs in one section (SEC("socket")) and fills its prog '
-            "array statically; the loader protocol names programs by section, so only its "
-            f"own user program (loader own) can run it{besides if stale else ''}"
-        )
-    if stale:
-        raise SampleError(
-            f"{source} counts ICMP under the ports the last TCP or UDP packet on the same CPU "
-            "left in its per-CPU flow (this_cpu_globals(); case IPPROTO_ICMP sets no ports), "
-            "and the capture does not record the CPU: its map cannot be judged exactly, so "
-            "only its own user program (loader own) is checked"
-        )
-    return sample
+    text = tree.path(f"samples/bpf/{spec.name}_kern.c").read_text(errors="replace")
+    source = f"{tree.package} {tree.version}'s {spec.name}_kern.c"
+    return spec.variant(sample, text, source, own if own is not None else samples_mod.discover())
 
 
 def own_cases(chosen: Sequence[Sample]) -> list[tuple[Sample, Loader]]:
@@ -272,9 +166,9 @@ def own_cases(chosen: Sequence[Sample]) -> list[tuple[Sample, Loader]]:
     return [(sample, OWN) for sample in chosen if is_kernel_sample(sample)]
 
 
-def own_command(program: Path, sample: Sample | str) -> tuple[str, ...]:
+def own_command(program: Path, sample: Sample) -> tuple[str, ...]:
     """How the guest starts a user program: by its full path (it opens ``argv[0]_kern.o``)."""
-    return (str(program), *ARGUMENTS.get(short_name(sample), ()))
+    return (str(program), *upstream_of(sample).arguments)
 
 
 # --- building -------------------------------------------------------------------------
@@ -406,7 +300,7 @@ def user_argv(
 def build_release(
     tree: SourceTree,
     entry: KernelEntry,
-    names: Sequence[str] = NAMES,
+    names: Sequence[str] | None = None,
     *,
     build_root: Path | None = None,
     runner: Runner | None = None,
@@ -414,7 +308,9 @@ def build_release(
     """Build ``names`` of ``tree`` for ``entry``'s release, or find them built.
 
     A sample that does not build is in ``broken`` with its reason; the others are built.
+    ``names`` defaults to every declared one (:func:`declared_names`).
     """
+    names = names if names is not None else declared_names()
     runner = runner or SubprocessRunner()
     if entry.headers is None:
         raise HarnessError(f"kernel {entry.release} brings no UAPI headers to build its samples")
@@ -567,14 +463,6 @@ def _build_libbpf(tree: SourceTree, work: Path, cc: str, ar: str, step: Callable
 # --- the user program's output -----------------------------------------------------
 
 
-_SOCKEX1 = re.compile(r"^TCP (\d+) UDP (\d+) ICMP (\d+) bytes$")
-_SOCKEX2 = re.compile(r"^ip (\d+\.\d+\.\d+\.\d+) bytes (\d+) packets (\d+)$")
-_SOCKEX3_HEADER = re.compile(r"^IP\s+src\.port -> dst\.port\s+bytes\s+packets$")
-_SOCKEX3 = re.compile(
-    r"^(\d+\.\d+\.\d+\.\d+)\.(\d+) -> (\d+\.\d+\.\d+\.\d+)\.(\d+)\s+(\d+)\s+(\d+)$"
-)
-
-
 @dataclass(frozen=True)
 class Reading:
     """One map entry as a user program printed it: the oracle's key and value fields."""
@@ -584,39 +472,19 @@ class Reading:
     value: Fields
 
 
-def parse_output(name: str, text: str) -> tuple[list[Reading], int, list[str]]:
-    """The readings of a user program's output, its rounds, and the lines it should not print.
-
-    sockex1 prints one line per round; sockex2 one per entry per round (no round marker);
-    sockex3 a header per round, then one line per flow.
-    """
+def parse_output(spec: samples_mod.Upstream, text: str) -> tuple[list[Reading], int, list[str]]:
+    """The readings of a user program's output, its rounds, and the lines it should not
+    print, each line read by the upstream part's ``read_line``."""
     readings: list[Reading] = []
     rounds = 0
     stray: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
-        if name == "sockex1" and (found := _SOCKEX1.match(line)):
-            tcp, udp, icmp = (int(g) for g in found.groups())
-            rounds += 1
-            for proto, value in ((frames.IPPROTO_TCP, tcp), (frames.IPPROTO_UDP, udp)):
-                readings.append(Reading(number, (proto,), (value,)))
-            readings.append(Reading(number, (frames.IPPROTO_ICMP,), (icmp,)))
-        elif name == "sockex2" and (found := _SOCKEX2.match(line)):
-            address, size, packets = found.groups()
-            key = frames.destination_key(address)
-            readings.append(Reading(number, key, (int(packets), int(size))))
-        elif name == "sockex3" and _SOCKEX3_HEADER.match(line):
-            rounds += 1
-        elif name == "sockex3" and (found := _SOCKEX3.match(line)):
-            src, sport, dst, dport, size, packets = found.groups()
-            key = (
-                frames.ipv4_key(src),
-                frames.ipv4_key(dst),
-                int(sport),
-                int(dport),
-            )
-            readings.append(Reading(number, key, (int(packets), int(size))))
-        else:
+        printed = spec.read_line(line)
+        if printed is None:
             stray.append(f"line {number}: {line!r}")
+            continue
+        rounds += printed.round
+        readings.extend(Reading(number, key, value) for key, value in printed.entries)
     return readings, rounds, stray
 
 
@@ -641,15 +509,17 @@ def achievable(
 def check_output(sample: Sample, result: GuestResult) -> list[str]:
     """What is wrong with a user program's run (none: it passed); see the README.
 
-    Checked: exit status 0 and nothing on stderr that says ERROR (sockex3 exits 0 even
-    when it cannot load its object); every stdout line is one the program prints;
-    five rounds (sockex1, sockex3: one line or header per round); the ping it runs
+    Checked: exit status 0 and nothing on stderr that says ERROR (a program may exit 0
+    even when it cannot load its object); every stdout line is one the program prints;
+    five rounds (of a program that marks them: one line or header per round), or else at
+    least one entry; the ping it runs
     reached ``lo`` (the capture saw ICMP); and every number it printed is one its map
     really held at some moment, by the oracle of the own sample of the same semantics
     over a prefix of the capture. Not checked: how far the count had got at each
     round, which depends on how fast ping starts (a second or more under TCG).
     """
     name = short_name(sample)
+    spec = upstream_of(sample)
     problems = []
     status = result.details.get("exit_status", "?")
     stdout = result.details.get("stdout", "")
@@ -662,14 +532,14 @@ def check_output(sample: Sample, result: GuestResult) -> list[str]:
         # The program did not run its loop: what follows from that (no rounds, no ping)
         # would only hide the reason.
         return [*problems, _load_error(name, stderr)]
-    readings, rounds, stray = parse_output(name, stdout)
+    readings, rounds, stray = parse_output(spec, stdout)
     if stray:
         listed = "; ".join(stray[:5]) + (f"; and {len(stray) - 5} more" if len(stray) > 5 else "")
         problems.append(f"{name} printed lines it does not print: {listed}")
-    if name != "sockex2" and rounds != ROUNDS:
+    if spec.rounds and rounds != ROUNDS:
         problems.append(f"{name} printed {rounds} rounds, its loop prints {ROUNDS}")
-    if name == "sockex2" and not readings:
-        problems.append("sockex2 printed no entry: its map was empty every time it looked")
+    if not spec.rounds and not readings:
+        problems.append(f"{name} printed no entry: its map was empty every time it looked")
     flows = (frames.dissect(f.head, f.length) for f in result.frames)
     if not any(flow is not None and flow.ip_proto == frames.IPPROTO_ICMP for flow in flows):
         problems.append(
@@ -679,11 +549,11 @@ def check_output(sample: Sample, result: GuestResult) -> list[str]:
     seen = achievable(sample.oracle, result.frames)
     for reading in readings:
         keys = [k for k in seen if k[: len(reading.key)] == reading.key]
-        # Zero before the first frame: an array (sockex1) prints its entries from the start.
+        # Zero before the first frame: an array prints its entries from the start.
         values = {v for k in keys for v in seen[k]} | {tuple(0 for _ in reading.value)}
         if reading.value not in values:
             shown = sorted(values)[:8]
-            where = _describe(name, reading.key)
+            where = _describe(spec, reading.key)
             problems.append(
                 f"{name} line {reading.line}: {reading.value} under {where} is no value its "
                 f"map held while the capture watched (it held {shown})"
@@ -710,10 +580,10 @@ def _load_error(name: str, stderr: str) -> str:
     return f"{name} reported an error on stderr: {' | '.join(stderr.splitlines())}"
 
 
-def _describe(name: str, key: Fields) -> str:
+def _describe(spec: samples_mod.Upstream, key: Fields) -> str:
+    if spec.describe is not None:
+        return spec.describe(key)
     numbers = [part for part in key if isinstance(part, int)]
-    if name == "sockex1":
-        return frames.PROTOCOL_NAMES.get(numbers[0], str(numbers[0]))
     return " -> ".join(frames.show_ipv4(n) for n in numbers[:2])
 
 
@@ -723,7 +593,7 @@ OWN_CELLS = "own user program: its exit status, the rounds it printed, its last 
 
 def own_cells(sample: Sample, result: GuestResult) -> dict[str, str]:
     """The report's cells of a user program's case (:data:`OWN_CELLS`)."""
-    readings, rounds, _ = parse_output(short_name(sample), result.details.get("stdout", ""))
+    readings, rounds, _ = parse_output(upstream_of(sample), result.details.get("stdout", ""))
     cells = {"exit": result.details.get("exit_status", "?"), "rounds": str(rounds)}
     if readings:
         last = readings[-1]
@@ -748,7 +618,7 @@ class Prepared:
 
 
 def case_key(sample: Sample, loader: Loader) -> str:
-    """``kernel:sockex3 own`` or ``kernel:sockex3 loaders``: one kind of a sample's cases."""
+    """``kernel:<name> own`` or ``kernel:<name> loaders``: one kind of a sample's cases."""
     return f"{sample.name} {'own' if loader.name == OWN.name else 'loaders'}"
 
 

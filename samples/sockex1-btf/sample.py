@@ -1,20 +1,29 @@
-"""sockex1-btf: bytes per IP protocol of outgoing frames, in a BTF-defined array map."""
+"""sockex1-btf: bytes per IP protocol of outgoing frames, in a BTF-defined array map.
 
-from collections.abc import Sequence
+The kernel's own samples/bpf/sockex1 (``kernel:sockex1``) is judged like it: see
+:data:`UPSTREAM`.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
 
 from harness import frames
 from harness.samples import (
     PACKET_OUTGOING,
     Column,
     Expected,
+    Fields,
     Frame,
     Icmp,
     Layout,
     MapCheck,
+    Printed,
     Program,
     Sample,
     Tcp,
     Udp,
+    Upstream,
 )
 
 MAP = "my_map"
@@ -56,4 +65,40 @@ SAMPLE = Sample(
         Column("UDP", MAP, (frames.IPPROTO_UDP,), "bytes"),
         Column("ICMP", MAP, (frames.IPPROTO_ICMP,), "bytes"),
     ),
+)
+
+
+#: The kernel's sockex1 counts only outgoing frames from Linux 5.x on (each packet once on lo).
+_OUTGOING_ONLY = re.compile(r"pkt_type\s*!=\s*PACKET_OUTGOING")
+#: What sockex1_user.c prints once a round.
+_LINE = re.compile(r"^TCP (\d+) UDP (\d+) ICMP (\d+) bytes$")
+
+
+def upstream_variant(sample: Sample, text: str, source: str, own: Mapping[str, Sample]) -> Sample:
+    """Every release here (5.10 to 7.2) of sockex1_kern.c returns 0 unless
+    ``skb->pkt_type`` is ``PACKET_OUTGOING``, so it is judged like sockex1-btf; a tree
+    without that test counts every frame, as our classic sockex1 does, and is judged like it.
+    """
+    if _OUTGOING_ONLY.search(text):
+        return sample
+    return dataclasses.replace(sample, oracle=own["sockex1"].oracle)
+
+
+def read_line(line: str) -> Printed | None:
+    """sockex1_user.c prints one line per round: the bytes of TCP, UDP and ICMP."""
+    found = _LINE.match(line)
+    if found is None:
+        return None
+    tcp, udp, icmp = (int(g) for g in found.groups())
+    protocols = (frames.IPPROTO_TCP, frames.IPPROTO_UDP, frames.IPPROTO_ICMP)
+    entries = tuple(((p,), (v,)) for p, v in zip(protocols, (tcp, udp, icmp), strict=True))
+    return Printed(entries, round=True)
+
+
+def describe(key: Fields) -> str:
+    return frames.PROTOCOL_NAMES.get(int(key[0]), str(key[0]))
+
+
+UPSTREAM = Upstream(
+    name="sockex1", read_line=read_line, variant=upstream_variant, describe=describe
 )

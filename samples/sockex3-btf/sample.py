@@ -1,8 +1,15 @@
-"""sockex3-btf: sockex3's tail-called flow parser with its prog array and hash in SEC(".maps")."""
+"""sockex3-btf: sockex3's tail-called flow parser with its prog array and hash in SEC(".maps").
 
-from collections.abc import Sequence
+The kernel's own samples/bpf/sockex3 (``kernel:sockex3``) is judged like it, renamed and
+laid out as upstream has it: see :data:`UPSTREAM`.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
 
 from harness import frames
+from harness.errors import SampleError
 from harness.samples import (
     Column,
     Expected,
@@ -11,11 +18,13 @@ from harness.samples import (
     Icmp,
     Layout,
     MapCheck,
+    Printed,
     ProgArray,
     Program,
     Sample,
     Tcp,
     Udp,
+    Upstream,
 )
 
 MAP = "flow_map"
@@ -80,4 +89,107 @@ SAMPLE = Sample(
         Column("IPv6 in IP", MAP, udp_flow("ip6ip"), "packets"),
         Column("QinQ", MAP, udp_flow("qinq"), "packets"),
     ),
+)
+
+
+def upstream_adapt(sample: Sample) -> Sample:
+    """Our sockex3 renamed and laid out as upstream (5.10 to 6.11) has it.
+
+    Upstream's main program is ``socket/0``; it tail-calls through ``jmp_table`` at
+    PARSE_VLAN 1, PARSE_MPLS 2, PARSE_IP 3, PARSE_IPV6 4, each ``socket/N`` (its user
+    program stores each ``socket/N`` at N); the flows are in ``hash_map``. Its key stores
+    both ports with one ``load_word`` into a union, so on x86 the destination port comes
+    first in memory: the layout names them in that order and the oracle's keys follow.
+    """
+    check = sample.maps[0]
+    ours = check.name
+    base_oracle = sample.oracle
+
+    def upstream_oracle(captured: Sequence[Frame]) -> Expected:
+        flows = base_oracle(captured)[ours]
+        return {"hash_map": {(k[0], k[1], k[3], k[2], k[4]): v for k, v in flows.items()}}
+
+    def describe(key: Fields) -> str:
+        return frames.describe_flow((key[0], key[1], key[3], key[2], key[4]))
+
+    key = Layout(check.key.format, ("src", "dst", "dport", "sport", "ip_proto"))
+    upstream_map = dataclasses.replace(check, name="hash_map", key=key, describe_key=describe)
+    return dataclasses.replace(
+        sample,
+        programs=(Program("socket/0"), *(Program(f"socket/{n}", attach="") for n in range(1, 5))),
+        prog_arrays=(ProgArray("jmp_table", {n: f"socket/{n}" for n in range(1, 5)}),),
+        maps=(upstream_map,),
+        columns=tuple(
+            dataclasses.replace(
+                c, map="hash_map", key=(c.key[0], c.key[1], c.key[3], c.key[2], c.key[4])
+            )
+            for c in sample.columns
+        ),
+        oracle=upstream_oracle,
+    )
+
+
+#: sockex3's ICMP case falls through from TCP's and UDP's after their ports load, into a
+#: flow kept per CPU between packets (``this_cpu_globals()``): it keys ICMP by stale ports.
+_STALE_PORTS = re.compile(
+    r"case IPPROTO_UDP:\s*g->flow\.ports\s*=\s*load_word\([^;]*;\s*case IPPROTO_ICMP:"
+)
+_PER_CPU_FLOW = re.compile(r"this_cpu_globals\s*\(")
+
+
+def upstream_variant(sample: Sample, text: str, source: str, own: Mapping[str, Sample]) -> Sample:
+    """The sample as this release's sockex3_kern.c has it, or why the loaders cannot load it.
+
+    - 5.10 to 7.2: its flow record is kept per CPU between packets
+      (``this_cpu_globals()``, an array indexed by ``bpf_get_smp_processor_id()``), and
+      its ``case IPPROTO_ICMP`` shares TCP's and UDP's count without setting the ports,
+      so an ICMP packet is counted under the ports the last TCP or UDP packet on the same
+      CPU left there. The capture does not record the CPU, so which of the ports it saw
+      those are cannot be told: its map cannot be judged exactly.
+    - from 6.12 it also puts its five programs in one section, ``SEC("socket")``, and
+      libbpf fills ``prog_array_init`` from a static initialiser; the loader protocol
+      names programs by section, so no loader of ours can say which to attach.
+    """
+    stale = bool(_STALE_PORTS.search(text) and _PER_CPU_FLOW.search(text))
+    if 'SEC("socket/0")' not in text:
+        besides = " (and it counts ICMP under stale per-CPU ports, as 5.10's does)"
+        raise SampleError(
+            f'{source} puts its programs in one section (SEC("socket")) and fills its prog '
+            "array statically; the loader protocol names programs by section, so only its "
+            f"own user program (loader own) can run it{besides if stale else ''}"
+        )
+    if stale:
+        raise SampleError(
+            f"{source} counts ICMP under the ports the last TCP or UDP packet on the same CPU "
+            "left in its per-CPU flow (this_cpu_globals(); case IPPROTO_ICMP sets no ports), "
+            "and the capture does not record the CPU: its map cannot be judged exactly, so "
+            "only its own user program (loader own) is checked"
+        )
+    return sample
+
+
+#: What sockex3_user.c prints: a header per round, then one line per flow.
+_HEADER = re.compile(r"^IP\s+src\.port -> dst\.port\s+bytes\s+packets$")
+_LINE = re.compile(r"^(\d+\.\d+\.\d+\.\d+)\.(\d+) -> (\d+\.\d+\.\d+\.\d+)\.(\d+)\s+(\d+)\s+(\d+)$")
+
+
+def read_line(line: str) -> Printed | None:
+    if _HEADER.match(line):
+        return Printed(round=True)
+    found = _LINE.match(line)
+    if found is None:
+        return None
+    src, sport, dst, dport, size, packets = found.groups()
+    key = (frames.ipv4_key(src), frames.ipv4_key(dst), int(sport), int(dport))
+    return Printed(((key, (int(packets), int(size))),))
+
+
+#: Its user program runs netperf, which Debian carries only in non-free, unless it is
+#: given any argument, when it runs the same ping as the others: it gets one.
+UPSTREAM = Upstream(
+    name="sockex3",
+    read_line=read_line,
+    arguments=("ping",),
+    adapt=upstream_adapt,
+    variant=upstream_variant,
 )

@@ -411,7 +411,11 @@ def fake_toolchain(fail: dict[str, str] | None = None) -> FakeRunner:
 
 
 def release_tree(tmp_path: Path) -> SourceTree:
-    files = {f"samples/bpf/{n}_{kind}.c": "" for n in upstream.NAMES for kind in ("kern", "user")}
+    files = {
+        f"samples/bpf/{n}_{kind}.c": ""
+        for n in upstream.declared_names()
+        for kind in ("kern", "user")
+    }
     files |= {"tools/lib/bpf/bpf.c": "", "tools/lib/bpf/libbpf.c": "", "tools/lib/bpf/bpf.h": ""}
     files |= {"scripts/bpf_doc.py": "", "tools/include/uapi/linux/bpf.h": ""}
     made = tree(tmp_path, files)
@@ -423,7 +427,7 @@ def test_a_release_is_built_once(tmp_path: Path) -> None:
     t = release_tree(tmp_path / "src")
     runner = fake_toolchain()
     built = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
-    assert sorted(built.objects) == sorted(built.programs) == sorted(upstream.NAMES)
+    assert sorted(built.objects) == sorted(built.programs) == sorted(upstream.declared_names())
     assert built.broken == {}
     assert (built.directory / "include" / "bpf" / "bpf_helper_defs.h").read_text().startswith("/*")
     assert (built.directory / "sockex1").read_bytes() == b"built"
@@ -437,7 +441,7 @@ def test_a_libbpf_that_does_not_build_fails_only_the_user_programs(tmp_path: Pat
     t = release_tree(tmp_path / "src")
     runner = fake_toolchain({"libbpf.c": "libbpf.c:1: error: unknown type"})
     built = upstream.build_release(t, _entry(tmp_path), build_root=tmp_path / "b", runner=runner)
-    assert sorted(built.objects) == sorted(upstream.NAMES) and built.programs == {}
+    assert sorted(built.objects) == sorted(upstream.declared_names()) and built.programs == {}
     reason = built.broken["sockex1/own"]
     assert "libbpf" in reason and "unknown type" in reason and str(built.log_path) in reason
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
@@ -54,13 +55,12 @@ PACKAGE = "linux-source-{series}"
 #: The kept part must stay small: the issue's budget is 15 MB per release.
 MAX_KEPT_BYTES = 15 * 1000 * 1000
 
-#: What the samples of samples/bpf need, relative to the tree's top directory.
-KEPT = (
-    "samples/bpf/sockex[0-9]_kern.c",
-    "samples/bpf/sockex[0-9]_user.c",
+#: What the kernel's samples need besides their own sources, relative to the tree's top.
+SHARED = (
     "samples/bpf/sock_example.h",
-    # bpf_legacy.h: load_byte() and friends, which the sockex kernel sides use; gnu/stubs.h:
-    # an empty stand-in for glibc's, which wants a 32-bit stubs file for -target bpf.
+    # bpf_legacy.h: load_byte() and friends, which the socket samples' kernel sides use;
+    # gnu/stubs.h: an empty stand-in for glibc's, which wants a 32-bit stubs file for
+    # -target bpf.
     "tools/testing/selftests/bpf/bpf_legacy.h",
     "tools/testing/selftests/bpf/gnu/stubs.h",
     # The tree's libbpf, built as a static library by the harness's own commands.
@@ -74,6 +74,17 @@ KEPT = (
     "scripts/bpf_helpers_doc.py",
     "scripts/bpf_doc.py",
 )
+
+
+@functools.cache
+def kept_patterns() -> tuple[str, ...]:
+    """What is kept: each kernel sample's own files (the names the samples' descriptors
+    declare, :class:`harness.samples.Upstream`), then :data:`SHARED`."""
+    from harness import samples  # the descriptors import the kernels package's users
+
+    names = sorted(s.upstream.name for s in samples.discover().values() if s.upstream)
+    own = (f"samples/bpf/{n}_{part}.c" for part in ("kern", "user") for n in names)
+    return (*own, *SHARED)
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ def kept_path(name: str, top: str) -> str | None:
     if path.parts[0] != top:
         return None
     rel = PurePosixPath(*path.parts[1:]).as_posix()
-    for pattern in KEPT:
+    for pattern in kept_patterns():
         if pattern.endswith("/*") and rel.startswith(pattern[:-1]):
             return rel
         if rel.count("/") == pattern.count("/") and fnmatch.fnmatchcase(rel, pattern):
@@ -201,8 +212,8 @@ def _extract_kept(tar: tarfile.TarFile, dest: Path, top: str) -> list[str]:
 
 
 def selection() -> str:
-    """A digest of :data:`KEPT`: a tree kept by another selection is fetched again."""
-    return hashlib.sha256("\n".join(KEPT).encode()).hexdigest()[:16]
+    """A digest of :func:`kept_patterns`: a tree kept by another selection is fetched again."""
+    return hashlib.sha256("\n".join(kept_patterns()).encode()).hexdigest()[:16]
 
 
 def read_tree(entry_dir: Path, release: str) -> SourceTree | None:

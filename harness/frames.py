@@ -26,8 +26,8 @@ fragment, first or later, gets IP protocol 0 and so no ports and no tunnel) or I
 (fixed header only: extension headers are not followed, the next header is the IP
 protocol). One level of tunnel: GRE version 0 without routing (optional checksum,
 key and sequence words; payload IPv4 or IPv6, optionally after tags as above), IPIP
-(protocol 4) and IPv6 in IP (protocol 41); a program that parses GRE otherwise (the
-kernel's own sockex2 does) is modelled by naming how, with :class:`GreParse`. Ports
+(protocol 4) and IPv6 in IP (protocol 41); a program that parses GRE otherwise (one of
+the kernel's own samples does) is modelled by naming how, with :class:`GreParse`. Ports
 (the first four bytes of the transport header) for TCP and UDP only. An IPv6 address
 becomes one 32-bit number, the XOR of its four 32-bit words, each loaded as above.
 
@@ -301,8 +301,8 @@ class GreParse:
     """How a program parses a GRE header; the default is correct (RFC 2784, RFC 2890).
 
     Each field is one way a program may depart from that, so an oracle can model a
-    program that does (the kernel's own sockex2 does all four, see
-    :data:`harness.upstream.UPSTREAM_GRE`) by naming the departure, not by copying the
+    program that does (a sample whose GRE parse tests flags in host order may depart in
+    all four; its descriptor names how) by naming the departure, not by copying the
     dissector:
 
     - ``flags_host_order``: the flags read with ``load_half`` (host order) are tested

@@ -5,8 +5,8 @@
  * (`<uapi/linux/...>` reaches them through a directory named uapi), and this header,
  * given with -include, supplies the few kernel-internal names they use: the short
  * integer types of <linux/types.h>, bool of <linux/stddef.h>, likely() and unlikely()
- * of <linux/compiler.h> (sockex2, sockex3) and __stringify of <linux/stringify.h>
- * (sockex3's PROG() macro). A name still missing is an error of the build
+ * of <linux/compiler.h> and __stringify of <linux/stringify.h> (for a sample's
+ * PROG() macro). A name still missing is an error of the build
  * (-Werror=implicit-function-declaration), not a call to an unknown function.
  */
 #ifndef HARNESS_UPSTREAM_PRELUDE_H

@@ -1,6 +1,6 @@
 """In the guest: a kernel release's own user program (loader ``own``), run as upstream runs it.
 
-The program (``sockexN``, built by :mod:`harness.upstream`) opens ``argv[0]_kern.o``,
+The program (``<name>``, built by :mod:`harness.upstream`) opens ``argv[0]_kern.o``,
 loads it with the release's libbpf, attaches it to a packet socket on ``lo``, starts
 ``ping`` itself and prints its map once a second. The guest only starts it, with the
 capture open on ``lo`` as in every case, and keeps its exit status and output; the host

@@ -381,7 +381,7 @@ def test_send_frames_says_how_far_it_got(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # --- a GRE parse that departs from a correct one (GreParse) ------------------------
 
-#: The kernel's own sockex2's GRE parse, as harness/upstream.py names it.
+#: The kernel's own sockex2's GRE parse, as samples/sockex2-btf/sample.py names it.
 HOST_ORDER = frames.GreParse(
     flags_host_order=True, addresses_of_gre=False, non_ip_counted=False, tags=(0x8100,)
 )

@@ -35,10 +35,10 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from harness.bpf import btf, syscall
 from harness.bpf.elf import INSN_SIZE, BpfObject, MapDef, Program, Slot, read_object
+from harness.closing import Closing
 from harness.errors import BpfObjectError, LoaderError, VerifierError
 from harness.loaders.protocol import SOCKET_TARGET, Dump, LoadRequest
 from harness.packet_socket import open_packet_socket
@@ -88,7 +88,7 @@ class LoadedMap:
 
 
 @dataclass
-class LoadedObject:
+class LoadedObject(Closing):
     """Open fds of the maps and programs of one object; close it (or use ``with``)."""
 
     source: BpfObject
@@ -97,17 +97,6 @@ class LoadedObject:
     btf_fd: int | None = None  # None: loaded without BTF
     #: What the kernel refused and the load did without, one sentence each.
     notes: list[str] = field(default_factory=list)
-
-    def __enter__(self) -> LoadedObject:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         for fd in [*self.programs.values(), *(m.fd for m in self.maps.values())]:
@@ -152,7 +141,7 @@ class LoadedObject:
 
 
 @dataclass
-class Attached:
+class Attached(Closing):
     """What :func:`load_request` loaded and attached; :meth:`dump` reads, :meth:`close` ends.
 
     Closing detaches every program (its socket is closed) and closes every map and
@@ -162,17 +151,6 @@ class Attached:
     request: LoadRequest
     loaded: LoadedObject
     sockets: dict[str, socket.socket] = field(default_factory=dict)  # section -> socket
-
-    def __enter__(self) -> Attached:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         for sock in self.sockets.values():

@@ -23,8 +23,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from types import TracebackType
 
+from harness.closing import Closing
 from harness.errors import CaptureError
 from harness.packet_socket import open_packet_socket
 from harness.samples import Frame
@@ -46,7 +46,7 @@ class CaptureStats:
     drops: int
 
 
-class Capture:
+class Capture(Closing):
     """A packet socket on one interface, recording frames in a thread until closed."""
 
     def __init__(self, interface: str = "lo") -> None:
@@ -62,17 +62,6 @@ class Capture:
         self._read_statistics()  # start from zero: reading the statistics resets them
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
-
-    def __enter__(self) -> Capture:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _run(self) -> None:
         buf = bytearray(SNAP_LENGTH)

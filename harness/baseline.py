@@ -426,7 +426,7 @@ def write_bundle(baseline: Baseline, runner: Runner) -> Path:
         ours |= {n: s for n, s in shared.items() if n.partition(".")[0] != "harness"}
     data = bundle.bundle_bytes(ours)
     if guest is not None:
-        data = _with_shared_modules(data, guest)
+        data = _with_shared_modules(data, guest.code)
     path = bundle_path(baseline)
     path.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomic(path, data)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -336,7 +337,7 @@ def boot(
     for case in plan.cases:
         case.result.unlink(missing_ok=True)
     write_plan(plan_path, plan)
-    guest = bundle.guest_argv(plan_path, bundle.ensure_bundle())
+    guest = bundle.guest_argv(plan_path, bundle.ensure_bundle(), shutil.which("busybox"))
     started = time.monotonic()
     # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.
     hold = cache.in_use(entry) if entry.kernel.origin != "local" else contextlib.nullcontext()

@@ -39,11 +39,15 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from elftools.common.exceptions import ELFError
 
 from harness import files, paths
 from harness.errors import HarnessError
+from harness.guest import runtime
 from harness.proc import Runner, SubprocessRunner
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,9 @@ KEEP_SECONDS = 24 * 3600
 PROBE_TIMEOUT = 120.0
 
 #: Run by the interpreter the guest will use: the import closure of ENTRY_MODULES,
-#: as {module: source file}, with sys.path as the guest's (the bundle stands for the
-#: checkout and site-packages; ``-S`` keeps site's own imports out of the list).
+#: as {module: file}, with sys.path as the guest's (the bundle stands for the checkout
+#: and site-packages; ``-S`` keeps site's own imports out of the list), and every file
+#: the interpreter then maps (its shared objects, for :mod:`harness.guest.runtime`).
 _PROBE = """\
 import sys
 started = set(sys.modules)  # built in, frozen or imported at start-up: never searched for
@@ -72,21 +77,51 @@ files = {
     for name, module in sys.modules.items()
     if name not in started and getattr(module, "__spec__", None) and module.__spec__.name == name
 }
-print(json.dumps(files))
+try:
+    with open("/proc/self/maps") as maps:
+        mapped = sorted({line.split(None, 5)[5].strip() for line in maps if "/" in line})
+except (OSError, IndexError):
+    mapped = []
+print(json.dumps({"modules": files, "mapped": mapped}))
 """
 
 
-def guest_argv(plan: Path, bundle: Path | None) -> list[str]:
+@dataclass(frozen=True)
+class Bundle:
+    """What the guest runs: the zip of its code and, when one could be made, the tar of
+    its interpreter's shared objects (:mod:`harness.guest.runtime`)."""
+
+    code: Path
+    runtime: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Probed:
+    modules: dict[str, str]  # module name -> file, pure Python or extension
+    mapped: list[str]  # files the interpreter maps
+
+
+def guest_argv(
+    plan: Path,
+    bundle: Bundle | None,
+    busybox: str | None = None,
+    unpack_in: str = runtime.GUEST_DIR,
+) -> list[str]:
     """The guest's command: the bundle run with ``-S``, or the package from the checkout.
 
-    Both run under this interpreter, which the guest finds on the shared root.
+    Both run under this interpreter, which the guest finds on the shared root. With
+    the bundle's runtime tar and a ``busybox``, the interpreter's shared objects are
+    unpacked into guest memory (``unpack_in``) first.
     """
     if bundle is None:
         return [sys.executable, "-m", "harness.guest", str(plan)]
-    return [sys.executable, "-S", str(bundle), str(plan)]
+    argv = [sys.executable, "-S", str(bundle.code), str(plan)]
+    if bundle.runtime is None or busybox is None:
+        return argv
+    return runtime.command(bundle.runtime, busybox, argv, unpack_in)
 
 
-def ensure_bundle(directory: Path | None = None, runner: Runner | None = None) -> Path | None:
+def ensure_bundle(directory: Path | None = None, runner: Runner | None = None) -> Bundle | None:
     """An up-to-date bundle in ``directory`` (default ``<build>/guest``); None if none can be made.
 
     Without a bundle the guest runs the package from the checkout, only slower.
@@ -98,7 +133,7 @@ def ensure_bundle(directory: Path | None = None, runner: Runner | None = None) -
             return found
         with files.locked(directory / ".lock"):
             return _current(directory) or _build(directory, runner or SubprocessRunner())
-    except (OSError, ValueError, py_compile.PyCompileError, HarnessError) as exc:
+    except (OSError, ValueError, KeyError, py_compile.PyCompileError, HarnessError) as exc:
         log.warning("could not bundle the guest's code in %s (%s); unbundled", directory, exc)
         return None
 
@@ -106,16 +141,23 @@ def ensure_bundle(directory: Path | None = None, runner: Runner | None = None) -
 def module_files(runner: Runner | None = None) -> dict[str, Path]:
     """Every pure-Python module the guest needs, by name: the harness package, and the
     import closure of :data:`ENTRY_MODULES` as this interpreter resolves it."""
+    return _module_files(_probe(runner or SubprocessRunner()))
+
+
+def _probe(runner: Runner) -> _Probed:
     search = [str(paths.PROJECT_ROOT), *_site_dirs()]
-    done = (runner or SubprocessRunner()).run(
+    done = runner.run(
         [sys.executable, "-S", "-c", _PROBE, json.dumps(search), json.dumps(ENTRY_MODULES)],
         timeout=PROBE_TIMEOUT,
         cwd=Path("/"),
     )
-    found: dict[str, Path] = {}
-    for name, file in json.loads(done.stdout).items():
-        if file and file.endswith(".py"):
-            found[name] = Path(file)
+    answer = json.loads(done.stdout)
+    modules = {str(n): str(f) for n, f in answer["modules"].items() if f}
+    return _Probed(modules, [str(m) for m in answer.get("mapped", [])])
+
+
+def _module_files(probed: _Probed) -> dict[str, Path]:
+    found = {n: Path(f) for n, f in probed.modules.items() if f.endswith(".py")}
     package = paths.PROJECT_ROOT / "harness"
     for source in package.rglob("*.py"):
         parts = source.relative_to(paths.PROJECT_ROOT).with_suffix("").parts
@@ -142,49 +184,81 @@ def _sources_stamp() -> dict[str, list[int]]:
     return {str(f): _stamp(f) for f in sorted((paths.PROJECT_ROOT / "harness").rglob("*.py"))}
 
 
-def _current(directory: Path) -> Path | None:
+def _current(directory: Path) -> Bundle | None:
     """The bundle the manifest names, if nothing it was built from has changed."""
     try:
         manifest = json.loads((directory / MANIFEST_NAME).read_text())
-        bundle = directory / str(manifest["bundle"])
-        if manifest["python"] != [sys.executable, sys.version] or not bundle.is_file():
+        code = directory / str(manifest["bundle"])
+        tar = directory / str(manifest["runtime"]) if manifest["runtime"] else None
+        if manifest["python"] != [sys.executable, sys.version] or not code.is_file():
+            return None
+        if tar is not None and not tar.is_file():
             return None
         if manifest["sources"] != _sources_stamp():
             return None
-        for file, stamp in manifest["files"].items():
+        for file, stamp in (manifest["files"] | manifest["runtime_files"]).items():
             if _stamp(Path(file)) != stamp:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    os.utime(bundle)  # in use: kept from pruning
-    return bundle
+    for used in (code, tar):
+        if used is not None:
+            os.utime(used)  # in use: kept from pruning
+    return Bundle(code, tar)
 
 
-def _build(directory: Path, runner: Runner) -> Path:
+def _build(directory: Path, runner: Runner) -> Bundle:
     started = time.monotonic()
-    modules = module_files(runner)
+    probed = _probe(runner)
+    modules = _module_files(probed)
     stamps = {str(f): _stamp(f) for f in sorted(set(modules.values()))}
     data = bundle_bytes(modules)
-    bundle = directory / f"guest-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
+    code = directory / f"guest-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
     directory.mkdir(parents=True, exist_ok=True)
-    if not bundle.is_file():
-        files.write_atomic(bundle, data)
+    if not code.is_file():
+        files.write_atomic(code, data)
+    tar, tar_files = _build_runtime(directory, probed, runner)
     manifest = {
-        "bundle": bundle.name,
+        "bundle": code.name,
+        "runtime": tar.name if tar is not None else None,
         "python": [sys.executable, sys.version],
         "sources": _sources_stamp(),
         "files": stamps,
+        "runtime_files": tar_files,
     }
     files.write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-    _prune(directory, keep=bundle)
+    _prune(directory, keep={code, tar})
     log.info(
         "bundled %d modules of the guest into %s (%d KB, %.1f s)",
         len(modules),
-        bundle,
+        code,
         len(data) // 1024,
         time.monotonic() - started,
     )
-    return bundle
+    return Bundle(code, tar)
+
+
+def _build_runtime(
+    directory: Path, probed: _Probed, runner: Runner
+) -> tuple[Path | None, dict[str, list[int]]]:
+    """The tar of the interpreter's shared objects, and what it was built from.
+
+    None (the guest maps them over 9p, only slower) when the interpreter maps none
+    the tar could hold or the tar cannot be made.
+    """
+    try:
+        extensions = {n: f for n, f in probed.modules.items() if not f.endswith(".py")}
+        contents = runtime.members(probed.mapped, extensions, Path(sys.executable))
+        if not contents:
+            return None, {}
+        data = runtime.archive_bytes(contents, runner, runtime.stripper())
+    except (OSError, ELFError, HarnessError) as exc:
+        log.warning("could not gather the guest interpreter's shared objects (%s)", exc)
+        return None, {}
+    tar = directory / f"runtime-{hashlib.sha256(data).hexdigest()[:16]}.tar"
+    if not tar.is_file():
+        files.write_atomic(tar, data)
+    return tar, runtime.stamps(contents)
 
 
 def bundle_bytes(modules: Mapping[str, Path]) -> bytes:
@@ -221,11 +295,11 @@ def _archive_name(name: str, source: Path) -> str:
     return "/".join(parts) + ".pyc"
 
 
-def _prune(directory: Path, *, keep: Path) -> None:
+def _prune(directory: Path, *, keep: Collection[Path | None]) -> None:
     cutoff = time.time() - KEEP_SECONDS
-    for old in directory.glob("guest-*.pyz"):
+    for old in [*directory.glob("guest-*.pyz"), *directory.glob("runtime-*.tar")]:
         try:
-            if old != keep and old.stat().st_mtime < cutoff:
+            if old not in keep and old.stat().st_mtime < cutoff:
                 old.unlink()
         except OSError:
             continue

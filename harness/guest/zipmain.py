@@ -9,11 +9,20 @@ and modules are imported from there: ``/proc/self/fd/N`` names it for the
 ``zipimport`` machinery and leaves nothing behind on any file system. Where that
 fails, the bundle is used where it is.
 
+When the guest's command unpacked the interpreter's shared objects into memory first
+(:mod:`harness.guest.runtime`), :data:`RUNTIME_VARIABLE` names where: its ``ext/``
+goes on ``sys.path`` right after the bundle, and the variable and ``LD_LIBRARY_PATH``
+leave the environment, so the programs the guest starts load their libraries as they
+would without it.
+
 Only the standard library's built-in modules are imported before the switch.
 """
 
 import os
 import sys
+
+#: Names the directory the interpreter's shared objects were unpacked into.
+RUNTIME_VARIABLE = "HARNESS_GUEST_RUNTIME"
 
 
 def _in_memory(bundle: str) -> str:
@@ -30,8 +39,17 @@ def _in_memory(bundle: str) -> str:
     return path if os.path.exists(path) else bundle
 
 
+def _unpacked_runtime() -> None:
+    """``ext/`` of the unpacked shared objects on ``sys.path``; their variables gone."""
+    directory = os.environ.pop(RUNTIME_VARIABLE, None)
+    if directory is not None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+        sys.path.insert(1, os.path.join(directory, "ext"))
+
+
 if __name__ == "__main__":
     sys.path[0] = _in_memory(sys.path[0])
+    _unpacked_runtime()
     from harness.guest.__main__ import main
 
     status = main(sys.argv[1:])

@@ -73,8 +73,12 @@ def run_guest(
     write_plan(results / PLAN_NAME, plan)
     made = bundle.ensure_bundle()
     assert made is not None, "the guest bundle could not be built (see the log)"
+    # As the VM runs it: the interpreter's shared objects unpacked first (here beside
+    # the results, not in the guest's /run), when a busybox can unpack them.
+    unpack_in = str(results / "runtime")
+    guest = bundle.guest_argv(results / PLAN_NAME, made, shutil.which("busybox"), unpack_in)
     done = SubprocessRunner().run(
-        ["unshare", "-n", *bundle.guest_argv(results / PLAN_NAME, made)],
+        ["unshare", "-n", *guest],
         check=False,
         cwd=PROJECT_ROOT,
         timeout=GUEST_TIMEOUT,

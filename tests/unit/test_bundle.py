@@ -25,7 +25,8 @@ def probe_answer(call: Call) -> str:
     assert call.argv[:3] == (sys.executable, "-S", "-c")
     assert json.loads(call.argv[5]) == list(bundle.ENTRY_MODULES)
     guest_main = PROJECT_ROOT / "harness" / "guest" / "__main__.py"
-    return json.dumps({"harness.guest.__main__": str(guest_main), "stdlib_stand_in": str(STDLIB)})
+    modules = {"harness.guest.__main__": str(guest_main), "stdlib_stand_in": str(STDLIB)}
+    return json.dumps({"modules": modules, "mapped": []})
 
 
 def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path) -> None:
@@ -33,8 +34,9 @@ def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path)
 
     made = bundle.ensure_bundle(tmp_path, runner)
 
-    assert made is not None and made.parent == tmp_path and made.suffix == ".pyz"
-    with zipfile.ZipFile(made) as archive:
+    assert made is not None and made.code.parent == tmp_path and made.code.suffix == ".pyz"
+    assert made.runtime is None  # the probe named no shared object
+    with zipfile.ZipFile(made.code) as archive:
         names = set(archive.namelist())
         code = marshal.loads(archive.read("harness/bpf/loader.pyc")[16:])
         flags = int.from_bytes(archive.read("stdlib_stand_in.pyc")[4:8], "little")
@@ -77,12 +79,15 @@ def test_without_a_bundle_the_guest_runs_the_package_and_says_why(
     assert "could not bundle the guest's code" in caplog.text
     plan = tmp_path / "plan.json"
     assert bundle.guest_argv(plan, None) == [sys.executable, "-m", "harness.guest", str(plan)]
-    assert bundle.guest_argv(plan, tmp_path / "b.pyz") == [
-        sys.executable,
-        "-S",
-        str(tmp_path / "b.pyz"),
-        str(plan),
-    ]
+    code = bundle.Bundle(tmp_path / "b.pyz")
+    unbundled = [sys.executable, "-S", str(tmp_path / "b.pyz"), str(plan)]
+    assert bundle.guest_argv(plan, code) == unbundled
+    # A runtime tar needs a busybox to unpack it; without one the command is the same.
+    with_tar = bundle.Bundle(tmp_path / "b.pyz", tmp_path / "r.tar")
+    assert bundle.guest_argv(plan, with_tar) == unbundled
+    staged = bundle.guest_argv(plan, with_tar, "/bin/busybox", "/run/x")
+    assert staged[:3] == ["/bin/busybox", "sh", "-c"]
+    assert staged[-7:] == ["/bin/busybox", "/run/x", str(tmp_path / "r.tar"), *unbundled]
 
 
 def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> None:
@@ -92,7 +97,7 @@ def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> N
     # -v: each import says where it came from; the plan is missing, so main() stops there.
     done = really_run(
         Call(
-            (sys.executable, "-S", "-v", str(made), str(tmp_path / "missing-plan.json")),
+            (sys.executable, "-S", "-v", str(made.code), str(tmp_path / "missing-plan.json")),
             check=False,
             cwd=tmp_path,
         )
@@ -104,7 +109,7 @@ def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> N
     assert imported
     assert all("/proc/self/fd/" in line for line in imported), imported
     assert "import 'site'" not in done.stderr
-    with zipfile.ZipFile(made) as archive:
+    with zipfile.ZipFile(made.code) as archive:
         names = set(archive.namelist())
     # pyelftools and the standard library the guest imports are in it.
     assert {"elftools/elf/elffile.pyc", "json/__init__.pyc", "dataclasses.pyc"} <= names

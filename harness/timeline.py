@@ -19,6 +19,7 @@ from typing import Any
 
 from harness import vm
 from harness.errors import ResultsError
+from harness.guest import kernel_log
 from harness.guest.__main__ import TIMES_NAME
 from harness.guest.plan import PLAN_NAME
 from harness.guest.result import load_result
@@ -38,10 +39,9 @@ def phases(kernel_dir: Path) -> dict[str, float]:
             rows[f"host: {name}"] = float(host[name])
     boot: dict[str, float] = {}
     ends: dict[str, float] = {}
-    try:
-        console = (kernel_dir / "console.log").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        console = ""
+    # The guest's copy of the kernel log holds the boot's lines a quiet console left
+    # out (harness.vm.QUIET_BOOT); the console has what came after it (the power-off).
+    console = "".join(_text(kernel_dir / name) for name in (kernel_log.NAME, "console.log"))
     at = 0.0
     for phase in vm.parse_boot_phases(console):
         at += phase.seconds
@@ -127,3 +127,10 @@ def _json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -82,9 +82,13 @@ BOOT_ATTEMPTS = 2
 TAIL_LINES = 40
 
 #: Kernel options added to every boot. Tried under TCG (qemu 7.2, Debian 6.1) and left
-#: out because they gained nothing measurable: ``mitigations=off``, ``tsc=reliable``,
-#: ``loglevel=4`` (it would also hide the init's lines the console verdict needs);
+#: out because they gained nothing measurable: ``mitigations=off``, ``tsc=reliable``;
 #: see benchmarks/boot_phases.py.
+#:
+#: ``cryptomgr.notests``: Debian's kernels test every crypto algorithm as it registers
+#: and again late in the boot (``crypto_algapi_init`` alone took 0.27 s of a 6.1 boot
+#: under TCG, ``initcall_debug``); ``vng ... -- true`` took 0.80 x the time (CPU
+#: 0.79 x, 4 rounds) without them. No run uses the kernel's crypto.
 #:
 #: ``panic=-1``: virtme-ng already asks for it (with qemu's ``-no-reboot`` a panic
 #: ends the VM at once); repeating it here keeps that true whatever a later
@@ -104,7 +108,25 @@ TAIL_LINES = 40
 #: cores) can miss that window and the boot ends in "IO-APIC + timer doesn't work!"
 #: (seen once here with several VMs on two cores). The option skips the check; a
 #: timer that really did not work would still show as a boot that never gets on.
-BASE_APPEND = ("panic=-1", "init_on_alloc=0", "no_timer_check")
+BASE_APPEND = ("panic=-1", "init_on_alloc=0", "no_timer_check", "cryptomgr.notests")
+
+#: Kernel options of a boot with the init's stand-ins (:func:`install_init_shims`):
+#: until the guest's init runs, the console shows only errors and worse (``loglevel=4``
+#: after virtme-ng's ``loglevel=7``); the ``systemd-tmpfiles`` stand-in sets the
+#: console's level back to 7 as soon as the init runs it, so the init's lines, the
+#: guest's kernel messages and the power-off show as before. Every byte of the console
+#: is a write to an emulated UART, and the kernel's own boot prints about 400 lines:
+#: ``vng ... -- true`` took 0.78 x the time (CPU 0.78 x, 4 rounds, 6.1 under TCG) with
+#: ``loglevel=4``. Nothing is lost: the guest writes the whole kernel log, with its
+#: timestamps, beside its results (:data:`harness.guest.kernel_log.NAME`), where the
+#: timeline reads the boot's phases; ``panic_print=0x20`` prints the whole log on a
+#: panic (a boot that never reaches the guest); a ``loglevel`` of the caller's own
+#: (``pytest --vm-append loglevel=7``) comes later on the command line and wins. A
+#: quiet console before init stays far inside :data:`STALL_SECONDS` (the kernel's own
+#: boot takes 2 to 4 s under TCG).
+QUIET_BOOT = ("loglevel=4", "panic_print=0x20")
+#: The console level the stand-in restores (virtme-ng's), when it finds QUIET_BOOT's.
+CONSOLE_LEVEL = 7
 
 #: Exit status vng gives when the VM itself failed (qemu died, the kernel panicked,
 #: the guest's init never ran the command).
@@ -273,7 +295,8 @@ def have_virtiofsd() -> bool:
 # * ``systemd-tmpfiles`` runs before the init looks for udevd. It deletes udevd on
 #   the guest's writable overlay of ``/usr`` (the host is untouched), so the init
 #   logs "unable to find udevd, skip udev.", and makes the ``virtio-ports`` links the
-#   way udev's rule would. Should the delete fail, udev runs as before.
+#   way udev's rule would. Should the delete fail, udev runs as before. It also sets
+#   the console's level back after the quiet kernel boot (:data:`QUIET_BOOT`).
 # * ``ip`` does ``link set dev lo up`` with busybox's applet and hands anything else
 #   (the guest command's own calls) to the real ``ip``.
 #
@@ -296,6 +319,9 @@ _SHIM_ROOT = "${HARNESS_SHIM_ROOT:-}"
 _TMPFILES_SHIM = f"""\
 # harness.vm: stands in for systemd-tmpfiles in virtme-ng-init (see harness/vm.py).
 root={_SHIM_ROOT}
+level=
+read -r level _ < "$root/proc/sys/kernel/printk"  # at EOF without a newline: see the tests
+[ "$level" = 4 ] && echo {CONSOLE_LEVEL} > "$root/proc/sys/kernel/printk"
 rm -f "$root/usr/lib/systemd/systemd-udevd" "$root/lib/systemd/systemd-udevd"
 mkdir -p "$root/dev/virtio-ports"
 for port in "$root"/sys/class/virtio-ports/vport*; do
@@ -408,7 +434,7 @@ def vng_argv(
         argv.append("--force-9p")
     argv += ["--memory", memory, "--cpus", str(cpus)]
     argv += [f"--rwdir={results_dir}", f"--cwd={cwd}"]
-    options = [*BASE_APPEND, *append]
+    options = [*BASE_APPEND, *(QUIET_BOOT if shims is not None else ()), *append]
     if shims is not None:
         options.append(shims_path(shims))
     for option in options:

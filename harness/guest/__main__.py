@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
+from harness.guest import kernel_log
 from harness.guest.plan import IN_PROCESS, read_plan
 from harness.guest.result import write_result
 from harness.guest.scenario import python_loader, run
@@ -75,9 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 1
     times["end"] = _uptime()
     times["cases_seconds"] = round(time.monotonic() - started, 3)
-    # Without it the timeline only loses its guest-side marks.
+    # Without them the timeline only loses its guest-side marks and the boot's phases.
     with contextlib.suppress(OSError):
         files.write_atomic(plan_path.parent / TIMES_NAME, json.dumps(times) + "\n")
+    with contextlib.suppress(OSError):
+        files.write_atomic(plan_path.parent / kernel_log.NAME, kernel_log.read())
     return status
 
 

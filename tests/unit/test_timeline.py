@@ -57,6 +57,19 @@ def test_each_clock_gives_its_phases_in_order(kernel_dir: Path) -> None:
     assert ran[1] == pytest.approx(0.15)
 
 
+def test_a_quiet_console_takes_the_boot_from_the_guests_kernel_log(kernel_dir: Path) -> None:
+    whole = timeline.phases(kernel_dir)
+    lines = CONSOLE.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if "starting script" in line)
+    # The guest's copy of the log ends when it is read, after the command started; the
+    # quiet console shows only what came after the init (here: from the command on).
+    (kernel_dir / "kernel.log").write_text("".join(lines[: start + 1]))
+    (kernel_dir / "console.log").write_text("".join(lines[start + 1 :]))
+
+    assert timeline.phases(kernel_dir) == whole
+    assert "boot: kernel to /init" in whole and "boot: power-off" in whole
+
+
 def test_what_a_kernel_lacks_is_left_out(kernel_dir: Path) -> None:
     (kernel_dir / "guest-times.json").unlink()
     (kernel_dir / "console.log").write_text("")

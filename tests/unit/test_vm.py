@@ -122,7 +122,30 @@ def test_vng_argv_appends_kernel_options_after_panic_reboot(tmp_path: Path) -> N
         entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, append=["oops=panic"]
     )
     appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
-    assert appended == ["panic=-1", "init_on_alloc=0", "no_timer_check", "oops=panic"]
+    assert appended == [
+        "panic=-1",
+        "init_on_alloc=0",
+        "no_timer_check",
+        "cryptomgr.notests",
+        "oops=panic",
+    ]
+
+
+def test_with_the_init_stand_ins_the_kernel_boots_quietly_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    shims = tmp_path / "shims"
+    argv = vm.vng_argv(
+        entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, shims=shims,
+        append=["loglevel=7"],
+    )  # fmt: skip
+    appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    # the caller's own loglevel comes after the quiet one, and the kernel takes the last
+    assert appended.index("loglevel=4") < appended.index("loglevel=7")
+    assert "panic_print=0x20" in appended  # a panic still prints the whole log
+    assert appended[-1] == vm.shims_path(shims)
+    long_init = vm.vng_argv(entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path)
+    assert "loglevel=4" not in long_init  # without the stand-in nothing would raise it again
 
 
 def test_vng_argv_turns_off_zeroing_of_allocations_for_every_kernel(tmp_path: Path) -> None:
@@ -195,6 +218,27 @@ def test_the_tmpfiles_stand_in_links_the_ports_and_hides_udevd(tmp_path: Path) -
     }
     # virtme-ng-init looks for udevd after tmpfiles; without it, it skips udev.
     assert not (root / "usr/lib/systemd/systemd-udevd").exists()
+
+
+# busybox's read takes a byte at a time, and a sysctl file gives nothing at a non-zero
+# offset: what it reads from /proc/sys/kernel/printk is "4", then end of file.
+@pytest.mark.parametrize(
+    ("level", "after"), [("4\t4\t1\t7\n", "7"), ("4", "7"), ("6\t4\t1\t7\n", "6")]
+)
+def test_the_tmpfiles_stand_in_raises_only_the_quiet_boots_console_level(
+    tmp_path: Path, level: str, after: str
+) -> None:
+    shims = vm.install_init_shims(tmp_path / "cache", None)
+    assert shims is not None
+    root = tmp_path / "guest"
+    fake_guest(root, {})
+    printk = root / "proc/sys/kernel/printk"
+    printk.parent.mkdir(parents=True)
+    printk.write_text(level)
+
+    assert run_shim(shims / "systemd-tmpfiles", root).returncode == 0
+
+    assert printk.read_text().split()[0] == after
 
 
 def test_the_tmpfiles_stand_in_without_ports_still_succeeds(tmp_path: Path) -> None:

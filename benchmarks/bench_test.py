@@ -49,11 +49,16 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
 * not kept, the zip read in place over 9p: slower than the checkout's files (21 to 22 s
   against 17 s): ``zipimport`` opens, seeks, reads and closes the archive for every
   module, each a 9p round trip without a page cache.
-* not kept, the extension modules (``.so``) copied into guest memory before their
-  import: the copy cost what their loading over 9p did (their own libraries, libz,
-  libffi, still load over 9p); libpython (23 MB) copied to a tmpfs and used through
-  ``LD_LIBRARY_PATH``: the copy took 4 to 5 s and ``python3 -I -S -c pass`` gained
-  nothing beyond the noise.
+* kept, the interpreter's shared objects in guest memory (harness/guest/runtime.py):
+  one uncompressed tar of libpython, libc, libm, libffi, libz and the extension
+  modules, stripped (libpython 23 MB -> 5.7 MB; 9.4 MB in all), unpacked by busybox's
+  ``tar`` into ``/run`` (0.3 s) before the interpreter starts. In one 6.1 boot:
+  ``python3 -I -S -c pass`` 1.05 to 1.15 s from the 9p root, 0.42 s from ``tmpfs``;
+  the guest's start-up to its ``main()``, unpacking included, 4.7 s against 6.0 s
+  (medians of 6 alternations on a loaded machine, per-pair median 0.81 x). Earlier
+  tries copied the files one by one, unstripped (libpython alone took 4 to 5 s to
+  copy), or only the extension modules (their own libraries still came over 9p):
+  the copy then cost what it saved.
 * not kept, ``zipmain.py`` run as a script beside the bundle, so that ``runpy`` (which
   runs a zip's ``__main__``) does not import its ten modules from the zip over 9p:
   within the noise (4 alternations in one boot: 6.8 s against 5.6 s, medians).

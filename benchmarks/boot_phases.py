@@ -58,9 +58,18 @@ Tried and not kept (each against the harness in the same run):
   multi-threaded under TCG (0.31 x plain against the harness's 0.24 x, 3 loaded rounds).
 * ``vng:--memory=512M``: 0.25 x plain against 0.24 x (3 rounds); the kernel's memory
   map setup for 1 GiB is not a visible phase.
-* ``with:loglevel=4``: no gain within the noise (0.31 x plain, 3 rounds), and it hides
-  virtme-ng-init's lines, which the console verdict (reached init) and this phase
-  table need; the UART emulation costs little.
+* ``with:loglevel=4``, first try: no gain within the noise (0.31 x plain, 3 rounds),
+  and it hid virtme-ng-init's lines, which the console verdict (reached init) and this
+  phase table need. Measured again against the harness's own boot (2026-12-01, the
+  machine shared with other VMs): 0.78 x wall, 0.78 x CPU (4 rounds; per round 0.71
+  to 0.82 wall, 0.77 to 0.93 CPU), and 0.91 x (3 rounds) for ``quiet``. Kept
+  (:data:`harness.vm.QUIET_BOOT`): the init's stand-in raises the console's level when
+  the init runs, and the guest writes the kernel's whole log, from which the phases of
+  this table are read.
+* kept, ``with:cryptomgr.notests`` (:data:`harness.vm.BASE_APPEND`): 0.80 x wall,
+  0.79 x CPU (4 rounds); ``initcall_debug`` showed ``crypto_algapi_init`` (the deferred
+  crypto self-tests) taking 0.27 s of the boot, the slowest initcall after
+  ``acpi_init`` (0.30 s).
 * Host side (the "host" row, 1-2 s): ``vng`` is a Python program that starts
   ``virtme-run``, a second Python process (``vng --dry-run`` alone took 1.0-2.3 s
   under load); calling the ``vng`` script beside the interpreter instead of a pyenv
@@ -85,6 +94,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import kernels, paths, vm
 from harness.errors import HarnessError
+from harness.guest import kernel_log
 from harness.kernels import apt
 from harness.kernels.model import KernelEntry
 from harness.proc import SubprocessRunner
@@ -152,6 +162,16 @@ def harness_argv(
     return vm.vng_argv(entry, guest, accel=accel, results_dir=results, shims=shims)
 
 
+def with_kernel_log(guest: Sequence[str], results: Path) -> list[str]:
+    """``guest``, then the kernel's log written where :func:`boot` reads it.
+
+    A quiet boot (:data:`harness.vm.QUIET_BOOT`) leaves the kernel's boot lines off
+    the console; the guest's copy of the log has them, as the harness's guest writes it.
+    """
+    save = f"dmesg > {shlex.quote(str(results / kernel_log.NAME))} 2>/dev/null"
+    return ["sh", "-c", f'"$@"; status=$?; {save}; exit $status', "guest", *guest]
+
+
 def changed(argv: list[str], change: str) -> list[str]:
     """``argv`` (a harness command, ``--exec`` last) changed as ``change`` says."""
     kind, _, value = change.partition(":")
@@ -184,7 +204,8 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def boot(arm: Arm, log_path: Path) -> Boot:
+def boot(arm: Arm, log_path: Path, saved: Path) -> Boot:
+    """One boot of ``arm``; ``saved``: where its guest writes the kernel's log, if it does."""
     cpu = _children_cpu()
     start = time.monotonic()
     done = SubprocessRunner().run(
@@ -192,7 +213,11 @@ def boot(arm: Arm, log_path: Path) -> Boot:
     )
     seconds = time.monotonic() - start
     cpu = _children_cpu() - cpu
-    text = log_path.read_text(encoding="utf-8", errors="replace")
+    text = "".join(
+        path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        for path in (saved, log_path)
+    )
+    saved.unlink(missing_ok=True)
     phases = vm.parse_boot_phases(text)
     result = Boot(arm.name, seconds, cpu, done.returncode, phases, log_path)
     print(
@@ -248,10 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     accel = vm.probe_accel(args.accel)
     entry = kernels.prepare(args.kernel, kernels.KernelOptions(cache=paths.cache_dir()))
-    guest = shlex.split(args.guest_command)
+    command = shlex.split(args.guest_command)
     with tempfile.TemporaryDirectory(prefix="bench-boot-", dir=paths.build_dir()) as tmp:
         results = Path(tmp) / "results"
         results.mkdir()
+        guest = with_kernel_log(command, results)
         arms = [Arm("harness", tuple(harness_argv(entry, accel, results, guest, lean=True)))]
         for change in args.arm:
             if change == "long-init":
@@ -271,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             turn = round_no % len(arms)
             for arm in arms[turn:] + arms[:turn]:
                 log_path = logs / f"{arm.name.replace('/', '_')}-{round_no}.log"
-                boots.append(boot(arm, log_path))
+                boots.append(boot(arm, log_path, results / kernel_log.NAME))
 
     print()
     print(f"kernel {entry.release}, accelerator {accel}, {args.pairs} rounds, medians")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 from harness.guest.result import GuestResult
-from harness.samples import Expected, Fields, MapCheck, Sample
+from harness.packets import Fields
+from harness.samples import Expected, MapCheck, Sample
 
 #: How many differing entries a problem list names before it summarises the rest.
 MAX_LISTED = 12

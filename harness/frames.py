@@ -3,7 +3,7 @@
 Three parts, all pure (no sockets, no I/O):
 
 - **Builders** make whole Ethernet frames of each kind in
-  :data:`harness.samples.FRAME_KINDS`, with correct IPv4 header, UDP and GRE
+  :data:`harness.packets.FRAME_KINDS`, with correct IPv4 header, UDP and GRE
   checksums, for the guest to write onto ``lo`` through a packet socket
   (``harness/guest/crafted.py``). Every kind ends in a UDP datagram (except
   "fragment", a later fragment of one, and "arp"), so the innermost flow has ports.
@@ -46,7 +46,7 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from harness.samples import FRAME_KINDS, Fields, Frame, Frames
+from harness.packets import FRAME_KINDS, Fields, Frame, Frames
 
 ETH_HLEN = 14
 VLAN_HLEN = 4
@@ -212,7 +212,7 @@ def build(
     outer_src: str = DEFAULT_SRC4,
     outer_dst: str = DEFAULT_SRC4,
 ) -> bytes:
-    """One frame of ``kind`` (see :data:`harness.samples.FRAME_KINDS`) to ``dst``.
+    """One frame of ``kind`` (see :data:`harness.packets.FRAME_KINDS`) to ``dst``.
 
     ``dst`` and ``src`` are the innermost packet's addresses: IPv6 for the kinds in
     :data:`IPV6_KINDS`, IPv4 otherwise (``src`` defaults to ::1 or 127.0.0.1).
@@ -620,7 +620,7 @@ def describe_flow(key: Fields) -> str:
 def frame_destinations(first_ipv4_host: int) -> dict[str, str]:
     """A destination of its own for each frame kind, so each is an entry of its own.
 
-    The N-th kind of :data:`harness.samples.FRAME_KINDS` goes to
+    The N-th kind of :data:`harness.packets.FRAME_KINDS` goes to
     127.0.0.(``first_ipv4_host`` + N), or to fd00::N for an IPv6 kind.
     """
     return {

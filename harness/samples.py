@@ -26,9 +26,8 @@ from typing import Literal
 
 from harness import paths
 from harness.errors import ConfigError, SampleError
+from harness.packets import FRAME_KINDS, Fields, Frame, Frames, Icmp, TrafficStep
 
-#: A map key or value decoded with its layout: one int (or bytes) per field.
-Fields = tuple[int | bytes, ...]
 #: What a sample's map must hold: map name -> key -> value, decoded.
 Expected = dict[str, dict[Fields, Fields]]
 
@@ -39,19 +38,6 @@ FORMATS = ("classic", "btf")
 
 #: Program types the loaders know, by the name the descriptor uses.
 PROGRAM_TYPES = ("socket_filter",)
-
-#: What a frame's ``pkt_type`` is (``struct sockaddr_ll``'s ``sll_pkttype``).
-PACKET_HOST = 0
-PACKET_OUTGOING = 4
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame the capture saw: its packet type, full length and first bytes."""
-
-    pkt_type: int  # PACKET_HOST, PACKET_OUTGOING, ...
-    length: int  # skb->len: the whole frame, its Ethernet header included
-    head: bytes  # the first bytes of the frame (at most the capture's snap length)
 
 
 @dataclass(frozen=True)
@@ -136,54 +122,6 @@ class Column:
     key: Fields
     field: str
     deterministic: bool = True
-
-
-# --- traffic: what the guest sends during a case -------------------------------------
-
-
-@dataclass(frozen=True)
-class Tcp:
-    """``bytes`` of payload over one TCP connection to ``dst``."""
-
-    bytes: int
-    dst: str = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Udp:
-    """``bytes`` of UDP payload in 1 KiB datagrams to ``dst``."""
-
-    bytes: int
-    dst: str = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Icmp:
-    """``count`` ICMP echo requests to ``dst``, each answered."""
-
-    count: int
-    dst: str = "127.0.0.1"
-
-
-#: Crafted frame kinds the guest can send through a packet socket on ``lo``.
-FRAME_KINDS = ("vlan", "qinq", "ipv6", "ipip", "gre", "gre-vlan", "ip6ip", "fragment", "arp")
-
-
-@dataclass(frozen=True)
-class Frames:
-    """``count`` crafted frames of ``kind`` (see :data:`FRAME_KINDS`) written onto ``lo``.
-
-    ``dst`` is the innermost IPv4 destination (or the IPv6 one for IPv6 kinds);
-    ``payload`` the bytes of UDP payload each carries.
-    """
-
-    kind: str
-    count: int
-    dst: str = "127.0.0.1"
-    payload: int = 64
-
-
-TrafficStep = Tcp | Udp | Icmp | Frames
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,10 @@ from harness.kernels import KernelOptions
 from harness.kernels.model import KernelEntry
 from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import Loader
+from harness.packets import Fields, Frame
 from harness.proc import Runner, SubprocessRunner, require, tail
 from harness.progress import Listener
-from harness.samples import Expected, Fields, Frame, Sample
+from harness.samples import Expected, Sample
 
 log = logging.getLogger(__name__)
 

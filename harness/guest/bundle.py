@@ -53,8 +53,16 @@ from harness.proc import Runner, SubprocessRunner
 log = logging.getLogger(__name__)
 
 #: The modules the guest imports, directly or when a case needs them; the bundle
-#: holds everything they import.
-ENTRY_MODULES = ("harness.guest.__main__", "harness.bpf.loader", "harness.guest.crafted")
+#: holds everything they import. ``runpy`` runs the bundle's ``__main__``: with the
+#: bundle first on ``sys.path``, the ``importlib`` package it imports is the bundle's
+#: copy, so every submodule of it runpy needs (``importlib.util``, ``importlib._abc``)
+#: must be in the bundle too.
+ENTRY_MODULES = (
+    "runpy",
+    "harness.guest.__main__",
+    "harness.bpf.loader",
+    "harness.guest.crafted",
+)
 MANIFEST_NAME = "bundle.json"
 #: Bundles not used for this long are removed when a new one is written.
 KEEP_SECONDS = 24 * 3600

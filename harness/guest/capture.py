@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from harness.closing import Closing
 from harness.errors import CaptureError
 from harness.packet_socket import open_packet_socket
-from harness.samples import Frame
+from harness.packets import Frame
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6

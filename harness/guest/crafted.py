@@ -17,7 +17,7 @@ import socket
 
 from harness import frames
 from harness.errors import TrafficError
-from harness.samples import Frames
+from harness.packets import Frames
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from harness import files
 from harness.errors import ResultsError
 from harness.loaders.protocol import LoadRequest
-from harness.samples import Frames, Icmp, Tcp, TrafficStep, Udp
+from harness.packets import Frames, Icmp, Tcp, TrafficStep, Udp
 
 PLAN_NAME = "plan.json"
 #: The loader that runs in the guest's own Python process.

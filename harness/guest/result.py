@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import files
 from harness.errors import ResultsError
-from harness.samples import Frame
+from harness.packets import Frame
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from harness.guest.plan import IN_PROCESS, CasePlan
 from harness.guest.result import GuestResult
 from harness.guest.traffic import bring_up, send_icmp, send_tcp, send_udp
 from harness.loaders.protocol import READY, Dump, LoadRequest, parse_dump
-from harness.samples import Frames, Icmp, Tcp, TrafficStep, Udp
+from harness.packets import Frames, Icmp, Tcp, TrafficStep, Udp
 
 log = logging.getLogger(__name__)
 

@@ -9,22 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 from harness import frames
-from harness.samples import (
-    PACKET_OUTGOING,
-    Column,
-    Expected,
-    Fields,
-    Frame,
-    Icmp,
-    Layout,
-    MapCheck,
-    Printed,
-    Program,
-    Sample,
-    Tcp,
-    Udp,
-    Upstream,
-)
+from harness.packets import PACKET_OUTGOING, Fields, Frame, Icmp, Tcp, Udp
+from harness.samples import Column, Expected, Layout, MapCheck, Printed, Program, Sample, Upstream
 
 MAP = "my_map"
 

@@ -3,18 +3,8 @@
 from collections.abc import Sequence
 
 from harness import frames
-from harness.samples import (
-    Column,
-    Expected,
-    Frame,
-    Icmp,
-    Layout,
-    MapCheck,
-    Program,
-    Sample,
-    Tcp,
-    Udp,
-)
+from harness.packets import Frame, Icmp, Tcp, Udp
+from harness.samples import Column, Expected, Layout, MapCheck, Program, Sample
 
 MAP = "my_map"
 

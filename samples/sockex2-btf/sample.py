@@ -10,14 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import frames, samples
-from harness.samples import (
-    Defect,
-    Expected,
-    Frame,
-    Printed,
-    Sample,
-    Upstream,
-)
+from harness.packets import Frame
+from harness.samples import Defect, Expected, Printed, Sample, Upstream
 
 #: The classic sockex2 in every respect (traffic, oracle, columns) but the form of its
 #: maps, which only the kernel side declares; its name, title and format are its own.

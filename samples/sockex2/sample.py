@@ -3,18 +3,8 @@
 from collections.abc import Sequence
 
 from harness import frames
-from harness.samples import (
-    Column,
-    Expected,
-    Frame,
-    Icmp,
-    Layout,
-    MapCheck,
-    Program,
-    Sample,
-    Tcp,
-    Udp,
-)
+from harness.packets import Frame, Icmp, Tcp, Udp
+from harness.samples import Column, Expected, Layout, MapCheck, Program, Sample
 
 MAP = "hash_map"
 TCP_DST, UDP_DST, ICMP_DST = "127.0.0.2", "127.0.0.3", "127.0.0.4"

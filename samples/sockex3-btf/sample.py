@@ -11,17 +11,8 @@ from pathlib import Path
 
 from harness import frames, samples
 from harness.errors import SampleError
-from harness.samples import (
-    Expected,
-    Fields,
-    Frame,
-    Layout,
-    Printed,
-    ProgArray,
-    Program,
-    Sample,
-    Upstream,
-)
+from harness.packets import Fields, Frame
+from harness.samples import Expected, Layout, Printed, ProgArray, Program, Sample, Upstream
 
 #: The classic sockex3 in every respect (traffic, oracle, columns) but the form of its
 #: maps, which only the kernel side declares; its name, title and format are its own.

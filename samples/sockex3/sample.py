@@ -3,20 +3,8 @@
 from collections.abc import Sequence
 
 from harness import frames
-from harness.samples import (
-    Column,
-    Expected,
-    Fields,
-    Frame,
-    Icmp,
-    Layout,
-    MapCheck,
-    ProgArray,
-    Program,
-    Sample,
-    Tcp,
-    Udp,
-)
+from harness.packets import Fields, Frame, Icmp, Tcp, Udp
+from harness.samples import Column, Expected, Layout, MapCheck, ProgArray, Program, Sample
 
 MAP = "flow_map"
 #: jmp_table's slots, as sockex3_kern.c's PARSE_* and COUNT_FLOW number them.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from harness import frames, paths
-from harness.samples import PACKET_HOST, PACKET_OUTGOING, Fields, Frame
+from harness.packets import PACKET_HOST, PACKET_OUTGOING, Fields, Frame
 
 LOOPBACK = 0x7F000001
 UDP, TCP = 17, 6

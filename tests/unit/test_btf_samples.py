@@ -24,8 +24,9 @@ from frames_util import (
 from harness import frames, paths, samples
 from harness.bpf import btf, elf
 from harness.build import bpf_argv
+from harness.packets import PACKET_HOST, PACKET_OUTGOING, Frame
 from harness.proc import SubprocessRunner, require
-from harness.samples import PACKET_HOST, PACKET_OUTGOING, Frame, Sample
+from harness.samples import Sample
 
 #: Each BTF sample and the classic sample whose programs it carries over.
 BTF_SAMPLES = {"sockex1-btf": "sockex1", "sockex2-btf": "sockex2", "sockex3-btf": "sockex3"}

@@ -60,7 +60,8 @@ HEADER = "#define VALUE_SIZE 8\n"
 
 #: Its descriptor; the format, program section and value layout are filled in per test.
 DESCRIPTOR = """\
-from harness.samples import Column, Layout, MapCheck, Program, Sample, Tcp
+from harness.packets import Tcp
+from harness.samples import Column, Layout, MapCheck, Program, Sample
 
 
 def oracle(frames):

@@ -8,19 +8,8 @@ from pathlib import Path
 
 from harness.checks import judge
 from harness.guest.result import GuestResult
-from harness.samples import (
-    PACKET_HOST,
-    PACKET_OUTGOING,
-    Column,
-    Expected,
-    Frame,
-    Layout,
-    MapCheck,
-    Program,
-    Sample,
-    Tcp,
-    load,
-)
+from harness.packets import PACKET_HOST, PACKET_OUTGOING, Frame, Tcp
+from harness.samples import Column, Expected, Layout, MapCheck, Program, Sample, load
 
 RELEASE = "6.1.0-57-amd64"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"

@@ -17,7 +17,7 @@ import pytest
 from harness import frames
 from harness.errors import TrafficError
 from harness.guest import crafted
-from harness.samples import FRAME_KINDS, Frame, Frames
+from harness.packets import FRAME_KINDS, Frame, Frames
 
 DST4 = "127.0.0.9"
 DST6 = "fd00::9"

@@ -14,7 +14,7 @@ from harness.guest.plan import CasePlan, Plan, read_plan, write_plan
 from harness.guest.result import GuestResult, load_result, write_result
 from harness.guest.scenario import attach
 from harness.loaders.protocol import LoadRequest
-from harness.samples import Frame, Frames, Icmp, Tcp, Udp
+from harness.packets import Frame, Frames, Icmp, Tcp, Udp
 
 REQUEST = LoadRequest(
     object=Path("obj_kern.o"),

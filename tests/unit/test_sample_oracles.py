@@ -21,11 +21,12 @@ from frames_util import (
     header_sets,
 )
 
-from harness import frames, paths, samples
+from harness import frames, packets, paths, samples
 from harness.bpf import elf
 from harness.build import bpf_argv
+from harness.packets import PACKET_HOST, Frame, Frames
 from harness.proc import SubprocessRunner, require
-from harness.samples import PACKET_HOST, Frame, Frames, Sample
+from harness.samples import Sample
 
 FLOW_SAMPLES = ("sockex2", "sockex3")
 #: Each classic flow sample and its BTF twin, which share its oracle and columns.
@@ -111,8 +112,8 @@ def test_columns_read_entries_the_declared_traffic_makes(
         assert column.key in expected[check.name], column.header
     for step in sample.traffic:
         if isinstance(step, Frames):
-            assert step.kind in samples.FRAME_KINDS
-    assert {s.kind for s in sample.traffic if isinstance(s, Frames)} == set(samples.FRAME_KINDS)
+            assert step.kind in packets.FRAME_KINDS
+    assert {s.kind for s in sample.traffic if isinstance(s, Frames)} == set(packets.FRAME_KINDS)
 
 
 @pytest.mark.parametrize("name", SOCKEX3_TWINS)

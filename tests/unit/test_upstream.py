@@ -17,8 +17,9 @@ from harness.kernels import KernelOptions
 from harness.kernels.model import Kernel, KernelEntry
 from harness.kernels.source import SourceTree, SourceUnavailable
 from harness.loaders import builtin
+from harness.packets import Frame
 from harness.proc import Completed
-from harness.samples import Frame, select
+from harness.samples import select
 
 #: What 6.1's own programs printed in a real guest (kernel 6.1.0-57-amd64, TCG).
 SOCKEX1_OUT = (

@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.guest.capture import Capture
 from harness.guest.plan import CasePlan
 from harness.guest.result import GuestResult
-from harness.guest.traffic import bring_up
+from harness.guest.traffic import bring_up, on_one_cpu
 
 #: The loader name of these cases (``harness.upstream.OWN``; not imported: the guest
 #: needs none of the host's build code).
@@ -37,7 +37,10 @@ def run(case: CasePlan, release: str) -> GuestResult:
         if bring_up(INTERFACE):
             details["interface"] = f"{INTERFACE} was down and was brought up"
         with Capture(INTERFACE) as capture:
-            child = proc.spawn(case.command)
+            # On one CPU, and the ping it starts too (inherited), as every case's traffic:
+            # a program keeping state per CPU then saw the frames in the capture's order.
+            with on_one_cpu():
+                child = proc.spawn(case.command)
             try:
                 try:
                     # communicate() closes its stdin: the programs read nothing.

@@ -5,7 +5,8 @@ Order of events for one (sample, loader) case:
 2. the sample's object is loaded and attached by the loader under test: in this
    process for the Python loader, otherwise a program speaking the loader protocol
    (:mod:`harness.loaders.protocol`), which says ``ready`` once attached;
-3. the sample's traffic is sent, each exchange complete when the other end has it;
+3. the sample's traffic is sent, each exchange complete when the other end has it, all
+   of it from one CPU (:func:`harness.guest.traffic.on_one_cpu` says why);
 4. the capture is waited on until ``lo`` has been quiet for a moment, so the last
    control packets (TCP's closing ACK) have been seen by both sockets;
 5. the capture's frames are taken, then the maps are dumped (a program loader
@@ -34,7 +35,7 @@ from harness.guest import forked, own
 from harness.guest.capture import Capture
 from harness.guest.plan import IN_PROCESS, CasePlan
 from harness.guest.result import GuestResult
-from harness.guest.traffic import bring_up, send_icmp, send_tcp, send_udp
+from harness.guest.traffic import bring_up, on_one_cpu, send_icmp, send_tcp, send_udp
 from harness.loaders.protocol import READY, Dump, LoadRequest, parse_dump
 from harness.packets import Frames, Icmp, Tcp, TrafficStep, Udp
 
@@ -227,9 +228,12 @@ def _run(case: CasePlan, release: str, timings: dict[str, float]) -> GuestResult
         phase("capture")
         with attach(case) as attached:
             phase("attach")
-            for step in case.traffic:
-                label, amount = send(step)
-                sent[label] = sent.get(label, 0) + amount
+            # One CPU sends and receives everything (see on_one_cpu): a program keeping
+            # state per CPU then saw the frames in the capture's order.
+            with on_one_cpu():
+                for step in case.traffic:
+                    label, amount = send(step)
+                    sent[label] = sent.get(label, 0) + amount
             phase("traffic")
             if not capture.wait_quiet():
                 details["quiet"] = f"{INTERFACE} never went quiet; counts may be in flight"

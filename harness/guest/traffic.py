@@ -13,6 +13,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from harness.errors import TrafficError
 from harness.frames import checksum
@@ -41,6 +43,35 @@ def bring_up(interface: str = "lo") -> bool:
         except OSError as exc:
             raise TrafficError(f"cannot bring {interface} up: {exc.strerror}; run as root") from exc
     return True
+
+
+@contextmanager
+def on_one_cpu() -> Iterator[int]:
+    """Run the calling thread, and every thread and process it starts, on one CPU (yielded).
+
+    Why: a program may keep state per CPU between packets (the kernel's own sockex3
+    keeps its flow record in an array indexed by ``bpf_get_smp_processor_id()``), and
+    then what it counts for a frame depends on the frames the same CPU processed before.
+    On ``lo`` a frame is processed on the CPU that sends it: its ``PACKET_OUTGOING``
+    copy in the sender's ``dev_queue_xmit``, its ``PACKET_HOST`` copy in the receive
+    softirq of that CPU's backlog, which ``netif_rx`` queues it to (no RPS here), and
+    what that answers (an echo reply, a TCP ACK) in that softirq too. With every sender
+    and receiver on one CPU, every frame is processed on it, in the order the capture
+    reads them, so the oracle can replay that CPU's state from the capture, which does
+    not record the CPU. The affinity (``sched_setaffinity``, per thread) is inherited
+    by threads and children started meanwhile; the caller's is restored on leaving.
+    The VM keeps its second CPU for everything else (the capture's reader, 9p).
+    """
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        raise TrafficError(f"cannot run the traffic on CPU {cpu} alone: {exc}") from exc
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def send_tcp(size: int, dst: str = LOOPBACK) -> int:

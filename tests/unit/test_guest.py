@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from harness.errors import LoaderError, LoaderProtocolError, ResultsError
-from harness.guest import scenario
+from harness.guest import own, scenario
 from harness.guest.plan import CasePlan, Plan, read_plan, write_plan
 from harness.guest.result import GuestResult, load_result, write_result
 from harness.guest.scenario import attach
+from harness.guest.traffic import on_one_cpu
 from harness.loaders.protocol import LoadRequest
 from harness.packets import Frame, Frames, Icmp, Tcp, Udp
 
@@ -197,3 +201,88 @@ def test_a_loader_without_a_command_must_be_the_python_one(tmp_path: Path) -> No
         attach(case(tmp_path, (), "rust")),
     ):
         pass
+
+
+# --- the traffic on one CPU ----------------------------------------------------------
+
+#: With one CPU allowed, pinned and not look alike: these tests could not fail.
+needs_two_cpus = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to tell pinned from not"
+)
+
+
+@needs_two_cpus
+def test_on_one_cpu_pins_the_thread_its_threads_and_children_then_restores() -> None:
+    before = os.sched_getaffinity(0)
+    with on_one_cpu() as cpu:
+        assert cpu == min(before) and os.sched_getaffinity(0) == {cpu}
+        seen: list[set[int]] = []
+        thread = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+        thread.start()
+        thread.join()
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert seen == [{cpu}] and child.stdout.strip() == str([cpu])
+    assert os.sched_getaffinity(0) == before
+
+
+class _NoCapture:
+    """Stands in for the capture, which needs root and lo."""
+
+    def __init__(self, interface: str) -> None:
+        pass
+
+    def __enter__(self) -> _NoCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def wait_quiet(self) -> bool:
+        return True
+
+    def frames(self) -> list[Frame]:
+        return []
+
+    def statistics(self) -> object:
+        return type("Stats", (), {"packets": 0, "drops": 0})()
+
+
+@needs_two_cpus
+def test_every_traffic_step_is_sent_from_one_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = fake_loader(tmp_path, "print('ready', flush=True)\nsys.stdin.read()\n")
+    program.write_text(program.read_text() + 'print(\'{"maps": {"flows": []}}\')\n')
+    sent_on: list[set[int]] = []
+
+    def send(step: object) -> tuple[str, int]:
+        sent_on.append(os.sched_getaffinity(0))
+        return "step", 1
+
+    monkeypatch.setattr(scenario, "Capture", _NoCapture)
+    monkeypatch.setattr(scenario, "bring_up", lambda interface: False)
+    monkeypatch.setattr(scenario, "send", send)
+    before = os.sched_getaffinity(0)
+
+    result = scenario.run(case(tmp_path, (str(program),), "mine"), "test")
+
+    assert result.error is None, result.error
+    assert sent_on == [{min(before)}] * 4 and os.sched_getaffinity(0) == before
+
+
+@needs_two_cpus
+def test_an_own_program_starts_on_one_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(own, "Capture", _NoCapture)
+    monkeypatch.setattr(own, "bring_up", lambda interface: False)
+    command = (sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))")
+    plan = dataclasses.replace(case(tmp_path), loader=own.OWN, command=command)
+
+    result = own.run(plan, "test")
+
+    assert result.details["exit_status"] == "0"
+    assert result.details["stdout"].strip() == str([min(os.sched_getaffinity(0))])

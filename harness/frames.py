@@ -28,7 +28,10 @@ protocol). One level of tunnel: GRE version 0 without routing (optional checksum
 key and sequence words; payload IPv4 or IPv6, optionally after tags as above), IPIP
 (protocol 4) and IPv6 in IP (protocol 41); a program that parses GRE otherwise (one of
 the kernel's own samples does) is modelled by naming how, with :class:`GreParse`. Ports
-(the first four bytes of the transport header) for TCP and UDP only. An IPv6 address
+(the first four bytes of the transport header) for TCP and UDP only. The kernel's own
+sockex3 parses otherwise again, and keeps its flow record between packets, so what it
+counts for a frame depends on the frames before it: :class:`ChainedParse` models it
+over a capture in order. An IPv6 address
 becomes one 32-bit number, the XOR of its four 32-bit words, each loaded as above.
 
 On ``lo`` the kernel strips the outermost VLAN tag of a received frame before
@@ -592,6 +595,170 @@ def per_flow(captured: Iterable[Frame]) -> dict[Fields, Fields]:
         if flow is not None:
             _count(counts, flow_key(flow), frame.length)
     return counts
+
+
+# --- a parse chained by tail calls, its flow record kept between packets --------------
+
+ETH_P_MPLS_UC = 0x8847
+ETH_P_MPLS_MC = 0x8848
+#: The bottom-of-stack bit of an MPLS label stack entry, in the word load_word returns.
+MPLS_LS_S_MASK = 0x00000100
+MPLS_HLEN = 4
+#: Tail calls :class:`ChainedParse` follows for one frame. The kernel allows 32 or 33
+#: (MAX_TAIL_CALL_CNT went from 32 to 33 in 5.17, and what it counts with it moved);
+#: a frame needing more is beyond the model rather than guessed at.
+TAIL_CALLS = 32
+
+
+class UnmodelledFrame(ValueError):
+    """A frame the model cannot say what the program makes of (too many tail calls)."""
+
+
+@dataclass(frozen=True)
+class ChainedParse:
+    """How the kernel's own sockex3 parses and counts a frame, and what it keeps between them.
+
+    Its parse is split into programs chained by tail calls through a prog array, each
+    dispatching on the ethertype it found (``parse_eth_proto``): a VLAN tag (802.1Q or
+    802.1AD, any number, in any order; one tail call each), an MPLS label, IPv4, IPv6. The
+    flow record they fill (``src``, ``dst``, ``ports``, ``ip_proto``) is not the packet's
+    own: it is one entry of an array map per CPU (``this_cpu_globals()``), zero when the
+    object is loaded and **kept between packets**. What it does with a frame, in order:
+
+    - IPv4: a fragment (first or later) ends the parse, counting nothing; else the IP
+      protocol, then the addresses unless the protocol is GRE; IPv6: the next header
+      (extension headers are not followed) and both addresses, folded (:func:`fold_ipv6`);
+    - then by the IP protocol: GRE version 0 without routing skips its header (4 bytes,
+      and 4 per optional word its flags announce) and dispatches its protocol as above;
+      IPIP and IPv6-in-IP dispatch the inner header; TCP and UDP load the ports (the first
+      word of the transport header) into the record, and are counted; ICMP is counted
+      **without setting the ports** (``case IPPROTO_ICMP`` follows the ports' load); any
+      other protocol (ICMPv6 among them) counts nothing;
+    - a frame that is not IP after its tags, or whose tunnel payload is not, counts
+      nothing, and so does one that ends before a byte the programs load (the load ends
+      the program; what it stored in the record before stays).
+
+    Counted is the whole record, with ``skb->len``. The addresses and protocol are always
+    the counted packet's own (set on the way to any count), so what another packet left
+    shows only in the ports: an ICMP packet is counted under the ports of the last TCP or
+    UDP packet counted on the same CPU, and under port 0 if there was none. The capture
+    does not say which CPU ran the program for a frame; the model stands for one CPU
+    seeing every frame in the capture's order, which the guest arranges by running the
+    traffic on one CPU (:func:`harness.guest.traffic.on_one_cpu`).
+
+    Each field is one thing a release's source says (its descriptor reads it there):
+
+    - ``icmp_keeps_ports``: ICMP is counted under the ports the record holds (as above);
+      False: under port 0, as a program would count it whose record is fresh per packet
+      or whose ICMP case clears the ports;
+    - ``gre_flags_host_order``: the GRE flags read with ``load_half`` are tested against
+      ``<linux/if_tunnel.h>``'s big-endian masks (:class:`GreParse`'s
+      ``flags_host_order``): on x86 no optional word is skipped and a GRE header with
+      any is parsed from the first of them.
+
+    MPLS is followed as the programs write it: after a label with the bottom-of-stack bit,
+    the next header is IPv4 if ``(first byte & 0xf0) == 4``, which no byte is (the version
+    is not shifted down), so always IPv6; after any other label, another label.
+    """
+
+    icmp_keeps_ports: bool = True
+    gre_flags_host_order: bool = True
+
+    def count(self, captured: Iterable[Frame]) -> dict[Fields, Fields]:
+        """Packets and bytes per flow after every frame of ``captured``, in order, from a
+        fresh record: ``{flow_key: (packets, bytes)}`` (as :func:`per_flow`)."""
+        record = FlowRecord()
+        counts: dict[Fields, Fields] = {}
+        for frame in captured:
+            key = self.parse(frame.head, frame.length, record)
+            if key is not None:
+                _count(counts, key, frame.length)
+        return counts
+
+    def parse(self, head: bytes, length: int, record: FlowRecord) -> Fields | None:
+        """The :func:`flow_key` one frame is counted under (None: not counted), updating
+        ``record`` as the programs update theirs. :class:`SnapTooShort` as
+        :func:`dissect`; :class:`UnmodelledFrame` past :data:`TAIL_CALLS` tail calls."""
+        packet = _Packet(head, length)
+        try:
+            return self._parse(packet, record)
+        except _Abort:
+            return None
+
+    def _parse(self, packet: _Packet, record: FlowRecord) -> Fields | None:
+        gre = GreParse(flags_host_order=self.gre_flags_host_order)
+        proto, nhoff = packet.half(12), ETH_HLEN
+        for _ in range(TAIL_CALLS):  # each pass is one tail call, to the program for proto
+            if proto in (ETH_P_8021Q, ETH_P_8021AD):
+                proto = packet.half(nhoff + 2)
+                nhoff += VLAN_HLEN
+                continue
+            if proto in (ETH_P_MPLS_UC, ETH_P_MPLS_MC):
+                label = packet.word(nhoff)
+                nhoff += MPLS_HLEN
+                if not label & MPLS_LS_S_MASK:
+                    proto = ETH_P_MPLS_UC
+                else:
+                    proto = ETH_P_IP if (packet.byte(nhoff) & 0xF0) == 4 else ETH_P_IPV6
+                continue
+            if proto == ETH_P_IP:
+                if packet.half(nhoff + 6) & (IP_MF | IP_OFFSET):
+                    return None
+                ip_proto = packet.byte(nhoff + 9)
+                if ip_proto != IPPROTO_GRE:
+                    record.src = packet.word(nhoff + 12)
+                    record.dst = packet.word(nhoff + 16)
+                nhoff += (packet.byte(nhoff) & 0x0F) << 2
+            elif proto == ETH_P_IPV6:
+                ip_proto = packet.byte(nhoff + 6)
+                record.src = _folded(packet, nhoff + 8)
+                record.dst = _folded(packet, nhoff + 24)
+                nhoff += IPV6_HLEN
+            else:
+                return None  # no program for it: the dispatch falls through
+            # The IP protocol, as parse_ip_proto() switches on it.
+            if ip_proto == IPPROTO_GRE:
+                flags, proto = packet.half(nhoff), packet.half(nhoff + 2)
+                if flags & (gre.mask(GRE_VERSION) | gre.mask(GRE_ROUTING)):
+                    return None
+                nhoff += 4
+                nhoff += 4 * sum(1 for f in (GRE_CSUM, GRE_KEY, GRE_SEQ) if flags & gre.mask(f))
+            elif ip_proto == IPPROTO_IPIP:
+                proto = ETH_P_IP
+            elif ip_proto == IPPROTO_IPV6:
+                proto = ETH_P_IPV6
+            elif ip_proto in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP):
+                if ip_proto != IPPROTO_ICMP:
+                    record.ports = packet.word(nhoff)
+                elif not self.icmp_keeps_ports:
+                    record.ports = 0
+                record.ip_proto = ip_proto
+                return record.key()
+            else:
+                return None
+        raise UnmodelledFrame(
+            f"a frame of {packet.length} bytes needs more than {TAIL_CALLS} tail calls to "
+            "parse; the kernel's limit differs by release, so the model does not follow it"
+        )
+
+
+@dataclass
+class FlowRecord:
+    """The flow record a :class:`ChainedParse` keeps between frames (zero when loaded)."""
+
+    src: int = 0
+    dst: int = 0
+    ports: int = 0  # sport << 16 | dport, as load_word returns the transport header's word
+    ip_proto: int = 0
+
+    def key(self) -> Fields:
+        return (self.src, self.dst, self.ports >> 16, self.ports & 0xFFFF, self.ip_proto)
+
+
+def _folded(packet: _Packet, offset: int) -> int:
+    """An IPv6 address at ``offset`` folded as the programs fold it: every word loaded first."""
+    words = [packet.word(offset + 4 * i) for i in range(4)]
+    return words[0] ^ words[1] ^ words[2] ^ words[3]
 
 
 def destination_key(address: str) -> Fields:

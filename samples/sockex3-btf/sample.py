@@ -12,7 +12,16 @@ from pathlib import Path
 from harness import frames, samples
 from harness.errors import SampleError
 from harness.packets import Fields, Frame
-from harness.samples import Expected, Layout, Printed, ProgArray, Program, Sample, Upstream
+from harness.samples import (
+    Defect,
+    Expected,
+    Layout,
+    Printed,
+    ProgArray,
+    Program,
+    Sample,
+    Upstream,
+)
 
 #: The classic sockex3 in every respect (traffic, oracle, columns) but the form of its
 #: maps, which only the kernel side declares; its name, title and format are its own.
@@ -31,6 +40,11 @@ SAMPLE = dataclasses.replace(
 )
 
 
+def upstream_keys(flows: dict[Fields, Fields]) -> dict[Fields, Fields]:
+    """Per-flow entries keyed as upstream's ``hash_map`` is: the destination port first."""
+    return {(k[0], k[1], k[3], k[2], k[4]): v for k, v in flows.items()}
+
+
 def upstream_adapt(sample: Sample) -> Sample:
     """Our sockex3 renamed and laid out as upstream (5.10 to 6.11) has it.
 
@@ -45,8 +59,7 @@ def upstream_adapt(sample: Sample) -> Sample:
     base_oracle = sample.oracle
 
     def upstream_oracle(captured: Sequence[Frame]) -> Expected:
-        flows = base_oracle(captured)[ours]
-        return {"hash_map": {(k[0], k[1], k[3], k[2], k[4]): v for k, v in flows.items()}}
+        return {"hash_map": upstream_keys(base_oracle(captured)[ours])}
 
     def describe(key: Fields) -> str:
         return frames.describe_flow((key[0], key[1], key[3], key[2], key[4]))
@@ -74,35 +87,68 @@ _STALE_PORTS = re.compile(
     r"case IPPROTO_UDP:\s*g->flow\.ports\s*=\s*load_word\([^;]*;\s*case IPPROTO_ICMP:"
 )
 _PER_CPU_FLOW = re.compile(r"this_cpu_globals\s*\(")
+#: Its GRE flags read with load_half (host order) and tested against <linux/if_tunnel.h>'s
+#: GRE_* (big-endian) as they are, not converted.
+_GRE_HOST_ORDER = re.compile(
+    r"(\w+)\s*=\s*load_half\([^;]*struct gre_hdr,\s*flags\)\);.*?\b\1\s*&\s*GRE_CSUM\b",
+    re.DOTALL,
+)
+
+
+def upstream_parse(text: str) -> frames.ChainedParse:
+    """How a release's sockex3_kern.c parses and counts, read from its text
+    (:class:`harness.frames.ChainedParse` says what each field means)."""
+    return frames.ChainedParse(
+        icmp_keeps_ports=bool(_STALE_PORTS.search(text) and _PER_CPU_FLOW.search(text)),
+        gre_flags_host_order=bool(_GRE_HOST_ORDER.search(text)),
+    )
+
+
+def modelled(sample: Sample, parse: frames.ChainedParse) -> Sample:
+    """``sample`` judged by ``parse`` over the capture in order, and what it would hold
+    without the defects ``parse`` has (:class:`Defect`, shown beside the verdict)."""
+
+    def model_oracle(captured: Sequence[Frame]) -> Expected:
+        return {"hash_map": upstream_keys(parse.count(captured))}
+
+    fixes = []
+    if parse.icmp_keeps_ports:
+        fixes.append("counts ICMP under port 0")
+    if parse.gre_flags_host_order:
+        fixes.append("tests GRE flags in network order")
+    defect = None
+    if fixes:
+        correct = frames.ChainedParse(icmp_keeps_ports=False, gre_flags_host_order=False)
+
+        def correct_oracle(captured: Sequence[Frame]) -> Expected:
+            return {"hash_map": upstream_keys(correct.count(captured))}
+
+        defect = Defect(f"a parse that {' and '.join(fixes)}", correct_oracle)
+    spec = dataclasses.replace(sample.upstream or UPSTREAM, defect=defect)
+    return dataclasses.replace(sample, oracle=model_oracle, upstream=spec)
 
 
 def upstream_variant(sample: Sample, text: str, source: str, own: Mapping[str, Sample]) -> Sample:
     """The sample as this release's sockex3_kern.c has it, or why the loaders cannot load it.
 
-    - 5.10 to 7.2: its flow record is kept per CPU between packets
-      (``this_cpu_globals()``, an array indexed by ``bpf_get_smp_processor_id()``), and
-      its ``case IPPROTO_ICMP`` shares TCP's and UDP's count without setting the ports,
-      so an ICMP packet is counted under the ports the last TCP or UDP packet on the same
-      CPU left there. The capture does not record the CPU, so which of the ports it saw
-      those are cannot be told: its map cannot be judged exactly.
-    - from 6.12 it also puts its five programs in one section, ``SEC("socket")``, and
-      libbpf fills ``prog_array_init`` from a static initialiser; the loader protocol
-      names programs by section, so no loader of ours can say which to attach.
+    Judged by a model of its parse over the capture in order (:func:`upstream_parse`):
+    in 5.10 to 7.2 its flow record is kept per CPU between packets
+    (``this_cpu_globals()``, an array indexed by ``bpf_get_smp_processor_id()``) and
+    its ``case IPPROTO_ICMP`` shares TCP's and UDP's count without setting the ports, so
+    an ICMP packet is counted under the ports the last TCP or UDP packet on the same CPU
+    left there; the guest sends its traffic from one CPU, so the capture's order is the
+    one CPU's. It also tests its GRE flags in host order as sockex2 does.
+
+    From 6.12 it puts its five programs in one section, ``SEC("socket")``, and libbpf
+    fills ``prog_array_init`` from a static initialiser; the loader protocol names
+    programs by section, so no loader of ours can say which to attach.
     """
-    stale = bool(_STALE_PORTS.search(text) and _PER_CPU_FLOW.search(text))
+    sample = modelled(sample, upstream_parse(text))
     if 'SEC("socket/0")' not in text:
-        besides = " (and it counts ICMP under stale per-CPU ports, as 5.10's does)"
         raise SampleError(
             f'{source} puts its programs in one section (SEC("socket")) and fills its prog '
             "array statically; the loader protocol names programs by section, so only its "
-            f"own user program (loader own) can run it{besides if stale else ''}"
-        )
-    if stale:
-        raise SampleError(
-            f"{source} counts ICMP under the ports the last TCP or UDP packet on the same CPU "
-            "left in its per-CPU flow (this_cpu_globals(); case IPPROTO_ICMP sets no ports), "
-            "and the capture does not record the CPU: its map cannot be judged exactly, so "
-            "only its own user program (loader own) is checked"
+            "own user program (loader own) can run it"
         )
     return sample
 

@@ -157,7 +157,8 @@ class Upstream:
     - ``variant``: the judged sample as one release's ``<name>_kern.c`` has it, from
       its text, a description of the source (for messages) and the harness's samples;
       a :class:`SampleError` says why the harness's loaders cannot judge it;
-    - ``defect``: a known defect the oracle models (shown beside the verdict);
+    - ``defect``: a known defect the oracle models (shown beside the verdict); a
+      ``variant`` may set it for one release, from what its source says;
     - ``read_line``: what one line its user program prints says (None: a line it
       does not print); ``rounds``: whether it marks its loop's rounds;
     - ``describe``: a key it printed, in words.

@@ -248,7 +248,7 @@ def samples_list(c: Context, verbose: bool = False) -> None:
         if upstream.is_kernel_sample(sample):
             names.append(upstream.OWN.name)
         programs = ", ".join(
-            f"{p.section} ({p.type}{', ' + p.attach if p.attach else ''})" for p in sample.programs
+            f"{p.name} ({p.type}{', ' + p.attach if p.attach else ''})" for p in sample.programs
         )
         maps = ", ".join(
             f"{m.name} ({m.kind}: {','.join(m.key.fields)} -> {','.join(m.value.fields)})"

@@ -151,8 +151,7 @@ def link_options(libraries: Sequence[str], runner: Runner) -> list[str]:
 def check_object(sample: Sample, path: Path) -> elf.BpfObject:
     """Read a built object and check it against ``sample``'s descriptor."""
     obj = elf.read_object(path)
-    for program in sample.programs:
-        obj.program(program.section)
+    check_programs(sample, obj)
     if sample.format == "classic":
         for check in sample.maps:
             definition = obj.map(check.name)
@@ -165,6 +164,31 @@ def check_object(sample: Sample, path: Path) -> elf.BpfObject:
     if obj.license != "GPL":
         raise BpfObjectError(f"{path}: license is {obj.license!r}, the samples need 'GPL'")
     return obj
+
+
+def check_programs(sample: Sample, obj: elf.BpfObject) -> None:
+    """Every program the descriptor names is in the object, and each prog array the object
+    fills itself (``filled_by="object"``) holds exactly the programs the descriptor says:
+    a static initialiser that changed between releases is found here, not as a count
+    that is wrong in a VM."""
+    for program in sample.programs:
+        obj.program(program.name)
+    for array in sample.prog_arrays:
+        if array.filled_by != "object":
+            continue
+        obj.map(array.map)
+        holds = {s.index: s.target for s in obj.slots if s.map == array.map}
+        says = {index: obj.program(name).key for index, name in array.entries.items()}
+        if holds != says:
+
+            def show(slots: dict[int, str]) -> str:
+                return ", ".join(f"[{i}] {slots[i]}" for i in sorted(slots)) or "nothing"
+
+            raise BpfObjectError(
+                f"{obj.path}: prog array {array.map} is filled by the object with {show(holds)}, "
+                f"but sample {sample.name} says {show(says)}; make the descriptor's "
+                "ProgArray(..., filled_by='object') name what the object's initialiser does"
+            )
 
 
 def build_sample(

@@ -132,9 +132,19 @@ def build_problem(broken: dict[str, str], case: Case) -> str | None:
     )
 
 
+def loader_skip_key(case: Case) -> str:
+    """``SAMPLE loader NAME``: the key in ``skipped`` of one loader's case of a sample."""
+    return f"{case.sample.name} loader {case.loader.name}"
+
+
 def skip_reason(skipped: dict[str, str], case: Case) -> str | None:
-    """Why ``case`` does not run on this kernel: its sample's reason, or its kind's."""
-    return skipped.get(case.sample.name) or skipped.get(upstream.case_key(case.sample, case.loader))
+    """Why ``case`` does not run on this kernel: its sample's reason, its kind's, or its
+    loader's (:meth:`harness.loaders.Loader.cannot_load`)."""
+    return (
+        skipped.get(case.sample.name)
+        or skipped.get(upstream.case_key(case.sample, case.loader))
+        or skipped.get(loader_skip_key(case))
+    )
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -230,6 +240,11 @@ def prepare_kernel(
                 broken[f"loader {loader.name}"] = str(exc)
             else:
                 programs[loader.name] = built.outputs["program"]
+    for case in cases:
+        build = builds.get(case.sample.name)  # a kernel sample as its release has it
+        reason = case.loader.cannot_load(build.sample) if build is not None else None
+        if reason is not None:
+            skipped[loader_skip_key(case)] = reason
     seconds = {
         "prepare": round(prepared_at - started, 3),
         "build": round(time.monotonic() - prepared_at, 3),
@@ -254,12 +269,14 @@ def guest_plan(prepared: PreparedKernel, cases: Sequence[Case], results_dir: Pat
         sample = build.sample  # a kernel sample as its release's source has it
         request = LoadRequest(
             object=build.bpf_object,
-            programs=tuple((p.section, p.type) for p in sample.programs),
-            attach=tuple((p.section, p.attach) for p in sample.programs if p.attach),
+            programs=tuple((p.name, p.type) for p in sample.programs),
+            attach=tuple((p.name, p.attach) for p in sample.programs if p.attach),
+            # A prog array the object initialises itself, the loader fills as it says.
             prog_arrays=tuple(
-                (array.map, index, section)
+                (array.map, index, program)
                 for array in sample.prog_arrays
-                for index, section in sorted(array.entries.items())
+                if array.filled_by == "loader"
+                for index, program in sorted(array.entries.items())
             ),
             dump=tuple(m.name for m in sample.maps),
         )

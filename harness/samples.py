@@ -26,6 +26,7 @@ from typing import Literal
 
 from harness import paths
 from harness.errors import ConfigError, SampleError
+from harness.loaders.protocol import FUNCTION_SEPARATOR, program_name
 from harness.packets import FRAME_KINDS, Fields, Frame, Frames, Icmp, TrafficStep
 
 #: What a sample's map must hold: map name -> key -> value, decoded.
@@ -42,23 +43,45 @@ PROGRAM_TYPES = ("socket_filter",)
 
 @dataclass(frozen=True)
 class Program:
-    """A program section of the object and how it is attached.
+    """A program of the object and how it is attached.
 
-    ``attach`` is ``"socket:IFACE"`` (``SO_ATTACH_BPF`` on a packet socket bound to
-    IFACE) or ``""`` for a program that is loaded only, e.g. a tail-call target.
+    ``section`` is its ELF section; ``function`` its function, needed only where the
+    section holds several programs (``SEC("socket")`` five times, as the kernel's own
+    sockex3 has it from 6.12): the loaders are then given ``SECTION#FUNCTION``
+    (:attr:`name`). ``attach`` is ``"socket:IFACE"`` (``SO_ATTACH_BPF`` on a packet
+    socket bound to IFACE) or ``""`` for a program that is loaded only, e.g. a
+    tail-call target.
     """
 
     section: str
     type: str = "socket_filter"
     attach: str = "socket:lo"
+    function: str = ""
+
+    @property
+    def name(self) -> str:
+        """How the loader protocol names it: ``SECTION`` or ``SECTION#FUNCTION``."""
+        return program_name(self.section, self.function)
+
+
+#: Who fills a prog array: the loader, from the descriptor, or the object itself.
+FILLED_BY = ("loader", "object")
 
 
 @dataclass(frozen=True)
 class ProgArray:
-    """A ``BPF_MAP_TYPE_PROG_ARRAY`` the loader fills: index -> program section."""
+    """A ``BPF_MAP_TYPE_PROG_ARRAY`` and its slots: index -> program (its :attr:`Program.name`).
+
+    ``filled_by`` "loader": the harness asks the loader to store each program
+    (``--prog-array``). "object": the object's own static initialiser of the map's
+    ``values`` fills it (relocations in ``.rel.maps`` against the programs' symbols),
+    as libbpf does it and every loader of the protocol must; the entries then say what
+    the object must hold, which the build checks against the object.
+    """
 
     map: str
     entries: Mapping[int, str]
+    filled_by: Literal["loader", "object"] = "loader"
 
 
 @dataclass(frozen=True)
@@ -208,6 +231,7 @@ class Sample:
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def discover(root: Path | None = None) -> dict[str, Sample]:
@@ -265,24 +289,56 @@ def validate(sample: Sample, where: Path) -> None:
             raise fail(f"source {source} is not in {sample.directory}")
     if not sample.programs:
         raise fail("no programs")
-    sections = {p.section for p in sample.programs}
+    names = [p.name for p in sample.programs]
     for program in sample.programs:
+        if not program.section or re.search(f"[:{FUNCTION_SEPARATOR}]", program.section):
+            raise fail(
+                f"program section {program.section!r}: give a section name without "
+                f"':' or '{FUNCTION_SEPARATOR}'"
+            )
+        if program.function and not _FUNCTION.match(program.function):
+            raise fail(
+                f"program {program.name}: function {program.function!r} is not a C identifier "
+                "(the name of the program's function in the object)"
+            )
+        if names.count(program.name) > 1:
+            raise fail(
+                f"program {program.name} is listed twice; in a section holding several "
+                "programs, name each by its function (Program(section, function=...))"
+            )
         if program.type not in PROGRAM_TYPES:
             raise fail(
-                f"program {program.section}: unknown type {program.type!r}; "
+                f"program {program.name}: unknown type {program.type!r}; "
                 f"known: {', '.join(PROGRAM_TYPES)}"
             )
         if program.attach and not re.match(r"^socket:[\w.-]+$", program.attach):
             raise fail(
-                f'program {program.section}: attach {program.attach!r} is not "socket:IFACE" or ""'
+                f'program {program.name}: attach {program.attach!r} is not "socket:IFACE" or ""'
             )
+    shared = sorted(
+        {p.section for p in sample.programs if not p.function}
+        & {p.section for p in sample.programs if p.function}
+    )
+    if shared:
+        raise fail(
+            f"section {shared[0]} is named both alone and with a function; where a section "
+            "holds several programs, name every one of them by its function"
+        )
     if not any(p.attach for p in sample.programs):
         raise fail("no program is attached; give one attach='socket:lo'")
     maps = {m.name for m in sample.maps}
     for array in sample.prog_arrays:
-        for index, section in array.entries.items():
-            if section not in sections:
-                raise fail(f"prog array {array.map}[{index}] names no program: {section!r}")
+        if array.filled_by not in FILLED_BY:
+            raise fail(
+                f"prog array {array.map}: filled_by {array.filled_by!r}; "
+                f"use one of {', '.join(FILLED_BY)}"
+            )
+        for index, program_ref in array.entries.items():
+            if program_ref not in names:
+                raise fail(
+                    f"prog array {array.map}[{index}] names no program: {program_ref!r} "
+                    f"(programs: {', '.join(names)})"
+                )
     for check in sample.maps:
         for layout, what in ((check.key, "key"), (check.value, "value")):
             try:

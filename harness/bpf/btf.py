@@ -28,9 +28,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from harness.bpf.syscall import (
     BPF_MAP_TYPE_ARRAY_OF_MAPS,
@@ -1030,6 +1030,23 @@ def parse_btf_ext(data: bytes, btf: Btf, source: str = ".BTF.ext") -> BtfExt:
     # A CO-RE record (bpf_core_relo) is 16 bytes: insn_off, type_id, access_str_off, kind.
     core = {name: len(rows) for name, rows in records(4, "core_relo", 16).items()}
     return BtfExt(func_info, line_info, core)
+
+
+_Info = TypeVar("_Info", FuncInfo, LineInfo)
+
+
+def of_program(records: Sequence[_Info], first: int, count: int) -> tuple[_Info, ...]:
+    """The records of the program whose ``count`` instructions start at instruction
+    ``first`` of its section, counted from the program's start (as BPF_PROG_LOAD wants).
+
+    ``.BTF.ext`` keeps one list per section; a section holding several programs has
+    each one's records in it, at the program's place.
+    """
+    return tuple(
+        dataclasses.replace(r, insn=r.insn - first)
+        for r in records
+        if first <= r.insn < first + count
+    )
 
 
 def func_info_bytes(records: tuple[FuncInfo, ...]) -> bytes:

@@ -1,15 +1,19 @@
 """Read a BPF ELF object into plain values: programs, map definitions, relocations, license.
 
-Programs are executable sections (``socket1``, ``socket/0``, ...), map references
-``R_BPF_64_64`` relocations on 64-bit immediate loads, the license the string in a
-section named ``license``. Maps come in two kinds, both read into :class:`MapDef`:
+Programs are the functions of executable sections (``socket1``, ``socket/0``, ...):
+a section holds one program, or several side by side, each its ``STT_FUNC`` symbol's
+bytes (from 6.12 the kernel's sockex3 puts five in ``SEC("socket")``, as libbpf allows).
+Map references are ``R_BPF_64_64`` relocations on 64-bit immediate loads, each given to
+the program whose bytes it points into; the license is the string in a section named
+``license``. Maps come in two kinds, both read into :class:`MapDef`:
 
 * classic: ``struct bpf_map_def`` in a section named ``maps`` (five 32-bit fields,
   20 bytes each), as the kernel's samples/bpf declared them until 2019;
 * BTF-defined: variables of section ``.maps`` (built with ``clang -g``), whose
   definitions are in the object's ``.BTF`` (:func:`harness.bpf.btf.map_defs`). The
   first contents of a prog array or map of maps declared with ``__array(values, ...)``
-  are ``R_BPF_64_ABS64`` relocations of ``.maps``, read into :class:`Slot`.
+  are ``R_BPF_64_ABS64`` relocations of ``.maps``, read into :class:`Slot`: each names
+  the map, or the function whose first instruction starts the program.
 
 The ``.BTF`` and ``.BTF.ext`` sections are parsed here, so that a malformed one is an
 error of reading the object, before anything is loaded.
@@ -22,6 +26,7 @@ every one of them becomes a :class:`BpfObjectError` naming the file.
 from __future__ import annotations
 
 import io
+import itertools
 import struct
 import zlib
 from collections.abc import Mapping
@@ -46,6 +51,7 @@ from harness.bpf.btf import (
     with_layout,
 )
 from harness.errors import BpfObjectError
+from harness.loaders.protocol import program_name, split_program
 
 #: ``e_machine`` of a BPF object.
 EM_BPF = 247
@@ -62,6 +68,9 @@ MAP_DEF_SIZE = MAP_DEF.size
 INSN_SIZE = 8
 #: Opcode of the first half of a 64-bit immediate load (BPF_LD | BPF_IMM | BPF_DW).
 LD_IMM64 = 0x18
+#: Opcode of a call (BPF_JMP | BPF_CALL); with src_reg BPF_PSEUDO_CALL, of a BPF function.
+CALL = 0x85
+BPF_PSEUDO_CALL = 1
 
 MAPS_SECTION = "maps"
 BTF_SECTION = ".BTF"
@@ -132,7 +141,8 @@ class MapDef:
 class Slot:
     """A slot of a prog array or map of maps that the object declares filled.
 
-    ``target`` is the program's section (a prog array) or the map's name (a map of maps).
+    ``target`` is the program (its :attr:`Program.key`: ``SECTION`` or
+    ``SECTION#FUNCTION``) of a prog array, or the map's name of a map of maps.
     """
 
     map: str
@@ -144,19 +154,32 @@ class Slot:
 class Relocation:
     """A reference from an instruction of a program to a map."""
 
-    offset: int  # byte offset of the instruction in its program section
+    offset: int  # byte offset of the instruction in its program
     type: int
     symbol: str
 
 
 @dataclass(frozen=True)
 class Program:
-    """The instructions of one program section, and the map references in them."""
+    """The instructions of one program, and the map references in them.
+
+    A program is a whole section, or, where a section holds several, one function's
+    bytes of it (``shared``): ``offset`` is where they start in the section (which
+    ``.BTF.ext`` counts its instructions from), and the relocations' offsets are the
+    program's own.
+    """
 
     section: str
     name: str  # the function's symbol, or the section name when there is none
     insns: bytes
     relocations: tuple[Relocation, ...]
+    offset: int = 0
+    shared: bool = False
+
+    @property
+    def key(self) -> str:
+        """The loader protocol's name of exactly this program: SECTION or SECTION#FUNCTION."""
+        return program_name(self.section, self.name if self.shared else "")
 
 
 @dataclass(frozen=True)
@@ -179,15 +202,32 @@ class BpfObject:
     var_offsets: Mapping[str, int] = field(default_factory=dict)
     slots: tuple[Slot, ...] = ()
 
-    def program(self, section: str) -> Program:
-        for program in self.programs:
-            if program.section == section:
-                return program
-        have = ", ".join(p.section for p in self.programs) or "none"
-        raise BpfObjectError(
-            f"{self.path}: no program section {section!r} (programs: {have}); "
-            "rebuild the object with `invoke build`, or name one of its sections"
-        )
+    def program(self, name: str) -> Program:
+        """The program of a PROGRAM name of the protocol: ``SECTION`` (the one program of
+        that section) or ``SECTION#FUNCTION``."""
+        section, function = split_program(name)
+        found = [p for p in self.programs if p.section == section]
+        if not found:
+            have = ", ".join(p.key for p in self.programs) or "none"
+            raise BpfObjectError(
+                f"{self.path}: no program section {section!r} (programs: {have}); "
+                "rebuild the object with `invoke build`, or name one of its sections"
+            )
+        if function:
+            for program in found:
+                if program.name == function:
+                    return program
+            raise BpfObjectError(
+                f"{self.path}: section {section} has no program of function {function!r} "
+                f"(its programs: {', '.join(p.name for p in found)})"
+            )
+        if len(found) > 1:
+            raise BpfObjectError(
+                f"{self.path}: section {section} holds {len(found)} programs "
+                f"({', '.join(p.name for p in found)}); name one by its function, as "
+                f"{found[0].key}"
+            )
+        return found[0]
 
     def map(self, name: str) -> MapDef:
         for map_def in self.maps:
@@ -366,12 +406,16 @@ class _Reader:
                     f"section {BTF_MAPS_SECTION}"
                 )
             return str(name)
+        shndx = symbol["st_shndx"]
+        home = self.elf.get_section(shndx).name if isinstance(shndx, int) else None
         for program in programs:
-            if program.name == name and symbol["st_value"] == 0:
-                return program.section
+            if program.section == home and program.offset == symbol["st_value"]:
+                return program.key
+        where = f"{home}+{symbol['st_value']:#x}" if home else "no section"
         raise self.fail(
-            f"prog array {map_def.name} declares {name!r} as a value, which is not the "
-            "program of a section (one function per program section)"
+            f"prog array {map_def.name} declares {name!r} as a value, which is not a "
+            f"program: no program of the object starts there ({where}); its programs are "
+            f"{', '.join(p.key for p in programs) or 'none'}"
         )
 
     def section_names(self) -> dict[int, str]:
@@ -437,7 +481,7 @@ class _Reader:
                 continue  # debug information and the like: nothing a loader patches
             relocations[target] = self.relocations(section, names[target], maps)
 
-        result = []
+        result: list[Program] = []
         for index, section in enumerate(self.elf.iter_sections()):
             if not self.is_program(index):
                 continue
@@ -447,17 +491,93 @@ class _Reader:
                     f"program section {section.name} holds {len(insns)} bytes, "
                     f"not a whole number of {INSN_SIZE}-byte instructions"
                 )
-            relocs = tuple(relocations.get(index, ()))
+            relocs = relocations.get(index, [])
             for reloc in relocs:
                 self.check_target(section.name, insns, reloc)
-            functions = [
-                s.name
-                for s in symbols
-                if s.section == section.name and s.kind == "STT_FUNC" and s.value == 0
-            ]
-            name = functions[0] if functions and functions[0] else section.name
-            result.append(Program(section.name, name, insns, relocs))
+            result += self.split(section.name, insns, symbols, relocs)
         return tuple(result)
+
+    def split(
+        self, section: str, insns: bytes, symbols: tuple[Symbol, ...], relocs: list[Relocation]
+    ) -> list[Program]:
+        """The programs of one section: one per function symbol, each its own bytes.
+
+        A section without a function symbol (hand-written instructions), or whose one
+        function starts it with no size, is one program, named by its function or else
+        its section. Each relocation goes to the program it points into, at that
+        program's offset; one that points into none is an error, as is a function
+        outside its section or overlapping another, and a call that leaves its program
+        (a function of the same section that is no program of its own).
+        """
+        functions = sorted(
+            (s for s in symbols if s.section == section and s.kind == "STT_FUNC" and s.name),
+            key=lambda s: s.value,
+        )
+        if not functions or (
+            len(functions) == 1 and functions[0].value == 0 and not functions[0].size
+        ):
+            name = functions[0].name if functions else section
+            program = Program(section, name, insns, tuple(relocs))
+            self.check_calls(program)
+            return [program]
+        for function in functions:
+            end = function.value + function.size
+            if function.value % INSN_SIZE or function.size % INSN_SIZE or not function.size:
+                raise self.fail(
+                    f"function {function.name} of section {section} is at offset "
+                    f"{function.value:#x} with size {function.size}, not a whole number of "
+                    f"{INSN_SIZE}-byte instructions; rebuild the object with clang"
+                )
+            if end > len(insns):
+                raise self.fail(
+                    f"function {function.name} lies outside its section {section}: it ends at "
+                    f"{end:#x}, the section holds {len(insns):#x} bytes; rebuild the object"
+                )
+        for before, after in itertools.pairwise(functions):
+            if before.value + before.size > after.value:
+                raise self.fail(
+                    f"functions {before.name} and {after.name} of section {section} overlap "
+                    f"({before.value:#x}+{before.size} runs past {after.value:#x}); rebuild "
+                    "the object"
+                )
+        shared = len(functions) > 1
+        programs = []
+        for function in functions:
+            start, end = function.value, function.value + function.size
+            own = tuple(
+                Relocation(r.offset - start, r.type, r.symbol)
+                for r in relocs
+                if start <= r.offset < end
+            )
+            programs.append(Program(section, function.name, insns[start:end], own, start, shared))
+        for reloc in relocs:
+            if not any(p.offset <= reloc.offset < p.offset + len(p.insns) for p in programs):
+                spans = ", ".join(
+                    f"{p.name} {p.offset:#x}-{p.offset + len(p.insns):#x}" for p in programs
+                )
+                raise self.fail(
+                    f"relocation against {reloc.symbol} at {section}+{reloc.offset:#x} points "
+                    f"into no program (the functions of {section}: {spans}); rebuild the object"
+                )
+        for program in programs:
+            self.check_calls(program)
+        return programs
+
+    def check_calls(self, program: Program) -> None:
+        """A call to a BPF function must stay inside the program: no subprograms are loaded."""
+        count = len(program.insns) // INSN_SIZE
+        for at in range(count):
+            code, regs = program.insns[at * INSN_SIZE], program.insns[at * INSN_SIZE + 1]
+            if code != CALL or regs >> 4 != BPF_PSEUDO_CALL:
+                continue
+            (imm,) = struct.unpack_from("<i", program.insns, at * INSN_SIZE + 4)
+            target = at + 1 + imm
+            if not 0 <= target < count:
+                raise self.fail(
+                    f"program {program.key} calls a function outside itself at "
+                    f"+{at * INSN_SIZE:#x} (instruction {target} of {count}): the Python loader "
+                    "loads no subprograms; declare the function static __always_inline"
+                )
 
     def is_program(self, index: int) -> bool:
         if not 0 < index < self.elf.num_sections():

@@ -6,8 +6,10 @@ lacks, is loaded with ``BPF_BTF_LOAD``; each ``struct bpf_map_def`` of ``maps`` 
 each BTF-defined map of ``.maps`` becomes a map (with its key and value BTF types
 where it declares both); each ``R_BPF_64_64`` relocation turns the 64-bit immediate
 load it points at into a ``BPF_PSEUDO_MAP_FD`` load of that map's fd; each program
-section is loaded with a verifier log and, with BTF, its function and line
-information from ``.BTF.ext``.
+(a section, or one function of a section holding several) is loaded with a verifier
+log and, with BTF, its function and line information from ``.BTF.ext``; the slots
+the object's own static initialisers declare (a prog array's programs, a map of
+maps' maps) are filled once everything is loaded.
 
 What the kernel refuses of the BTF is not fatal: the object loads without it (a map
 without its BTF types, a program without its line information), and the reason is
@@ -93,7 +95,7 @@ class LoadedObject(Closing):
 
     source: BpfObject
     maps: dict[str, LoadedMap] = field(default_factory=dict)
-    programs: dict[str, int] = field(default_factory=dict)  # section -> fd
+    programs: dict[str, int] = field(default_factory=dict)  # Program.key -> fd
     btf_fd: int | None = None  # None: loaded without BTF
     #: What the kernel refused and the load did without, one sentence each.
     notes: list[str] = field(default_factory=list)
@@ -111,12 +113,13 @@ class LoadedObject(Closing):
         log.warning("%s", what)
         self.notes.append(what)
 
-    def program_fd(self, section: str) -> int:
+    def program_fd(self, name: str) -> int:
+        """The fd of the loaded program ``name`` (``SECTION`` or ``SECTION#FUNCTION``)."""
         try:
-            return self.programs[section]
-        except KeyError:
+            return self.programs[self.source.program(name).key]
+        except (KeyError, BpfObjectError):
             raise LoaderError(
-                f"{self.source.path}: no program loaded from section {section!r} (it loaded "
+                f"{self.source.path}: no program {name!r} was loaded (it loaded "
                 f"{', '.join(self.programs) or 'none'}); {REBUILD}"
             ) from None
 
@@ -150,7 +153,7 @@ class Attached(Closing):
 
     request: LoadRequest
     loaded: LoadedObject
-    sockets: dict[str, socket.socket] = field(default_factory=dict)  # section -> socket
+    sockets: dict[str, socket.socket] = field(default_factory=dict)  # program -> socket
 
     def close(self) -> None:
         for sock in self.sockets.values():
@@ -179,13 +182,13 @@ def program_type(section: str) -> int:
     )
 
 
-def requested_type(section: str, name: str) -> int:
-    """The program type named ``name`` in a request for ``section``."""
+def requested_type(program: str, name: str) -> int:
+    """The program type named ``name`` in a request for ``program``."""
     try:
         return PROGRAM_TYPES[name]
     except KeyError:
         raise LoaderError(
-            f"program {section}: the Python loader knows no program type {name!r}; "
+            f"program {program}: the Python loader knows no program type {name!r}; "
             f"it loads {', '.join(PROGRAM_TYPES)}"
         ) from None
 
@@ -196,12 +199,10 @@ def relocate(program: Program, map_fds: Mapping[str, int]) -> bytes:
     for reloc in program.relocations:
         fd = map_fds.get(reloc.symbol)
         if fd is None:
-            raise BpfObjectError(
-                f"program {program.section} refers to unknown map {reloc.symbol!r}"
-            )
+            raise BpfObjectError(f"program {program.key} refers to unknown map {reloc.symbol!r}")
         at = reloc.offset
         if at % INSN_SIZE or at + 2 * INSN_SIZE > len(insns):
-            raise BpfObjectError(f"relocation at {program.section}+{at:#x} is outside the program")
+            raise BpfObjectError(f"relocation at {program.key}+{at:#x} is outside the program")
         # Byte 1 holds dst_reg in its low nibble and src_reg in its high nibble.
         insns[at + 1] = (insns[at + 1] & 0x0F) | (BPF_PSEUDO_MAP_FD << 4)
         insns[at + 4 : at + 8] = (fd & 0xFFFFFFFF).to_bytes(4, "little")
@@ -231,12 +232,11 @@ def check_map_types(obj: BpfObject) -> None:
             )
 
 
-def check_slots(obj: BpfObject, loaded_sections: set[str]) -> None:
-    """Every program a prog array of the object starts with must be loaded."""
+def check_slots(obj: BpfObject, loaded: set[str]) -> None:
+    """Every program a prog array of the object starts with must be loaded (``loaded``:
+    their :attr:`~harness.bpf.elf.Program.key`)."""
     for slot in obj.slots:
-        if obj.map(slot.map).type == syscall.BPF_MAP_TYPE_PROG_ARRAY and (
-            slot.target not in loaded_sections
-        ):
+        if obj.map(slot.map).type == syscall.BPF_MAP_TYPE_PROG_ARRAY and slot.target not in loaded:
             raise LoaderError(
                 f"{obj.path}: prog array {slot.map} declares program {slot.target} at index "
                 f"{slot.index}, which is not loaded; request it with --program {slot.target}:TYPE"
@@ -256,14 +256,14 @@ def kernel_release() -> tuple[int, int]:
 
 
 def load_object(obj: BpfObject, programs: Sequence[tuple[str, int]]) -> LoadedObject:
-    """Load the BTF, create every map of ``obj`` and load ``programs``: (section, type) pairs.
+    """Load the BTF, create every map of ``obj`` and load ``programs``: (PROGRAM, type) pairs.
 
     Then the slots the object declares filled get their programs and maps: prog arrays
     only once every program is loaded, so a tail-call target exists before it is reachable.
     """
     check_map_types(obj)
-    sources = [(obj.program(section), prog_type) for section, prog_type in programs]
-    check_slots(obj, {section for section, _ in programs})
+    sources = [(obj.program(name), prog_type) for name, prog_type in programs]
+    check_slots(obj, {program.key for program, _ in sources})
     loaded = LoadedObject(obj)
     try:
         loaded.btf_fd = load_btf(loaded)
@@ -272,7 +272,7 @@ def load_object(obj: BpfObject, programs: Sequence[tuple[str, int]]) -> LoadedOb
             loaded.maps[definition.name] = LoadedMap(definition.name, fd, definition)
         fds = {name: m.fd for name, m in loaded.maps.items()}
         for program, prog_type in sources:
-            loaded.programs[program.section] = load_program(loaded, program, prog_type, fds)
+            loaded.programs[program.key] = load_program(loaded, program, prog_type, fds)
         for slot in obj.slots:
             fill_slot(loaded, slot)
     except BaseException:
@@ -371,8 +371,14 @@ def load_program(
     insns = relocate(program, map_fds)
     func_info = line_info = b""
     if loaded.btf_fd is not None and obj.btf_ext is not None:
-        func_info = btf.func_info_bytes(obj.btf_ext.func_info.get(program.section, ()))
-        line_info = btf.line_info_bytes(obj.btf_ext.line_info.get(program.section, ()))
+        # .BTF.ext counts instructions from the section's start; the kernel from the program's.
+        first, count = program.offset // INSN_SIZE, len(program.insns) // INSN_SIZE
+        func_info = btf.func_info_bytes(
+            btf.of_program(obj.btf_ext.func_info.get(program.section, ()), first, count)
+        )
+        line_info = btf.line_info_bytes(
+            btf.of_program(obj.btf_ext.line_info.get(program.section, ()), first, count)
+        )
 
     def load(with_btf: bool) -> int:
         return syscall.prog_load(
@@ -395,7 +401,7 @@ def load_program(
     fd = load(with_btf=False)
     reason = syscall.verifier_reason(refused.log) if isinstance(refused, VerifierError) else refused
     loaded.note(
-        f"program {program.section}: the kernel refused its BTF function and line "
+        f"program {program.key}: the kernel refused its BTF function and line "
         f"information ({reason}); loaded without it"
     )
     return fd
@@ -421,22 +427,22 @@ def fill_slot(loaded: LoadedObject, slot: Slot) -> None:
 def load(source: Path | BpfObject) -> LoadedObject:
     """Create the maps of an object and load every program of it, typed by section name."""
     obj = source if isinstance(source, BpfObject) else read_object(source)
-    return load_object(obj, [(p.section, program_type(p.section)) for p in obj.programs])
+    return load_object(obj, [(p.key, program_type(p.section)) for p in obj.programs])
 
 
 def load_request(request: LoadRequest) -> Attached:
     """Load, fill and attach what ``request`` asks; close the result (or use ``with``)."""
     obj = read_object(request.object)
     check_request(request, obj)
-    programs = [(section, PROGRAM_TYPES[kind]) for section, kind in request.programs]
+    programs = [(program, PROGRAM_TYPES[kind]) for program, kind in request.programs]
     attached = Attached(request, load_object(obj, programs))
     try:
-        for name, index, section in request.prog_arrays:
-            fill_prog_array(attached.loaded, name, index, section)
-        for section, target in request.attach:
+        for name, index, program in request.prog_arrays:
+            fill_prog_array(attached.loaded, name, index, program)
+        for program, target in request.attach:
             interface = target.removeprefix(SOCKET_TARGET)
-            attached.sockets[section] = attach_socket(
-                attached.loaded.program_fd(section), interface
+            attached.sockets[program] = attach_socket(
+                attached.loaded.program_fd(program), interface
             )
     except BaseException:
         attached.close()
@@ -447,32 +453,34 @@ def load_request(request: LoadRequest) -> Attached:
 def check_request(request: LoadRequest, obj: BpfObject) -> None:
     """Everything a request names must be in the object and consistent; checked before loading.
 
-    A missing section or map is a :class:`BpfObjectError` that lists what the object
-    has; a request that contradicts itself is a :class:`LoaderError`.
+    A missing program or map is a :class:`BpfObjectError` that lists what the object
+    has; a request that contradicts itself is a :class:`LoaderError`. Programs are
+    compared as the object's (``socket/0`` and ``socket/0#first`` are one program).
     """
     requested: set[str] = set()
-    for section, kind in request.programs:
-        obj.program(section)
-        requested_type(section, kind)
-        if section in requested:
-            raise LoaderError(f"program {section} is requested twice; give one --program for it")
-        requested.add(section)
+    for program, kind in request.programs:
+        key = obj.program(program).key
+        requested_type(program, kind)
+        if key in requested:
+            raise LoaderError(f"program {key} is requested twice; give one --program for it")
+        requested.add(key)
     check_slots(obj, requested)
     attached: set[str] = set()
-    for section, target in request.attach:
-        if section in attached:
+    for program, target in request.attach:
+        key = obj.program(program).key
+        if key in attached:
             raise LoaderError(
-                f"program {section} is to be attached twice; give one --attach per program"
+                f"program {key} is to be attached twice; give one --attach per program"
             )
-        attached.add(section)
-        if section not in requested:
+        attached.add(key)
+        if key not in requested:
             raise LoaderError(
-                f"program {section} is to be attached but is not loaded; "
-                f"request it with --program {section}:TYPE"
+                f"program {program} is to be attached but is not loaded; "
+                f"request it with --program {program}:TYPE"
             )
         if not target.startswith(SOCKET_TARGET) or not target.removeprefix(SOCKET_TARGET):
             raise LoaderError(
-                f"program {section}: the Python loader cannot attach to {target!r}; "
+                f"program {program}: the Python loader cannot attach to {target!r}; "
                 f'it attaches to "{SOCKET_TARGET}IFACE" (SO_ATTACH_BPF on a packet socket)'
             )
     for name, index, section in request.prog_arrays:
@@ -490,7 +498,7 @@ def check_request(request: LoadRequest, obj: BpfObject) -> None:
                 f"go at index {index}; use an index the object's tail calls use, or "
                 "enlarge the map's max_entries and rebuild"
             )
-        if section not in requested:
+        if obj.program(section).key not in requested:
             raise LoaderError(
                 f"prog array {name}[{index}] names program {section}, which is not loaded; "
                 f"request it with --program {section}:TYPE"
@@ -500,7 +508,7 @@ def check_request(request: LoadRequest, obj: BpfObject) -> None:
 
 
 def fill_prog_array(loaded: LoadedObject, name: str, index: int, section: str) -> None:
-    """Store the fd of the program loaded from ``section`` at ``index`` of prog array ``name``."""
+    """Store the fd of the program ``section`` (a PROGRAM) at ``index`` of prog array ``name``."""
     prog_array = loaded.map(name)
     prog_fd = loaded.program_fd(section)
     try:

@@ -13,7 +13,9 @@ The program loaders are built per kernel release, against its headers, like the
 samples, and speak the loader protocol (:mod:`harness.loaders.protocol`). So can a
 loader of the user's own: ``--loader-cmd NAME=COMMAND`` adds it. Which loaders
 apply to a sample follows from its format; a loader that cannot load a sample's
-format is not run for it.
+format is not run for it. A loader that reads the format but not the way the
+sample lays out its programs (:meth:`Loader.cannot_load`) has its case skipped,
+with the reason.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
 from harness.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    # harness.samples imports the protocol, which is in this package.
+    from harness.samples import Sample
 
 LOADERS_DIR = PROJECT_ROOT / "harness" / "loaders"
 #: The loader protocol in C, which every built-in program loader is built with.
@@ -52,6 +59,9 @@ class Loader:
     #: a child forked from its own process with these first on sys.path
     #: (harness/guest/forked.py); ``command`` runs the same as a program.
     python_path: tuple[str, ...] = ()
+    #: It loads a whole section as one program (the kernel's old bpf_load.c does), so
+    #: it cannot be given ``SECTION#FUNCTION``, a program of a section holding several.
+    whole_sections: bool = False
 
     @property
     def in_process(self) -> bool:
@@ -59,6 +69,17 @@ class Loader:
 
     def applies_to(self, sample_format: str) -> bool:
         return sample_format in self.formats
+
+    def cannot_load(self, sample: Sample) -> str | None:
+        """Why this loader cannot load ``sample`` although it reads its format, or None."""
+        shared = [p.name for p in sample.programs if p.function]
+        if self.whole_sections and shared:
+            return (
+                f"the {self.name} loader loads a whole section as one program, and "
+                f"{sample.name} has several programs in one section ({', '.join(shared)}); "
+                "the python and libbpf loaders load them by their functions"
+            )
+        return None
 
 
 BUILTIN: tuple[Loader, ...] = (
@@ -77,6 +98,7 @@ BUILTIN: tuple[Loader, ...] = (
             PROTOCOL_SOURCE,
         ),
         libraries=("-lelf",),
+        whole_sections=True,
     ),
     Loader(
         "libbpf",

@@ -5,15 +5,27 @@ asked, reports the entries of its maps. The project's C loaders speak this
 protocol, and so can a user's own loader (``--loader-cmd NAME=COMMAND``)::
 
     COMMAND --object FILE
-            [--program SECTION:TYPE]...          load this program section as TYPE
-            [--attach SECTION:socket:IFACE]...   attach it with SO_ATTACH_BPF to a
+            [--program PROGRAM:TYPE]...          load this program as TYPE
+            [--attach PROGRAM:socket:IFACE]...   attach it with SO_ATTACH_BPF to a
                                                  packet socket bound to IFACE
-            [--prog-array MAP:INDEX:SECTION]...  store the program's fd at INDEX of the
+            [--prog-array MAP:INDEX:PROGRAM]...  store the program's fd at INDEX of the
                                                  BPF_MAP_TYPE_PROG_ARRAY MAP
             [--dump MAP]...                      maps to report at the end
 
+A PROGRAM is ``SECTION``, the one program of an executable section (``socket/0``), or
+``SECTION#FUNCTION``, the program of function FUNCTION (its ``STT_FUNC`` symbol) in a
+section that holds several, as libbpf allows and the kernel's samples use from 6.12
+(five programs in ``SEC("socket")``). ``#`` is in no C identifier and in none of the
+section names programs use, so the two forms cannot be confused; the second also names
+the one program of a section. A loader that loads one program per section (the ``c``
+loader) is not given the second form: its case is skipped with that reason.
+
 1. The loader loads every ``--program`` (TYPE is ``socket_filter``), fills the prog
-   arrays, attaches, then prints the line ``ready`` on stdout and flushes it.
+   arrays, attaches, then prints the line ``ready`` on stdout and flushes it. A prog
+   array whose ``values`` the object initialises itself (a BTF-defined map with a static
+   initialiser: ``R_BPF_64_ABS64`` relocations in ``.rel.maps`` against program
+   symbols) is filled as the object says, as libbpf does, with no ``--prog-array``;
+   every program it names is among the ``--program`` ones.
 2. The harness sends the traffic, then closes the loader's stdin.
 3. On end of input (or SIGTERM), the loader prints one JSON document on stdout and
    exits 0::
@@ -25,7 +37,7 @@ protocol, and so can a user's own loader (``--loader-cmd NAME=COMMAND``)::
 4. Any failure: a message on stderr (the verifier's log with a rejected program),
    and a non-zero exit status, before or instead of ``ready``.
 
-Section names hold no ``:``; MAP names are the object's map symbols.
+Section names hold no ``:`` nor ``#``; MAP names are the object's map symbols.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ if TYPE_CHECKING:
     import argparse
 
 READY = "ready"
+#: Between a section and a function in a PROGRAM: ``socket#main_prog``.
+FUNCTION_SEPARATOR = "#"
 #: The one attach target the protocol names: ``socket:IFACE``.
 SOCKET_TARGET = "socket:"
 
@@ -56,21 +70,21 @@ class LoadRequest:
     """What a loader is asked to do for one case."""
 
     object: Path
-    programs: tuple[tuple[str, str], ...]  # (section, type)
-    attach: tuple[tuple[str, str], ...] = ()  # (section, "socket:IFACE")
-    prog_arrays: tuple[tuple[str, int, str], ...] = ()  # (map, index, section)
+    programs: tuple[tuple[str, str], ...]  # (PROGRAM, type)
+    attach: tuple[tuple[str, str], ...] = ()  # (PROGRAM, "socket:IFACE")
+    prog_arrays: tuple[tuple[str, int, str], ...] = ()  # (map, index, PROGRAM)
     dump: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
         """The protocol's arguments for this request (after the loader's own command)."""
         args = ["--object", str(self.object)]
-        for section, kind in self.programs:
-            args += ["--program", f"{section}:{kind}"]
-        for section, target in self.attach:
-            args += ["--attach", f"{section}:{target}"]
-        for name, index, section in self.prog_arrays:
-            args += ["--prog-array", f"{name}:{index}:{section}"]
+        for program, kind in self.programs:
+            args += ["--program", f"{program}:{kind}"]
+        for program, target in self.attach:
+            args += ["--attach", f"{program}:{target}"]
+        for name, index, program in self.prog_arrays:
+            args += ["--prog-array", f"{name}:{index}:{program}"]
         for name in self.dump:
             args += ["--dump", name]
         return args
@@ -107,14 +121,14 @@ def request_parser(
     import argparse
 
     def program_spec(text: str) -> tuple[str, str]:
-        section, _, kind = text.partition(":")
-        if not section or not kind:
-            raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:TYPE")
+        program, _, kind = text.partition(":")
+        if not kind or not is_program(program):
+            raise argparse.ArgumentTypeError(f"{text!r} is not PROGRAM:TYPE")
         if kind not in program_types:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: unknown program type {kind!r}; known: {', '.join(program_types)}"
             )
-        return section, kind
+        return program, kind
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--object", type=Path, required=True, help="the BPF object (.o) to load")
@@ -123,15 +137,18 @@ def request_parser(
         type=program_spec,
         action="append",
         default=[],
-        metavar="SECTION:TYPE",
-        help=f"load this program section as TYPE ({', '.join(program_types)})",
+        metavar="PROGRAM:TYPE",
+        help=(
+            f"load this program as TYPE ({', '.join(program_types)}); PROGRAM is SECTION or "
+            f"SECTION{FUNCTION_SEPARATOR}FUNCTION"
+        ),
     )
     parser.add_argument(
         "--attach",
         type=attach_spec,
         action="append",
         default=[],
-        metavar=f"SECTION:{SOCKET_TARGET}IFACE",
+        metavar=f"PROGRAM:{SOCKET_TARGET}IFACE",
         help="attach the program with SO_ATTACH_BPF to a packet socket bound to IFACE",
     )
     parser.add_argument(
@@ -139,7 +156,7 @@ def request_parser(
         type=prog_array_spec,
         action="append",
         default=[],
-        metavar="MAP:INDEX:SECTION",
+        metavar="MAP:INDEX:PROGRAM",
         help="store the program's fd at INDEX of the BPF_MAP_TYPE_PROG_ARRAY MAP",
     )
     parser.add_argument(
@@ -152,25 +169,47 @@ def request_parser(
     return parser
 
 
+def program_name(section: str, function: str = "") -> str:
+    """The PROGRAM of the protocol: ``SECTION``, or ``SECTION#FUNCTION`` with a function."""
+    return f"{section}{FUNCTION_SEPARATOR}{function}" if function else section
+
+
+def split_program(program: str) -> tuple[str, str]:
+    """``(section, function)`` of a PROGRAM; the function is "" when it names a section."""
+    section, _, function = program.partition(FUNCTION_SEPARATOR)
+    return section, function
+
+
+def is_program(text: str) -> bool:
+    """Whether ``text`` is a PROGRAM: a section, then at most one ``#FUNCTION``."""
+    section, function = split_program(text)
+    return bool(
+        section
+        and ":" not in text
+        and FUNCTION_SEPARATOR not in function
+        and (function or not text.endswith(FUNCTION_SEPARATOR))
+    )
+
+
 def attach_spec(text: str) -> tuple[str, str]:
-    """``SECTION:socket:IFACE`` of ``--attach``."""
+    """``PROGRAM:socket:IFACE`` of ``--attach``."""
     import argparse
 
-    section, _, target = text.partition(":")
+    program, _, target = text.partition(":")
     interface = target.removeprefix(SOCKET_TARGET)
-    if not section or not target.startswith(SOCKET_TARGET) or not interface:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION:{SOCKET_TARGET}IFACE")
-    return section, target
+    if not is_program(program) or not target.startswith(SOCKET_TARGET) or not interface:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROGRAM:{SOCKET_TARGET}IFACE")
+    return program, target
 
 
 def prog_array_spec(text: str) -> tuple[str, int, str]:
-    """``MAP:INDEX:SECTION`` of ``--prog-array``."""
+    """``MAP:INDEX:PROGRAM`` of ``--prog-array``."""
     import argparse
 
     parts = text.split(":")
-    if len(parts) != 3 or not parts[0] or not parts[2] or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[0] or not is_program(parts[2]) or not parts[1].isdigit():
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not MAP:INDEX:SECTION with INDEX a number from 0"
+            f"{text!r} is not MAP:INDEX:PROGRAM with INDEX a number from 0"
         )
     return parts[0], int(parts[1]), parts[2]
 

@@ -42,8 +42,8 @@ RELEASE = os.uname().release
 CHOSEN = samples.select("sockex3,sockex3-btf", samples.discover())
 PYTHON = loaders.builtin(["python"])
 LOADER = Path("harness/bpf/loader.py")
-FILLING = """        for name, index, section in request.prog_arrays:
-            fill_prog_array(attached.loaded, name, index, section)
+FILLING = """        for name, index, program in request.prog_arrays:
+            fill_prog_array(attached.loaded, name, index, program)
 """
 #: How long one guest run may take before the test gives up on it (a hang, not a speed).
 GUEST_TIMEOUT = 300.0

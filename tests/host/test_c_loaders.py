@@ -85,6 +85,10 @@ END_EOF = "eof"
 END_SIGTERM = "sigterm"
 #: A run whose request leaves the prog array empty.
 NO_PROG_ARRAY = "no-prog-array"
+#: A run of udp_ports_shared: both programs in SEC("socket"), jump filled by the object.
+SHARED = "shared"
+#: In place of a loader's path: the Python loader, as a program of the protocol.
+PYTHON = "python"
 
 
 def udp_ports_request(obj: Path, *, fill: bool = True) -> LoadRequest:
@@ -93,6 +97,16 @@ def udp_ports_request(obj: Path, *, fill: bool = True) -> LoadRequest:
         programs=(("socket/entry", "socket_filter"), ("socket/count", "socket_filter")),
         attach=(("socket/entry", "socket:lo"),),
         prog_arrays=(("jump", COUNT_INDEX, "socket/count"),) if fill else (),
+        dump=("ports", "jump"),
+    )
+
+
+def shared_request(obj: Path) -> LoadRequest:
+    """udp_ports_shared's programs by their functions; no --prog-array: the object fills jump."""
+    return LoadRequest(
+        object=obj,
+        programs=(("socket#entry", "socket_filter"), ("socket#count_udp", "socket_filter")),
+        attach=(("socket#entry", "socket:lo"),),
         dump=("ports", "jump"),
     )
 
@@ -119,6 +133,11 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         fmt: compile_data(f"udp_ports_{fmt}_kern.c", out, btf=fmt == "btf")
         for fmt in set(LOADERS.values())
     }
+
+
+@pytest.fixture(scope="module")
+def shared_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_data("udp_ports_shared_kern.c", tmp_path_factory.mktemp("shared"), btf=True)
 
 
 def compile_data(name: str, out_dir: Path, *, btf: bool) -> Path:
@@ -168,6 +187,65 @@ def test_each_port_is_counted_exactly_through_the_tail_call(
     assert decoded_ports(dump) == expected_ports()
     # The prog array holds a program (its id) at the one index that was filled.
     assert [key for key, _ in dump["jump"]] == [PORT_KEY.encode((COUNT_INDEX,))]
+
+
+@pytest.mark.parametrize("name", ["libbpf", PYTHON])
+def test_programs_sharing_a_section_count_through_the_prog_array_the_object_fills(
+    programs: dict[str, Path], shared_object: Path, name: str
+) -> None:
+    loader = PYTHON if name == PYTHON else str(programs[name])
+    done = in_namespace(SHARED, loader, str(shared_object))
+
+    assert done.returncode == 0, done.stderr
+    dump = parse_dump(done.stdout, ["ports", "jump"], loader=name)
+    assert decoded_ports(dump) == expected_ports()
+    # What the object's initialiser put in jump: a program at index 0 and nothing else.
+    assert [key for key, _ in dump["jump"]] == [PORT_KEY.encode((0,))]
+
+
+def test_the_classic_loader_refuses_a_program_of_a_shared_section_saying_why(
+    programs: dict[str, Path], shared_object: Path
+) -> None:
+    done = run_loader(programs["c"], *shared_request(shared_object).argv())
+
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"{shared_object}: cannot load socket#entry: this loader loads a whole section as one "
+        "program (as the kernel's old bpf_load.c did), not one function of a section holding "
+        "several; use the python or libbpf loader"
+    ), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("program", "complaint"),
+    [
+        (
+            "socket",
+            "section socket holds more than one program (count_udp, entry, ...); name one by "
+            "its function, as socket#count_udp",
+        ),
+        (
+            "socket#nope",
+            "no program socket#nope: no function nope in section socket (it has: "
+            "socket#count_udp, socket#entry)",
+        ),
+        (
+            "socket/entry#entry",
+            "no program socket/entry#entry: no function entry in section socket/entry",
+        ),
+    ],
+)
+def test_libbpf_names_what_a_program_of_a_shared_section_lacks(
+    programs: dict[str, Path], shared_object: Path, program: str, complaint: str
+) -> None:
+    request = LoadRequest(shared_object, programs=((program, "socket_filter"),))
+
+    done = run_loader(programs["libbpf"], *request.argv())
+
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{shared_object}: {complaint}"), done.stderr
 
 
 @pytest.mark.parametrize("name", LOADERS)
@@ -354,9 +432,16 @@ def send_traffic() -> None:
                     raise LoaderError(f"a datagram to port {datagrams.port} came back cut")
 
 
+def loader_argv(program: Path) -> list[str]:
+    """How to start a loader: its path, or the Python loader's module (:data:`PYTHON`)."""
+    if str(program) == PYTHON:
+        return [sys.executable, "-m", "harness.bpf"]
+    return [str(program)]
+
+
 def run_until_eof(program: Path, request: LoadRequest) -> Dump:
     """The loader driven as the guest drives it: ready, traffic, input closed, dump."""
-    child = proc.spawn([str(program), *request.argv()])
+    child = proc.spawn([*loader_argv(program), *request.argv()])
     try:
         driver = LoaderProgram(program.name, child, request)
         driver.wait_ready()
@@ -397,6 +482,8 @@ def main(argv: Sequence[str]) -> int:
         bring_up("lo")
         if mode == END_SIGTERM:
             dump = run_until_sigterm(program, udp_ports_request(obj))
+        elif mode == SHARED:
+            dump = run_until_eof(program, shared_request(obj))
         else:
             dump = run_until_eof(program, udp_ports_request(obj, fill=mode != NO_PROG_ARRAY))
     except HarnessError as exc:

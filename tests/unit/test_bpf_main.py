@@ -63,9 +63,17 @@ def flows_request(obj: Path) -> LoadRequest:
 def test_a_request_survives_its_command_line() -> None:
     request = LoadRequest(
         object=Path("build/flows_kern.o"),
-        programs=(("socket/0", "socket_filter"), ("socket1", "socket_filter")),
+        programs=(
+            ("socket/0", "socket_filter"),
+            ("socket1", "socket_filter"),
+            ("socket#count", "socket_filter"),
+        ),
         attach=(("socket/0", "socket:lo"), ("socket1", "socket:veth-a.1")),
-        prog_arrays=(("jmp_table", 1, "socket1"), ("jmp_table", 0, "socket/0")),
+        prog_arrays=(
+            ("jmp_table", 1, "socket1"),
+            ("jmp_table", 0, "socket/0"),
+            ("jmp_table", 2, "socket#count"),
+        ),
         dump=("flows", "runs"),
     )
 
@@ -76,12 +84,17 @@ def test_a_request_survives_its_command_line() -> None:
     ("argv", "complaint"),
     [
         (["--program", "socket1:socket_filter"], "--object"),
-        (["--object", "x.o", "--program", "socket1"], "is not SECTION:TYPE"),
+        (["--object", "x.o", "--program", "socket1"], "is not PROGRAM:TYPE"),
+        (["--object", "x.o", "--program", "socket#:socket_filter"], "is not PROGRAM:TYPE"),
+        (["--object", "x.o", "--program", "#main:socket_filter"], "is not PROGRAM:TYPE"),
+        (["--object", "x.o", "--program", "s#a#b:socket_filter"], "is not PROGRAM:TYPE"),
         (["--object", "x.o", "--program", "socket1:xdp"], "unknown program type 'xdp'"),
-        (["--object", "x.o", "--attach", "socket1:lo"], "is not SECTION:socket:IFACE"),
-        (["--object", "x.o", "--attach", "socket1:socket:"], "is not SECTION:socket:IFACE"),
-        (["--object", "x.o", "--prog-array", "jmp:-1:s"], "is not MAP:INDEX:SECTION"),
-        (["--object", "x.o", "--prog-array", "jmp:1"], "is not MAP:INDEX:SECTION"),
+        (["--object", "x.o", "--attach", "socket1:lo"], "is not PROGRAM:socket:IFACE"),
+        (["--object", "x.o", "--attach", "socket1:socket:"], "is not PROGRAM:socket:IFACE"),
+        (["--object", "x.o", "--attach", "s#:socket:lo"], "is not PROGRAM:socket:IFACE"),
+        (["--object", "x.o", "--prog-array", "jmp:-1:s"], "is not MAP:INDEX:PROGRAM"),
+        (["--object", "x.o", "--prog-array", "jmp:1"], "is not MAP:INDEX:PROGRAM"),
+        (["--object", "x.o", "--prog-array", "jmp:1:s#"], "is not MAP:INDEX:PROGRAM"),
     ],
 )
 def test_a_malformed_command_line_exits_2(

@@ -145,7 +145,9 @@ def test_a_section_without_a_program_names_those_loaded_and_says_rebuild(
 ) -> None:
     loaded = loader.LoadedObject(elf.read_object(sample_object), programs={"socket1": 7})
 
-    with pytest.raises(LoaderError, match=r"section 'socket2' \(it loaded socket1\).*invoke build"):
+    with pytest.raises(
+        LoaderError, match=r"no program 'socket2' was loaded \(it loaded socket1\).*invoke build"
+    ):
         loaded.program_fd("socket2")
 
 

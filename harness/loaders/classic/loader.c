@@ -5,14 +5,15 @@
  * struct bpf_map_def in section "maps".
  *
  *   loader-classic --object FILE
- *                  [--program SECTION:TYPE]...
- *                  [--attach SECTION:socket:IFACE]...
- *                  [--prog-array MAP:INDEX:SECTION]...
+ *                  [--program PROGRAM:TYPE]...
+ *                  [--attach PROGRAM:socket:IFACE]...
+ *                  [--prog-array MAP:INDEX:PROGRAM]...
  *                  [--dump MAP]...
  *
  * A program the verifier rejected adds its log to the failure's line on stderr.
  */
 #include <stdio.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "bpf_load.h"
@@ -30,7 +31,15 @@ static int open_object(void *data, const struct protocol_request *req)
 	/* Before Linux 5.11 maps are charged to RLIMIT_MEMLOCK, whose default a hash map of
 	 * a thousand entries exceeds (EPERM); a loader lifts it, as libbpf does itself. */
 	struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+	int i;
 
+	/* Said before the object is read: what else it finds there is beside the point. */
+	for (i = 0; i < req->program_count; i++)
+		if (strchr(req->programs[i].name, PROTOCOL_FUNCTION_SEPARATOR))
+			return protocol_fail("%s: cannot load %s: this loader loads a whole section as "
+					     "one program (as the kernel's old bpf_load.c did), not one "
+					     "function of a section holding several; use the python or "
+					     "libbpf loader", req->object, req->programs[i].name);
 	setrlimit(RLIMIT_MEMLOCK, &unlimited);
 	return bpf_load_open(obj, req->object) ? failed(obj) : 0;
 }
@@ -41,7 +50,7 @@ static int load_programs(void *data, const struct protocol_request *req)
 	int i;
 
 	for (i = 0; i < req->program_count; i++)
-		if (bpf_load_program(obj, req->programs[i].section, req->programs[i].type) < 0)
+		if (bpf_load_program(obj, req->programs[i].name, req->programs[i].type) < 0)
 			return failed(obj);
 	return 0;
 }

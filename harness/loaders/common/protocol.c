@@ -58,8 +58,8 @@ static int usage(const char *fmt, const char *what)
 {
 	fprintf(stderr, "%s: ", program_name);
 	fprintf(stderr, fmt, what);
-	fprintf(stderr, "\nusage: %s --object FILE [--program SECTION:TYPE]... "
-		"[--attach SECTION:socket:IFACE]... [--prog-array MAP:INDEX:SECTION]... "
+	fprintf(stderr, "\nusage: %s --object FILE [--program PROGRAM:TYPE]... "
+		"[--attach PROGRAM:socket:IFACE]... [--prog-array MAP:INDEX:PROGRAM]... "
 		"[--dump MAP]...\n", program_name);
 	return -1;
 }
@@ -80,11 +80,11 @@ static const char *take_field(const char *arg, char *dst, size_t dst_size)
 static int parse_program(struct protocol_request *req, const char *arg)
 {
 	struct protocol_program *program = &req->programs[req->program_count];
-	const char *type = take_field(arg, program->section, sizeof(program->section));
+	const char *type = take_field(arg, program->name, sizeof(program->name));
 	size_t i;
 
 	if (!type || !*type)
-		return usage("--program %s is not SECTION:TYPE", arg);
+		return usage("--program %s is not PROGRAM:TYPE", arg);
 	for (i = 0; i < sizeof(program_types) / sizeof(program_types[0]); i++) {
 		if (strcmp(type, program_types[i].name) == 0) {
 			program->type = program_types[i].type;
@@ -98,12 +98,12 @@ static int parse_program(struct protocol_request *req, const char *arg)
 static int parse_attach(struct protocol_request *req, const char *arg)
 {
 	struct protocol_attach *attach = &req->attach[req->attach_count];
-	const char *target = take_field(arg, attach->section, sizeof(attach->section));
+	const char *target = take_field(arg, attach->program, sizeof(attach->program));
 
 	if (!target || strncmp(target, "socket:", 7) != 0 ||
 	    !take_field(target + 7, attach->ifname, sizeof(attach->ifname)) ||
 	    strchr(target + 7, ':'))
-		return usage("--attach %s is not SECTION:socket:IFACE", arg);
+		return usage("--attach %s is not PROGRAM:socket:IFACE", arg);
 	req->attach_count++;
 	return 0;
 }
@@ -116,24 +116,24 @@ static int parse_prog_array(struct protocol_request *req, const char *arg)
 	unsigned long index;
 
 	if (!rest || *rest < '0' || *rest > '9')
-		return usage("--prog-array %s is not MAP:INDEX:SECTION", arg);
+		return usage("--prog-array %s is not MAP:INDEX:PROGRAM", arg);
 	errno = 0;
 	index = strtoul(rest, &end, 10);
 	if (errno || *end != ':' || index > UINT_MAX ||
-	    !take_field(end + 1, entry->section, sizeof(entry->section)) || strchr(end + 1, ':'))
-		return usage("--prog-array %s is not MAP:INDEX:SECTION", arg);
+	    !take_field(end + 1, entry->program, sizeof(entry->program)) || strchr(end + 1, ':'))
+		return usage("--prog-array %s is not MAP:INDEX:PROGRAM", arg);
 	entry->index = index;
 	req->prog_array_count++;
 	return 0;
 }
 
 const struct protocol_program *protocol_requested(const struct protocol_request *req,
-						  const char *section)
+						  const char *program)
 {
 	int i;
 
 	for (i = 0; i < req->program_count; i++)
-		if (strcmp(req->programs[i].section, section) == 0)
+		if (strcmp(req->programs[i].name, program) == 0)
 			return &req->programs[i];
 	return NULL;
 }
@@ -175,15 +175,15 @@ static int parse_args(struct protocol_request *req, int argc, char **argv)
 	if (!req->object)
 		return usage("%s", "--object FILE is required");
 	if (req->program_count == 0)
-		return usage("%s", "no --program SECTION:TYPE given");
+		return usage("%s", "no --program PROGRAM:TYPE given");
 	for (i = 0; i < req->attach_count; i++)
-		if (!protocol_requested(req, req->attach[i].section))
+		if (!protocol_requested(req, req->attach[i].program))
 			return usage("--attach names %s, which no --program loads",
-				     req->attach[i].section);
+				     req->attach[i].program);
 	for (i = 0; i < req->prog_array_count; i++)
-		if (!protocol_requested(req, req->prog_arrays[i].section))
+		if (!protocol_requested(req, req->prog_arrays[i].program))
 			return usage("--prog-array names %s, which no --program loads",
-				     req->prog_arrays[i].section);
+				     req->prog_arrays[i].program);
 	return 0;
 }
 
@@ -222,13 +222,13 @@ static int fill_prog_arrays(const struct protocol_loader *loader, void *obj,
 
 		if (loader->find_map(obj, entry->map, &map))
 			return -1;
-		prog_fd = loader->program_fd(obj, entry->section);
+		prog_fd = loader->program_fd(obj, entry->program);
 		if (prog_fd < 0)
 			return -1;
 		if (loader->update(map.fd, &key, &prog_fd, BPF_ANY))
 			return protocol_fail("%s: cannot store program %s at index %u of prog "
 					     "array %s (%u entries): %s", req->object,
-					     entry->section, entry->index, map.name,
+					     entry->program, entry->index, map.name,
 					     map.max_entries, strerror(errno));
 	}
 	return 0;
@@ -279,7 +279,7 @@ static int attach(const struct protocol_loader *loader, void *obj,
 
 	for (i = 0; i < req->attach_count; i++) {
 		char message[ERROR_MAX / 2];
-		int prog_fd = loader->program_fd(obj, req->attach[i].section);
+		int prog_fd = loader->program_fd(obj, req->attach[i].program);
 
 		if (prog_fd < 0)
 			return -1;
@@ -287,7 +287,7 @@ static int attach(const struct protocol_loader *loader, void *obj,
 						    sizeof(message));
 		if (sockets[i] < 0)
 			return protocol_fail("%s: program %s: %s", req->object,
-					     req->attach[i].section, message);
+					     req->attach[i].program, message);
 	}
 	return 0;
 }

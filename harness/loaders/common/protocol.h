@@ -3,9 +3,9 @@
  * The loader protocol (harness/loaders/protocol.py) as the C loaders speak it:
  *
  *   LOADER --object FILE
- *          [--program SECTION:TYPE]...
- *          [--attach SECTION:socket:IFACE]...
- *          [--prog-array MAP:INDEX:SECTION]...
+ *          [--program PROGRAM:TYPE]...
+ *          [--attach PROGRAM:socket:IFACE]...
+ *          [--prog-array MAP:INDEX:PROGRAM]...
  *          [--dump MAP]...
  *
  * protocol_main() parses the arguments, has the loader open the object, checks
@@ -28,23 +28,29 @@
 #define PROTOCOL_NAME_MAX 128
 #define PROTOCOL_EXIT_USAGE 2
 
+/*
+ * A PROGRAM is "SECTION", the one program of a section, or "SECTION#FUNCTION", the
+ * program of that function in a section holding several (PROTOCOL_FUNCTION_SEPARATOR).
+ */
+#define PROTOCOL_FUNCTION_SEPARATOR '#'
+
 struct protocol_program {
-	char section[PROTOCOL_NAME_MAX];
+	char name[PROTOCOL_NAME_MAX];	/* PROGRAM */
 	enum bpf_prog_type type;
 };
 
 struct protocol_attach {
-	char section[PROTOCOL_NAME_MAX];
+	char program[PROTOCOL_NAME_MAX];
 	char ifname[PROTOCOL_NAME_MAX];
 };
 
 struct protocol_prog_array {
 	char map[PROTOCOL_NAME_MAX];
 	unsigned int index;
-	char section[PROTOCOL_NAME_MAX];
+	char program[PROTOCOL_NAME_MAX];
 };
 
-/* The arguments, parsed: every section named by --attach or --prog-array is a --program's. */
+/* The arguments, parsed: every PROGRAM named by --attach or --prog-array is a --program's. */
 struct protocol_request {
 	const char *object;
 	struct protocol_program programs[PROTOCOL_MAX_ITEMS];
@@ -80,8 +86,8 @@ struct protocol_loader {
 	int (*open)(void *obj, const struct protocol_request *req);
 	/* Load every requested program. */
 	int (*load)(void *obj, const struct protocol_request *req);
-	/* The fd of the (loaded) program of section. */
-	int (*program_fd)(void *obj, const char *section);
+	/* The fd of the (loaded) program PROGRAM. */
+	int (*program_fd)(void *obj, const char *program);
 	/* Describe the map called name in *map. */
 	int (*find_map)(void *obj, const char *name, struct protocol_map *map);
 	/* The bpf(2) map commands: 0, or -1 with errno set. */
@@ -95,9 +101,9 @@ struct protocol_loader {
 /* Run the protocol; the exit status: 0, 1 on a failure, PROTOCOL_EXIT_USAGE. */
 int protocol_main(int argc, char **argv, const struct protocol_loader *loader, void *obj);
 
-/* The requested program of section, or NULL. */
+/* The --program of PROGRAM, as it was given, or NULL. */
 const struct protocol_program *protocol_requested(const struct protocol_request *req,
-						  const char *section);
+						  const char *program);
 
 /* Record the failure's one line, which should start "OBJECT: "; always -1. */
 int protocol_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -6,13 +6,14 @@
  * clang -g -O2 -target bpf).
  *
  *   loader-libbpf --object FILE
- *                 [--program SECTION:TYPE]...
- *                 [--attach SECTION:socket:IFACE]...
- *                 [--prog-array MAP:INDEX:SECTION]...
+ *                 [--program PROGRAM:TYPE]...
+ *                 [--attach PROGRAM:socket:IFACE]...
+ *                 [--prog-array MAP:INDEX:PROGRAM]...
  *                 [--dump MAP]...
  *
  * It opens the object with bpf_object__open_file(), sets the type of every
- * requested program and turns autoload off for the others, and loads it.
+ * requested program (a PROGRAM is SECTION, or SECTION#FUNCTION in a section
+ * holding several) and turns autoload off for the others, and loads it.
  * libbpf's own messages (the verifier's log of a rejected program among them)
  * go to stderr, before the failure's line.
  *
@@ -63,33 +64,61 @@ static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 	return vfprintf(stderr, fmt, args);
 }
 
-/* The one program of section; NULL, with the error set, if there is none or several. */
-static struct bpf_program *find_program(struct bpf_object *obj, const char *path,
-					const char *section)
+/* "SECTION#FUNCTION, ..." of every program of the object, into list (of size). */
+static void list_programs(struct bpf_object *obj, char *list, size_t size)
 {
-	struct bpf_program *prog, *found = NULL;
-	char sections[512] = "";
+	struct bpf_program *prog;
 	size_t used = 0;
 
+	list[0] = '\0';
 	bpf_object__for_each_program(prog, obj) {
-		const char *name = bpf_program__section_name(prog);
+		if (used >= size)
+			break;
+		used += snprintf(list + used, size - used, "%s%s%c%s", used ? ", " : "",
+				 bpf_program__section_name(prog), PROTOCOL_FUNCTION_SEPARATOR,
+				 bpf_program__name(prog));
+	}
+}
 
-		if (strcmp(name, section) == 0) {
-			if (found) {
-				protocol_fail("%s: section %s holds more than one program (%s, %s); the "
-				     "protocol names programs by section: give each its own",
-				     path, section, bpf_program__name(found),
-				     bpf_program__name(prog));
-				return NULL;
-			}
-			found = prog;
-		} else if (used < sizeof(sections)) {
-			used += snprintf(sections + used, sizeof(sections) - used, "%s%s",
-					 used ? ", " : "", name);
+/*
+ * The program a PROGRAM of the protocol names: "SECTION#FUNCTION", the program of
+ * that function (bpf_object__find_program_by_name) if it is in that section, or
+ * "SECTION", the one program of that section. NULL, with the error set, if there
+ * is none, or the section holds several and no function was given.
+ */
+static struct bpf_program *find_program(struct bpf_object *obj, const char *path,
+					const char *program)
+{
+	const char *function = strchr(program, PROTOCOL_FUNCTION_SEPARATOR);
+	int section_length = function ? (int)(function - program) : (int)strlen(program);
+	struct bpf_program *prog, *found = NULL;
+	char programs[512];
+
+	list_programs(obj, programs, sizeof(programs));
+	if (function) {
+		prog = bpf_object__find_program_by_name(obj, function + 1);
+		if (prog && strlen(bpf_program__section_name(prog)) == (size_t)section_length &&
+		    strncmp(bpf_program__section_name(prog), program, section_length) == 0)
+			return prog;
+		protocol_fail("%s: no program %s: no function %s in section %.*s (it has: %s)",
+			      path, program, function + 1, section_length, program, programs);
+		return NULL;
+	}
+	bpf_object__for_each_program(prog, obj) {
+		if (strcmp(bpf_program__section_name(prog), program) != 0)
+			continue;
+		if (found) {
+			protocol_fail("%s: section %s holds more than one program (%s, %s, ...); "
+				      "name one by its function, as %s%c%s",
+				      path, program, bpf_program__name(found),
+				      bpf_program__name(prog), program,
+				      PROTOCOL_FUNCTION_SEPARATOR, bpf_program__name(found));
+			return NULL;
 		}
+		found = prog;
 	}
 	if (!found)
-		protocol_fail("%s: no program section %s (it has: %s)", path, section, sections);
+		protocol_fail("%s: no program section %s (it has: %s)", path, program, programs);
 	return found;
 }
 
@@ -106,9 +135,10 @@ static int load(struct bpf_object *obj, const struct protocol_request *req)
 	libbpf_strerror(err, reason, sizeof(reason));
 	bpf_object__for_each_program(prog, obj) {
 		if (failed_program[0] && strcmp(bpf_program__name(prog), failed_program) == 0)
-			return protocol_fail("%s: the kernel refused program %s (%s): the verifier's log "
-				    "and libbpf's messages above say why", req->object,
-				    bpf_program__section_name(prog), reason);
+			return protocol_fail("%s: the kernel refused program %s%c%s (%s): the "
+				    "verifier's log and libbpf's messages above say why",
+				    req->object, bpf_program__section_name(prog),
+				    PROTOCOL_FUNCTION_SEPARATOR, bpf_program__name(prog), reason);
 	}
 	return protocol_fail("%s: libbpf cannot load the object: %s%s; libbpf's messages above say "
 		    "why", req->object, reason,
@@ -125,9 +155,14 @@ static struct bpf_map *find_map(struct bpf_object *obj, const char *path, const 
 	return map;
 }
 
-/* Open the object, set the type of every requested program, leave the others unloaded. */
+/*
+ * Open the object, set the type of every requested program, leave the others unloaded.
+ * A prog array the object initialises itself (__array(values, ...) = { ... }) libbpf
+ * fills once the programs are loaded; each program it names must be requested.
+ */
 static int open_object(void *data, const struct protocol_request *req)
 {
+	struct bpf_program *requested[PROTOCOL_MAX_ITEMS];
 	struct object *object = data;
 	struct bpf_program *prog;
 	int i;
@@ -143,20 +178,24 @@ static int open_object(void *data, const struct protocol_request *req)
 				     "(legacy SEC(\"maps\") objects need the classic loader)",
 				     req->object, reason);
 	}
-	for (i = 0; i < req->program_count; i++)
-		if (!find_program(object->obj, req->object, req->programs[i].section))
+	for (i = 0; i < req->program_count; i++) {
+		requested[i] = find_program(object->obj, req->object, req->programs[i].name);
+		if (!requested[i])
 			return -1;
+	}
 	bpf_object__for_each_program(prog, object->obj) {
-		const struct protocol_program *program =
-			protocol_requested(req, bpf_program__section_name(prog));
+		const struct protocol_program *program = NULL;
 
+		for (i = 0; i < req->program_count; i++)
+			if (requested[i] == prog)
+				program = &req->programs[i];
 		if (!program) {
 			bpf_program__set_autoload(prog, false);
 			continue;
 		}
 		if (bpf_program__set_type(prog, program->type))
 			return protocol_fail("%s: cannot set the type of program %s", req->object,
-					     program->section);
+					     program->name);
 	}
 	return 0;
 }
@@ -166,10 +205,10 @@ static int load_programs(void *data, const struct protocol_request *req)
 	return load(((struct object *)data)->obj, req);
 }
 
-static int program_fd(void *data, const char *section)
+static int program_fd(void *data, const char *program)
 {
 	struct object *object = data;
-	struct bpf_program *prog = find_program(object->obj, object->path, section);
+	struct bpf_program *prog = find_program(object->obj, object->path, program);
 
 	return prog ? bpf_program__fd(prog) : -1;
 }

@@ -7,24 +7,32 @@
  * socket/entry is the program attached to the socket: it only tail-calls
  * jump[0], so ports fills only if the loader filled the prog array.
  * socket/count counts, per destination port, the IPv4 UDP frames and their
- * bytes (skb->len, the Ethernet header included).
+ * bytes (skb->len, the Ethernet header included). An including file may put
+ * them in other sections (ENTRY_SECTION, COUNT_SECTION), one section for both.
  */
 #include "bpf_defs.h"
 #include "counts.h"
+
+#ifndef ENTRY_SECTION
+#define ENTRY_SECTION "socket/entry"
+#endif
+#ifndef COUNT_SECTION
+#define COUNT_SECTION "socket/count"
+#endif
 
 #define ETH_TYPE_OFFSET 12
 #define IP_OFFSET ETH_HLEN
 #define IP_PROTOCOL_OFFSET (IP_OFFSET + 9)
 #define UDP_DEST_OFFSET 2
 
-SEC("socket/entry")
+SEC(ENTRY_SECTION)
 int entry(struct __sk_buff *skb)
 {
 	bpf_tail_call(skb, &jump, 0);
 	return 0;
 }
 
-SEC("socket/count")
+SEC(COUNT_SECTION)
 int count_udp(struct __sk_buff *skb)
 {
 	struct counts zero = { 0, 0 }, *counts;

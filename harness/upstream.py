@@ -41,7 +41,15 @@ from pathlib import Path
 
 from harness import files, frames, paths
 from harness import samples as samples_mod
-from harness.build import BPF_CFLAGS, BTF_CFLAGS, USER_CFLAGS, BuildOutput, SampleBuild
+from harness.bpf import elf
+from harness.build import (
+    BPF_CFLAGS,
+    BTF_CFLAGS,
+    USER_CFLAGS,
+    BuildOutput,
+    SampleBuild,
+    check_programs,
+)
 from harness.errors import CommandError, HarnessError, SampleError
 from harness.guest.result import GuestResult
 from harness.kernels import KernelOptions
@@ -663,5 +671,11 @@ def prepare(
             sample = variant(sample, tree)
         except SampleError as exc:
             prepared.skipped[f"{sample.name} loaders"] = str(exc)
+        else:
+            try:
+                # What the loaders are to be asked for is in the object the release built.
+                check_programs(sample, elf.read_object(built.objects[name]))
+            except HarnessError as exc:
+                prepared.broken[f"case {sample.name} loaders"] = str(exc)
         prepared.builds[sample.name] = built.sample_build(sample, entry.release, entry.headers)
     return prepared

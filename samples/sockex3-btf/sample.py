@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import frames, samples
 from harness.errors import SampleError
+from harness.loaders.protocol import program_name
 from harness.packets import Fields, Frame
 from harness.samples import (
     Defect,
@@ -128,6 +129,65 @@ def modelled(sample: Sample, parse: frames.ChainedParse) -> Sample:
     return dataclasses.replace(sample, oracle=model_oracle, upstream=spec)
 
 
+#: From 6.12 every program is a function of SEC("socket"); the prog array is a BTF-defined
+#: map with a static initialiser of its values, indices #defined by name.
+_SOCKET_FUNCTION = re.compile(r'SEC\("socket"\)\s*int\s+(\w+)\s*\(')
+_STATIC_PROG_ARRAY = re.compile(
+    r'\}\s*(\w+)\s+SEC\("\.maps"\)\s*=\s*\{\s*\.values\s*=\s*\{([^}]*)\}', re.DOTALL
+)
+_SLOT = re.compile(r"\[\s*(\w+)\s*\]\s*=\s*\(\s*void\s*\*\s*\)\s*&\s*(\w+)")
+_DEFINE = re.compile(r"^#define\s+(\w+)\s+(\d+)\s*$", re.MULTILINE)
+
+
+def one_section_variant(sample: Sample, text: str, source: str) -> Sample:
+    """The sample as 6.12 and later have it: five programs in one section.
+
+    Each program is a function of ``SEC("socket")`` (the loaders are given
+    ``socket#FUNCTION``), and the prog array is filled by the object's own static
+    initialiser (``[PARSE_IP] = (void *)&bpf_func_ip``, ...), which the build checks
+    against the object. The program attached is the one function the initialiser does
+    not name (``main_prog``). All of it is read from the release's source.
+    """
+    functions = _SOCKET_FUNCTION.findall(text)
+    initialiser = _STATIC_PROG_ARRAY.search(text)
+    if not functions or initialiser is None:
+        raise SampleError(
+            f"{source} has neither programs in sections socket/N nor functions of "
+            'SEC("socket") with a prog array initialised statically: a form of sockex3 the '
+            "harness does not know; only its own user program (loader own) is checked"
+        )
+    defines = {name: int(value) for name, value in _DEFINE.findall(text)}
+    slots: dict[int, str] = {}
+    for index, function in _SLOT.findall(initialiser.group(2)):
+        number = int(index) if index.isdigit() else defines.get(index)
+        if number is None or function not in functions:
+            raise SampleError(
+                f"{source}: prog array {initialiser.group(1)} puts {function} at [{index}], "
+                f"which is not {'a #defined index' if number is None else 'a program'} of "
+                f'SEC("socket") ({", ".join(functions)})'
+            )
+        slots[number] = function
+    attached = [f for f in functions if f not in slots.values()]
+    if len(attached) != 1:
+        raise SampleError(
+            f'{source}: the programs of SEC("socket") that no slot of '
+            f"{initialiser.group(1)} names are {', '.join(attached) or 'none'}; the one "
+            "attached must be one program"
+        )
+    targets = tuple(Program("socket", attach="", function=slots[i]) for i in sorted(slots))
+    return dataclasses.replace(
+        sample,
+        programs=(Program("socket", function=attached[0]), *targets),
+        prog_arrays=(
+            ProgArray(
+                initialiser.group(1),
+                {i: program_name("socket", f) for i, f in slots.items()},
+                filled_by="object",
+            ),
+        ),
+    )
+
+
 def upstream_variant(sample: Sample, text: str, source: str, own: Mapping[str, Sample]) -> Sample:
     """The sample as this release's sockex3_kern.c has it, or why the loaders cannot load it.
 
@@ -139,17 +199,13 @@ def upstream_variant(sample: Sample, text: str, source: str, own: Mapping[str, S
     left there; the guest sends its traffic from one CPU, so the capture's order is the
     one CPU's. It also tests its GRE flags in host order as sockex2 does.
 
-    From 6.12 it puts its five programs in one section, ``SEC("socket")``, and libbpf
-    fills ``prog_array_init`` from a static initialiser; the loader protocol names
-    programs by section, so no loader of ours can say which to attach.
+    From 6.12 it puts its five programs in one section, ``SEC("socket")``, and fills its
+    prog array from a static initialiser: :func:`one_section_variant` names each program
+    by its function and the prog array as the object's to fill.
     """
     sample = modelled(sample, upstream_parse(text))
     if 'SEC("socket/0")' not in text:
-        raise SampleError(
-            f'{source} puts its programs in one section (SEC("socket")) and fills its prog '
-            "array statically; the loader protocol names programs by section, so only its "
-            "own user program (loader own) can run it"
-        )
+        sample = one_section_variant(sample, text, source)
     return sample
 
 

@@ -15,6 +15,8 @@ goes on ``sys.path`` right after the bundle, and the variable and ``LD_LIBRARY_P
 leave the environment, so the programs the guest starts load their libraries as they
 would without it.
 
+The dataclasses' methods come compiled from the bundle (:func:`_precompiled_methods`).
+
 Only the standard library's built-in modules are imported before the switch.
 """
 
@@ -23,6 +25,8 @@ import sys
 
 #: Names the directory the interpreter's shared objects were unpacked into.
 RUNTIME_VARIABLE = "HARNESS_GUEST_RUNTIME"
+#: The bundle's member with the dataclasses' methods compiled on the host.
+METHODS_NAME = "harness-dataclass-methods.marshal"
 
 
 def _in_memory(bundle: str) -> str:
@@ -47,9 +51,35 @@ def _unpacked_runtime() -> None:
         sys.path.insert(1, os.path.join(directory, "ext"))
 
 
+def _precompiled_methods(bundle: str) -> None:
+    """``dataclasses`` takes each method's code from the bundle instead of compiling it.
+
+    ``dataclasses`` builds every method of a dataclass from source text with ``exec``;
+    the bundle holds that text's code, compiled on the host by this same interpreter
+    (:func:`harness.guest.bundle.compiled_methods`). A text it lacks is compiled as
+    before.
+    """
+    import marshal
+    import zipimport
+
+    try:
+        codes = marshal.loads(zipimport.zipimporter(bundle).get_data(METHODS_NAME))
+    except (OSError, ValueError, EOFError, TypeError, zipimport.ZipImportError):
+        return
+    import builtins
+    import dataclasses
+
+    def exec_precompiled(source: object, *namespaces: object) -> None:
+        code = codes.get(source) if isinstance(source, str) else None
+        builtins.exec(source if code is None else code, *namespaces)  # type: ignore[arg-type]
+
+    dataclasses.exec = exec_precompiled  # type: ignore[attr-defined]
+
+
 if __name__ == "__main__":
     sys.path[0] = _in_memory(sys.path[0])
     _unpacked_runtime()
+    _precompiled_methods(sys.path[0])
     from harness.guest.__main__ import main
 
     status = main(sys.argv[1:])

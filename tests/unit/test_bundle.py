@@ -13,7 +13,7 @@ import pytest
 from fakes import Call, FakeRunner, really_run
 
 from harness.errors import CommandError
-from harness.guest import bundle
+from harness.guest import bundle, zipmain
 from harness.paths import PROJECT_ROOT
 
 #: A stand-in for the standard library, as the probe would name it.
@@ -113,3 +113,64 @@ def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> N
         names = set(archive.namelist())
     # pyelftools and the standard library the guest imports are in it.
     assert {"elftools/elf/elffile.pyc", "json/__init__.pyc", "dataclasses.pyc"} <= names
+
+
+def test_the_bundle_holds_the_dataclasses_methods_compiled(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    with zipfile.ZipFile(made.code) as archive:
+        codes = marshal.loads(archive.read(zipmain.METHODS_NAME))
+    # The guest's dataclasses (the loader's among them) compile these texts; each code
+    # is what compiling it gives.
+    assert len(codes) > 50
+    source, code = next(iter(codes.items()))
+    assert code.co_code == compile(source, "<string>", "exec", dont_inherit=True).co_code
+    assert any("__create_fn__" in s and "__init__" in s for s in codes)
+
+
+def test_dataclasses_take_their_methods_from_the_bundle_and_compile_what_it_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    recorded: list[str] = []
+
+    def recording(source: object, *namespaces: object) -> None:
+        if isinstance(source, str):
+            recorded.append(source)
+        exec(source, *namespaces)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dataclasses, "exec", recording, raising=False)
+
+    @dataclasses.dataclass(frozen=True)
+    class Point:
+        x: int
+        y: int = 0
+
+    init = next(s for s in recorded if "def __init__" in s)
+    # A bundle whose __init__ for this text sets y to 99 whatever it is given: if the
+    # guest's hook uses the bundle's code, the next class shows it.
+    swapped = init.replace("'y',y)", "'y',99)")
+    assert swapped != init
+    archive = tmp_path / "b.pyz"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr(
+            zipmain.METHODS_NAME, marshal.dumps({init: compile(swapped, "<string>", "exec")})
+        )
+    monkeypatch.setattr(dataclasses, "exec", exec, raising=False)
+
+    zipmain._precompiled_methods(str(archive))
+
+    @dataclasses.dataclass(frozen=True)
+    class Point2:  # the same fields: the same __init__ text
+        x: int
+        y: int = 0
+
+    @dataclasses.dataclass(frozen=True)
+    class Other:  # texts the bundle lacks: compiled as before
+        name: str
+
+    assert Point2(1, 2).y == 99
+    assert Other("a") == Other("a") and hash(Other("a")) == hash(Other("a"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Other("a").name = "b"  # type: ignore[misc]

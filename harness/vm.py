@@ -108,7 +108,19 @@ TAIL_LINES = 40
 #: cores) can miss that window and the boot ends in "IO-APIC + timer doesn't work!"
 #: (seen once here with several VMs on two cores). The option skips the check; a
 #: timer that really did not work would still show as a boot that never gets on.
-BASE_APPEND = ("panic=-1", "init_on_alloc=0", "no_timer_check", "cryptomgr.notests")
+#:
+#: ``sysctl.kernel.timer_migration=0``: a timer stays on the CPU that armed it. The
+#: guest runs a case's traffic on one CPU so that everything on ``lo`` is processed
+#: there, in the capture's order (:func:`harness.guest.traffic.on_one_cpu`); a TCP
+#: timer's frame (a delayed ACK) moved to the other CPU would break that for a program
+#: that keeps state per CPU (the kernel's own sockex3).
+BASE_APPEND = (
+    "panic=-1",
+    "init_on_alloc=0",
+    "no_timer_check",
+    "cryptomgr.notests",
+    "sysctl.kernel.timer_migration=0",
+)
 
 #: Kernel options of a boot with the init's stand-ins (:func:`install_init_shims`):
 #: until the guest's init runs, the console shows only errors and worse (``loglevel=4``

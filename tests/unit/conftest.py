@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fake_bpf import FakeKernel
 from process_trees import alive
 
 from harness import proc
+from harness.bpf import syscall
 
 
 class NetworkUseError(AssertionError):
@@ -109,3 +111,12 @@ def reaped() -> Iterator[list[int]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     proc.PytestSignals.register(config)
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
+    """``bpf(2)`` answered by a :class:`FakeKernel` for the test; its objects freed after."""
+    fake = FakeKernel()
+    monkeypatch.setattr(syscall, "bpf", fake)
+    yield fake
+    fake.release()

@@ -7,7 +7,6 @@ prog array and an array; "socket/0" tail-calls "socket/1" through index 1.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,14 +25,6 @@ SOCKET_FILTER = syscall.BPF_PROG_TYPE_SOCKET_FILTER
 @pytest.fixture(scope="module")
 def flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_object("flows", tmp_path_factory.mktemp("objects"))
-
-
-@pytest.fixture
-def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
-    fake = FakeKernel()
-    monkeypatch.setattr(syscall, "bpf", fake)
-    yield fake
-    fake.release()
 
 
 def request(obj: Path, **changes: object) -> LoadRequest:

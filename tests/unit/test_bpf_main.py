@@ -26,14 +26,6 @@ def flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
-    fake = FakeKernel()
-    monkeypatch.setattr(syscall, "bpf", fake)
-    yield fake
-    fake.release()
-
-
-@pytest.fixture
 def closed_stdin() -> Iterator[int]:
     """A stdin at end of input."""
     read, write = os.pipe()

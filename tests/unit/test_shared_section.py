@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from elftools.elf.sections import SymbolTableSection
 from fake_bpf import FakeKernel
 
 from harness import loaders, run
-from harness.bpf import elf, loader, syscall
+from harness.bpf import elf, loader
 from harness.build import bpf_argv, check_programs
 from harness.errors import BpfObjectError, LoaderError, SampleError
 from harness.loaders.protocol import LoadRequest, program_name, split_program
@@ -52,14 +51,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def release(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loader, "kernel_release", lambda: (6, 18))
-
-
-@pytest.fixture
-def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
-    fake = FakeKernel()
-    monkeypatch.setattr(syscall, "bpf", fake)
-    yield fake
-    fake.release()
 
 
 def request(obj: Path, *names: str) -> LoadRequest:

@@ -208,7 +208,7 @@ def build_sample(
     steps: list[tuple[str, list[str]]] = [
         ("object", bpf_argv(clang, headers, kern, Path(sample.object_name), btf=btf))
     ]
-    inputs = [kern, *_local_headers(sample.directory)]
+    inputs = [kern, *_local_headers(sample.directory), *shared_headers(sample.directory)]
     if sample.user:
         cc = _cc()
         user = [sample.directory / name for name in sample.user]
@@ -287,6 +287,21 @@ def _check_headers(headers: Path | None, release: str) -> None:
 
 def _local_headers(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.h"))
+
+
+#: The folder beside the samples' own with the headers they share, which a sample's
+#: source includes by a relative path ("../include/socket_filter.h").
+SHARED_INCLUDE = "include"
+
+
+def shared_headers(sample_directory: Path) -> list[Path]:
+    """The headers every sample of ``sample_directory``'s tree may include.
+
+    Each one is an input of every sample's build, so a change to any rebuilds them all
+    (whether a sample includes it or not: simpler than following each object's
+    includes, and the shared headers change rarely).
+    """
+    return sorted((sample_directory.parent / SHARED_INCLUDE).glob("*.h"))
 
 
 def _build_unit(

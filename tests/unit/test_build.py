@@ -25,6 +25,7 @@ RELEASE = "6.1.0-test-amd64"
 KERN = """\
 #include <linux/bpf.h>
 #include "tiny.h"
+#include "../include/shared.h"
 
 #define SEC(name) __attribute__((section(name), used))
 
@@ -96,6 +97,9 @@ def write_sample(
     folder.mkdir(parents=True)
     (folder / "tiny_kern.c").write_text(kern)
     (folder / "tiny.h").write_text(HEADER)
+    shared = root / "include"  # the headers the samples of this tree share
+    shared.mkdir(exist_ok=True)
+    (shared / "shared.h").write_text("#define SHARED 1\n")
     (folder / samples.DESCRIPTOR).write_text(
         DESCRIPTOR.format(name=name, format=format, section=section, value=value)
     )
@@ -198,7 +202,7 @@ def test_a_second_build_rebuilds_nothing(tmp_path: Path) -> None:
     assert "-target bpf" in first.output.log_path.read_text()
 
 
-@pytest.mark.parametrize("changed", ["tiny_kern.c", "tiny.h"])
+@pytest.mark.parametrize("changed", ["tiny_kern.c", "tiny.h", "../include/shared.h"])
 def test_a_changed_source_or_local_header_rebuilds(tmp_path: Path, changed: str) -> None:
     sample = tiny(tmp_path)
     runner = recording()

@@ -23,7 +23,7 @@ from frames_util import (
 
 from harness import frames, packets, paths, samples
 from harness.bpf import elf
-from harness.build import bpf_argv
+from harness.build import bpf_argv, shared_headers
 from harness.packets import PACKET_HOST, Frame, Frames
 from harness.proc import SubprocessRunner, require
 from harness.samples import Sample
@@ -119,7 +119,9 @@ def test_columns_read_entries_the_declared_traffic_makes(
 @pytest.mark.parametrize("name", SOCKEX3_TWINS)
 def test_sockex3_jump_slots_match_its_source(available: dict[str, Sample], name: str) -> None:
     sample = available[name]
-    source = (sample.directory / sample.kern).read_text()
+    # The slots are #defined in the headers the twins share (samples/include/sockex3.h).
+    files = [sample.directory / sample.kern, *shared_headers(sample.directory)]
+    source = "".join(f.read_text() for f in files)
     slots = {
         int(index): name
         for name, index in re.findall(r"#define (PARSE_\w+|COUNT_FLOW) (\d+)", source)

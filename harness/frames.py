@@ -28,10 +28,10 @@ protocol). One level of tunnel: GRE version 0 without routing (optional checksum
 key and sequence words; payload IPv4 or IPv6, optionally after tags as above), IPIP
 (protocol 4) and IPv6 in IP (protocol 41); a program that parses GRE otherwise (one of
 the kernel's own samples does) is modelled by naming how, with :class:`GreParse`. Ports
-(the first four bytes of the transport header) for TCP and UDP only. The kernel's own
-sockex3 parses otherwise again, and keeps its flow record between packets, so what it
-counts for a frame depends on the frames before it: :class:`ChainedParse` models it
-over a capture in order. An IPv6 address
+(the first four bytes of the transport header) for TCP and UDP only. A program that
+parses by tail calls and keeps its flow record between packets counts for a frame what
+the frames before it left: :class:`ChainedParse` models such a program over a capture
+in order. An IPv6 address
 becomes one 32-bit number, the XOR of its four 32-bit words, each loaded as above.
 
 On ``lo`` the kernel strips the outermost VLAN tag of a received frame before
@@ -616,7 +616,10 @@ class UnmodelledFrame(ValueError):
 
 @dataclass(frozen=True)
 class ChainedParse:
-    """How the kernel's own sockex3 parses and counts a frame, and what it keeps between them.
+    """How a tail-called flow parser with a per-CPU record counts frames, in order.
+
+    The model of a parse as the kernel's own samples/bpf have written one (a sample's
+    descriptor says when it applies, from the release's source).
 
     Its parse is split into programs chained by tail calls through a prog array, each
     dispatching on the ethertype it found (``parse_eth_proto``): a VLAN tag (802.1Q or

@@ -46,8 +46,8 @@ class Program:
     """A program of the object and how it is attached.
 
     ``section`` is its ELF section; ``function`` its function, needed only where the
-    section holds several programs (``SEC("socket")`` five times, as the kernel's own
-    sockex3 has it from 6.12): the loaders are then given ``SECTION#FUNCTION``
+    section holds several programs (``SEC("socket")`` five times, as libbpf allows):
+    the loaders are then given ``SECTION#FUNCTION``
     (:attr:`name`). ``attach`` is ``"socket:IFACE"`` (``SO_ATTACH_BPF`` on a packet
     socket bound to IFACE) or ``""`` for a program that is loaded only, e.g. a
     tail-call target.

@@ -115,7 +115,7 @@ TAIL_LINES = 40
 #: guest runs a case's traffic on one CPU so that everything on ``lo`` is processed
 #: there, in the capture's order (:func:`harness.guest.traffic.on_one_cpu`); a TCP
 #: timer's frame (a delayed ACK) moved to the other CPU would break that for a program
-#: that keeps state per CPU (the kernel's own sockex3).
+#: that keeps state per CPU (a flow record per CPU, as one of the kernel's own samples keeps).
 BASE_APPEND = (
     "panic=-1",
     "init_on_alloc=0",

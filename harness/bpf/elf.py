@@ -2,7 +2,7 @@
 
 Programs are the functions of executable sections (``socket1``, ``socket/0``, ...):
 a section holds one program, or several side by side, each its ``STT_FUNC`` symbol's
-bytes (from 6.12 the kernel's sockex3 puts five in ``SEC("socket")``, as libbpf allows).
+bytes (several programs in one ``SEC("socket")``, as libbpf allows).
 Map references are ``R_BPF_64_64`` relocations on 64-bit immediate loads, each given to
 the program whose bytes it points into; the license is the string in a section named
 ``license``. Maps come in two kinds, both read into :class:`MapDef`:

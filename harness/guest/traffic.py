@@ -49,8 +49,8 @@ def bring_up(interface: str = "lo") -> bool:
 def on_one_cpu() -> Iterator[int]:
     """Run the calling thread, and every thread and process it starts, on one CPU (yielded).
 
-    Why: a program may keep state per CPU between packets (the kernel's own sockex3
-    keeps its flow record in an array indexed by ``bpf_get_smp_processor_id()``), and
+    Why: a program may keep state per CPU between packets (a flow record in an array
+    indexed by ``bpf_get_smp_processor_id()``, as one of the kernel's own samples has), and
     then what it counts for a frame depends on the frames the same CPU processed before.
     On ``lo`` a frame is processed on the CPU that sends it: its ``PACKET_OUTGOING``
     copy in the sender's ``dev_queue_xmit``, its ``PACKET_HOST`` copy in the receive

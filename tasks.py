@@ -383,20 +383,20 @@ def test(
 
     import pytest
 
-    from harness import baseline as ab
     from harness import (
+        baseline as ab,
         display,
         kernels,
         loaders,
         paths,
         preflight,
         progress,
+        report as results,
         run,
         samples,
         timeline,
         upstream,
     )
-    from harness import report as results
     from harness.errors import ConfigError
 
     # Every option is checked here, before anything is downloaded or booted.
@@ -535,9 +535,7 @@ def report(
     check: bool = False,
 ) -> None:
     """Show the results of a run: tables, or a Markdown summary for CI."""
-    from harness import baseline as ab
-    from harness import report as reports
-    from harness import run, timeline
+    from harness import baseline as ab, report as reports, run, timeline
     from harness.errors import ConfigError
 
     if format not in ("table", "markdown"):

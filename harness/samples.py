@@ -27,7 +27,21 @@ from typing import Literal
 from harness import paths
 from harness.errors import ConfigError, SampleError
 from harness.loaders.protocol import FUNCTION_SEPARATOR, program_name
-from harness.packets import FRAME_KINDS, Fields, Frame, Frames, Icmp, TrafficStep
+
+# Re-exported: descriptors written before harness.packets existed import them from here
+# (an A/B baseline's among them, read by this harness).
+from harness.packets import (
+    FRAME_KINDS as FRAME_KINDS,
+    PACKET_HOST as PACKET_HOST,
+    PACKET_OUTGOING as PACKET_OUTGOING,
+    Fields as Fields,
+    Frame as Frame,
+    Frames as Frames,
+    Icmp as Icmp,
+    Tcp as Tcp,
+    TrafficStep as TrafficStep,
+    Udp as Udp,
+)
 
 #: What a sample's map must hold: map name -> key -> value, decoded.
 Expected = dict[str, dict[Fields, Fields]]

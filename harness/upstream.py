@@ -39,8 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import files, frames, paths
-from harness import samples as samples_mod
+from harness import files, frames, paths, samples as samples_mod
 from harness.bpf import elf
 from harness.build import (
     BPF_CFLAGS,

@@ -36,8 +36,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import Section, SymbolTableSection
-from elftools.elf.sections import Symbol as ElfSymbol
+from elftools.elf.sections import Section, Symbol as ElfSymbol, SymbolTableSection
 
 from harness.bpf.btf import (
     BTF_MAPS_SECTION,

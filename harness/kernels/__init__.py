@@ -22,8 +22,7 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import KernelError, MirrorError, UnknownSeriesError
-from harness.kernels import apt, cache, kconfig, local
-from harness.kernels import source as kernel_source
+from harness.kernels import apt, cache, kconfig, local, source as kernel_source
 from harness.kernels.catalog import Series, load_catalog
 from harness.kernels.model import Kernel, KernelEntry, KernelStatus, Package
 from harness.kernels.sources import HOST_APT_DIR, Mirrors, choose_mirrors

@@ -38,8 +38,7 @@ from debian.debian_support import Version
 
 from harness.errors import CacheError, CommandError, KernelError
 from harness.files import locked, write_atomic
-from harness.kernels import image as image_mod
-from harness.kernels import modules as modules_mod
+from harness.kernels import image as image_mod, modules as modules_mod
 from harness.kernels.apt import APT_DIR, HEADERS_PACKAGE, AptRoot
 from harness.kernels.catalog import Series
 from harness.kernels.model import Kernel, KernelEntry, Package

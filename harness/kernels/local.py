@@ -23,8 +23,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import NotAKernelError
-from harness.kernels import image as image_mod
-from harness.kernels import modules as modules_mod
+from harness.kernels import image as image_mod, modules as modules_mod
 from harness.kernels.model import Kernel, KernelEntry
 from harness.paths import build_dir
 from harness.proc import Runner

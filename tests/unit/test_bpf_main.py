@@ -13,8 +13,7 @@ import pytest
 from fake_bpf import FakeKernel
 from sockex1_objects import compile_object
 
-from harness.bpf import __main__ as cli
-from harness.bpf import loader, syscall
+from harness.bpf import __main__ as cli, loader, syscall
 from harness.loaders.protocol import READY, LoadRequest, parse_dump
 from harness.paths import PROJECT_ROOT
 from harness.proc import SubprocessRunner

@@ -384,3 +384,23 @@ def test_a_new_sample_folder_is_discovered_and_built_without_editing_the_harness
     assert [(m.name, m.key_size, m.value_size) for m in obj.maps] == [("counts", 4, 8)]
     assert obj.license == "GPL"
     assert obj == elf.read_object(built.bpf_object)
+
+
+def test_a_descriptor_that_imports_its_traffic_from_harness_samples_still_loads(
+    tmp_path: Path,
+) -> None:
+    # Descriptors written before harness.packets existed, an A/B baseline's among them
+    # (read by this harness), import the traffic steps from harness.samples.
+    folder = write_sample(tmp_path / "samples")
+    descriptor = folder / samples.DESCRIPTOR
+    older = descriptor.read_text().replace(
+        "from harness.packets import Tcp\n"
+        "from harness.samples import Column, Layout, MapCheck, Program, Sample\n",
+        "from harness.samples import Column, Layout, MapCheck, Program, Sample, Tcp\n",
+    )
+    assert older != descriptor.read_text()
+    descriptor.write_text(older)
+
+    loaded = samples.load(folder)
+
+    assert [type(step).__name__ for step in loaded.traffic] == ["Tcp"]

@@ -16,8 +16,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from test_bpf_loader_btf import BTF_DATA, OBJECTS, compile_btf
 
-from harness.bpf import __main__ as cli
-from harness.bpf import btf, elf
+from harness.bpf import __main__ as cli, btf, elf
 from harness.bpf.btf import BtfKind
 from harness.errors import BpfObjectError
 

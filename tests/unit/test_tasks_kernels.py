@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from invoke import Context, Exit
-from process_trees import PATIENCE, survivors, tree, tree_pids
-from process_trees import python as python_child
+from process_trees import PATIENCE, python as python_child, survivors, tree, tree_pids
 from test_cache import cached
 
 import harness.kernels as kernels

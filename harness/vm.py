@@ -125,11 +125,13 @@ BASE_APPEND = (
 )
 
 #: Kernel options of a boot with the init's stand-ins (:func:`install_init_shims`):
-#: until the guest's init runs, the console shows only errors and worse (``loglevel=4``
-#: after virtme-ng's ``loglevel=7``); the ``systemd-tmpfiles`` stand-in sets the
-#: console's level back to 7 as soon as the init runs it, so the init's lines, the
-#: guest's kernel messages and the power-off show as before. Every byte of the console
-#: is a write to an emulated UART, and the kernel's own boot prints about 400 lines:
+#: until the init runs ``systemd-tmpfiles`` (after the initramfs and the init's
+#: mounts), the console shows only errors and worse (``loglevel=4`` after virtme-ng's
+#: ``loglevel=7``); the ``systemd-tmpfiles`` stand-in sets the console's level back to
+#: 7 then, so the init's later lines, the guest's kernel messages and the power-off
+#: show as before. A boot again after a stall is not quiet (:func:`run_vm`). Every byte
+#: of the console is a write to an emulated UART, and the kernel's own boot prints
+#: about 400 lines:
 #: ``vng ... -- true`` took 0.78 x the time (CPU 0.78 x, 4 rounds, 6.1 under TCG) with
 #: ``loglevel=4``. Nothing is lost: the guest writes the whole kernel log, with its
 #: timestamps, beside its results (:data:`harness.guest.kernel_log.NAME`), where the
@@ -138,7 +140,9 @@ BASE_APPEND = (
 #: (``pytest --vm-append loglevel=7``) comes later on the command line and wins. A
 #: quiet console before init stays far inside :data:`STALL_SECONDS` (the kernel's own
 #: boot takes 2 to 4 s under TCG).
-QUIET_BOOT = ("loglevel=4", "panic_print=0x20")
+#: The console's level of a quiet boot: errors and worse.
+QUIET_LEVEL = 4
+QUIET_BOOT = (f"loglevel={QUIET_LEVEL}", "panic_print=0x20")
 #: The console level the stand-in restores (virtme-ng's), when it finds QUIET_BOOT's.
 CONSOLE_LEVEL = 7
 
@@ -335,7 +339,7 @@ _TMPFILES_SHIM = f"""\
 root={_SHIM_ROOT}
 level=
 read -r level _ < "$root/proc/sys/kernel/printk"  # at EOF without a newline: see the tests
-[ "$level" = 4 ] && echo {CONSOLE_LEVEL} > "$root/proc/sys/kernel/printk"
+[ "$level" = {QUIET_LEVEL} ] && echo {CONSOLE_LEVEL} > "$root/proc/sys/kernel/printk"
 rm -f "$root/usr/lib/systemd/systemd-udevd" "$root/lib/systemd/systemd-udevd"
 mkdir -p "$root/dev/virtio-ports"
 for port in "$root"/sys/class/virtio-ports/vport*; do
@@ -428,6 +432,7 @@ def vng_argv(
     cwd: Path = paths.PROJECT_ROOT,
     vng: str = "vng",
     shims: Path | None = None,
+    quiet: bool = True,
 ) -> list[str]:
     """The ``vng`` command that boots ``entry`` and runs ``guest_argv`` in it.
 
@@ -435,7 +440,8 @@ def vng_argv(
     boot messages as well as the guest command's output. The guest command runs in
     ``cwd`` (the project root, so ``python3 -m harness.guest`` finds the package) and
     can write only in ``results_dir``. ``shims``, a directory from
-    :func:`install_init_shims`, skips the guest's udev and tmpfiles.
+    :func:`install_init_shims`, skips the guest's udev and tmpfiles and, unless not
+    ``quiet``, keeps the kernel's own boot off the console (:data:`QUIET_BOOT`).
     """
     if accel not in ACCELS:
         raise ConfigError(f"unknown accelerator {accel!r}; use one of {', '.join(ACCELS)}")
@@ -448,7 +454,7 @@ def vng_argv(
         argv.append("--force-9p")
     argv += ["--memory", memory, "--cpus", str(cpus)]
     argv += [f"--rwdir={results_dir}", f"--cwd={cwd}"]
-    options = [*BASE_APPEND, *(QUIET_BOOT if shims is not None else ()), *append]
+    options = [*BASE_APPEND, *(QUIET_BOOT if shims is not None and quiet else ()), *append]
     if shims is not None:
         options.append(shims_path(shims))
     for option in options:
@@ -489,24 +495,21 @@ def run_vm(
     for name in expect:
         (results_dir / name).unlink(missing_ok=True)
     log_path = console_log or results_dir / "console.log"
-    argv = vng_argv(
-        entry,
-        guest_argv,
-        accel=accel,
-        results_dir=results_dir,
-        memory=memory,
-        cpus=cpus,
-        virtiofs=have_virtiofsd(),
-        append=append,
-        shims=(
-            install_init_shims(cache or paths.cache_dir(), shutil.which("busybox"))
-            if lean_init
-            else None
-        ),
+    shims = (
+        install_init_shims(cache or paths.cache_dir(), shutil.which("busybox"))
+        if lean_init
+        else None
     )
     stall = Stall(min(STALL_SECONDS[accel], limit), _INIT_MARKERS)
     stalled: list[Path] = []
     for attempt in range(1, BOOT_ATTEMPTS + 1):
+        # A boot again after a stall prints everything: its console then shows where
+        # the kernel was when it stopped, should it stall again.
+        argv = vng_argv(
+            entry, guest_argv, accel=accel, results_dir=results_dir, memory=memory,
+            cpus=cpus, virtiofs=have_virtiofsd(), append=append, shims=shims,
+            quiet=not stalled,
+        )  # fmt: skip
         log.info("booting %s (%s): %s", entry.release, accel, shlex.join(argv))
         started = time.monotonic()
         try:

@@ -558,6 +558,10 @@ def test_run_vm_boots_again_after_a_boot_that_stalled_before_its_init(tmp_path: 
         assert call.stall.seconds == vm.STALL_SECONDS["tcg"]
         assert "virtme-ng-init:" in call.stall.until
     assert "Power down" in got.console_log.read_text()
+    # The boot again prints the kernel's whole boot: should it stall too, its console
+    # shows where the kernel was.
+    first, again = (call.argv for call in runner.calls)
+    assert f"loglevel={vm.QUIET_LEVEL}" in first and f"loglevel={vm.QUIET_LEVEL}" not in again
     (kept,) = got.stalled_logs
     assert kept.parent == results
     assert "Switched to clocksource hpet" in kept.read_text()

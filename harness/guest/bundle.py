@@ -271,6 +271,10 @@ def _build_runtime(
         contents = runtime.members(probed.mapped, extensions, Path(sys.executable))
         if not contents:
             return None, {}
+        stamps = {str(f): _stamp(f) for f in sorted(contents.values())}
+        built = _built_runtime(directory, stamps)
+        if built is not None:  # the same files as last time: no strip again
+            return built, stamps
         data = runtime.archive_bytes(contents, runner, runtime.stripper())
     except (OSError, ELFError, HarnessError) as exc:
         log.warning("could not gather the guest interpreter's shared objects (%s)", exc)
@@ -278,7 +282,23 @@ def _build_runtime(
     tar = directory / f"runtime-{hashlib.sha256(data).hexdigest()[:16]}.tar"
     if not tar.is_file():
         files.write_atomic(tar, data)
-    return tar, runtime.stamps(contents)
+    return tar, stamps
+
+
+def _built_runtime(directory: Path, stamps: Mapping[str, list[int]]) -> Path | None:
+    """The tar the manifest names, if it was built from exactly the files of ``stamps``.
+
+    The bundle is rebuilt whenever a module of the harness changes; the tar depends
+    only on the interpreter's files, and stripping them takes a second or two.
+    """
+    try:
+        manifest = json.loads((directory / MANIFEST_NAME).read_text())
+        tar = directory / str(manifest["runtime"])
+        if manifest["runtime_files"] == stamps and tar.is_file():
+            return tar
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def bundle_bytes(modules: Mapping[str, Path], methods: Sequence[str] = ()) -> bytes:

@@ -156,8 +156,3 @@ def archive_bytes(contents: Mapping[str, Path], runner: Runner, strip: str | Non
             info.mtime = 0  # a fixed time keeps the tar, and so its name, a function of content
             archive.addfile(info, io.BytesIO(data))
     return out.getvalue()
-
-
-def stamps(contents: Mapping[str, Path]) -> dict[str, list[int]]:
-    """What the tar was built from, as :mod:`harness.guest.bundle` checks its sources."""
-    return {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(contents.values())}

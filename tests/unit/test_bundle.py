@@ -174,3 +174,24 @@ def test_dataclasses_take_their_methods_from_the_bundle_and_compile_what_it_lack
     assert Other("a") == Other("a") and hash(Other("a")) == hash(Other("a"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         Other("a").name = "b"  # type: ignore[misc]
+
+
+def test_a_rebuilt_bundle_keeps_its_runtime_tar_while_the_interpreters_files_stay(
+    tmp_path: Path,
+) -> None:
+    runner = FakeRunner(otherwise=really_run)
+    first = bundle.ensure_bundle(tmp_path, runner)
+    assert first is not None and first.runtime is not None
+    strips = len([c for c in runner.calls if c.program != Path(sys.executable).name])
+    manifest_path = tmp_path / bundle.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sources"] = {}  # as if a module of the harness had changed
+    manifest_path.write_text(json.dumps(manifest))
+
+    again = bundle.ensure_bundle(tmp_path, runner)
+
+    assert again is not None and again.runtime == first.runtime
+    assert strips > 0  # the first build stripped the shared objects
+    programs = [c.program for c in runner.calls]
+    assert len(programs) - programs.count(Path(sys.executable).name) == strips  # no strip since
+    assert programs.count(Path(sys.executable).name) == 2  # the probe ran again

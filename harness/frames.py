@@ -49,7 +49,7 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from harness.packets import FRAME_KINDS, Fields, Frame, Frames
+from harness.packets import FRAME_KINDS, Fields, Frame, Frames, checksum
 
 ETH_HLEN = 14
 VLAN_HLEN = 4
@@ -103,16 +103,6 @@ IPV6_KINDS = ("ipv6", "ip6ip")
 
 
 # --- builders --------------------------------------------------------------------------
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``: a header holding it sums to 0xffff."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def ethernet(ethertype: int, body: bytes, tags: tuple[tuple[int, int], ...] = ()) -> bytes:

@@ -1,13 +1,16 @@
 """What a sample's traffic is made of, and the frames the capture records.
 
 The part of a sample's descriptor the guest needs (:mod:`harness.samples` re-exports
-all of it): the guest imports this module alone, not the descriptors' whole model,
-because under TCG every class a module defines at import costs (a dataclass compiles
-its methods) and the guest's start-up is on every run's critical path.
+all of it), and the Internet checksum its traffic is built with: the guest imports this
+module, not the descriptors' whole model nor the dissector and oracles of
+:mod:`harness.frames` (only a case with crafted frames loads that), because under TCG
+every class and line a module runs at import costs, and the guest's start-up is on every
+run's critical path.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 #: A map key or value decoded with its layout: one int (or bytes) per field.
@@ -73,3 +76,13 @@ class Frames:
 
 
 TrafficStep = Tcp | Udp | Icmp | Frames
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: a header holding it sums to 0xffff."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF

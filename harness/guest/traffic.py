@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from harness.errors import TrafficError
-from harness.frames import checksum
+from harness.packets import checksum
 
 LOOPBACK = "127.0.0.1"
 SIOCGIFFLAGS = 0x8913

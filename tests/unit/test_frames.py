@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness import frames
+from harness import frames, packets
 from harness.errors import TrafficError
 from harness.guest import crafted
 from harness.packets import FRAME_KINDS, Frame, Frames
@@ -154,7 +154,7 @@ def test_payload_size_sets_the_frame_length() -> None:
 
 def test_checksum_of_a_known_block() -> None:
     # RFC 1071, section 3: the sum of these words is 0xddf2; the checksum its complement.
-    assert frames.checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2
+    assert packets.checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from fakes import Call, FakeRunner
 from frames_util import both_ways
 
-from harness import frames, kernels, run, upstream
+from harness import frames, kernels, packets, run, upstream
 from harness.build import bpf_argv
 from harness.errors import ConfigError, SampleError
 from harness.guest.result import GuestResult
@@ -38,7 +38,7 @@ SOCKEX3_HEADER = "IP     src.port -> dst.port               bytes      packets\n
 def echo(kind: int, sequence: int) -> bytes:
     """A ping echo (request 8, reply 0) of 56 data bytes on lo: a 98-byte frame."""
     body = struct.pack("!BBHHH", kind, 0, 0, 1, sequence) + bytes(56)
-    body = body[:2] + struct.pack("!H", frames.checksum(body)) + body[4:]
+    body = body[:2] + struct.pack("!H", packets.checksum(body)) + body[4:]
     packet = frames.ipv4("127.0.0.1", "127.0.0.1", frames.IPPROTO_ICMP, body)
     return frames.ethernet(0x0800, packet)
 

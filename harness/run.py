@@ -353,7 +353,7 @@ def boot(
     plan_path = results / PLAN_NAME
     for case in plan.cases:
         case.result.unlink(missing_ok=True)
-    write_plan(plan_path, plan)
+    write_plan(plan_path, Plan(plan.cases, kernel_log=True))  # the boot's phases
     guest = bundle.guest_argv(plan_path, bundle.ensure_bundle(), shutil.which("busybox"))
     started = time.monotonic()
     # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.

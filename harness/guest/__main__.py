@@ -1,5 +1,8 @@
 """``python3 -m harness.guest PLAN``: run every case of a plan and write one JSON per case.
 
+Beside them: the guest's clock (:data:`TIMES_NAME`) and, when the plan asks (in a VM),
+the kernel's log (:mod:`harness.guest.kernel_log`).
+
 Runs inside the test VM (from the bundle :mod:`harness.guest.bundle` makes) and, for
 the host tests, in a private network namespace. Exit status 0 when every case ran
 (whatever the counts: the host judges them); 1 when a case could not run, with its
@@ -79,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Without them the timeline only loses its guest-side marks and the boot's phases.
     with contextlib.suppress(OSError):
         files.write_atomic(plan_path.parent / TIMES_NAME, json.dumps(times) + "\n")
-    with contextlib.suppress(OSError):
-        files.write_atomic(plan_path.parent / kernel_log.NAME, kernel_log.read())
+    if plan.kernel_log:
+        with contextlib.suppress(OSError):
+            files.write_atomic(plan_path.parent / kernel_log.NAME, kernel_log.read())
     return status
 
 

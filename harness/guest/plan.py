@@ -49,15 +49,20 @@ class CasePlan:
 @dataclass(frozen=True)
 class Plan:
     cases: tuple[CasePlan, ...]
+    #: Whether the guest writes the kernel's log beside its results (in a VM: the
+    #: boot's phases; run on the host, the guest would copy the host's log).
+    kernel_log: bool = False
 
     def to_json(self) -> str:
-        return json.dumps({"cases": [_case_to_data(c) for c in self.cases]}, indent=1) + "\n"
+        data = {"cases": [_case_to_data(c) for c in self.cases], "kernel_log": self.kernel_log}
+        return json.dumps(data, indent=1) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         try:
             data = json.loads(text)
-            return cls(tuple(_case_from_data(c) for c in data["cases"]))
+            cases = tuple(_case_from_data(c) for c in data["cases"])
+            return cls(cases, kernel_log=bool(data.get("kernel_log", False)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ResultsError(f"not a guest plan: {type(exc).__name__}: {exc}") from exc
 

@@ -25,7 +25,7 @@ from elftools.elf.elffile import ELFFile
 
 from harness import checks, loaders, run, samples
 from harness.build import SampleBuild, bpf_argv, build_loader, build_sample
-from harness.guest import bundle
+from harness.guest import bundle, kernel_log
 from harness.guest.plan import PLAN_NAME, write_plan
 from harness.guest.result import GuestResult, load_result
 from harness.kernels.model import Kernel, KernelEntry
@@ -104,6 +104,7 @@ def test_the_maps_hold_what_the_capture_saw(
     done, (result,) = run_guest(host, [case], tmp_path)
 
     assert done.returncode == 0, done.stderr
+    assert not (tmp_path / kernel_log.NAME).exists()  # not asked: the host's log stays there
     assert (result.sample, result.loader, result.error) == (
         case.sample.name,
         case.loader.name,

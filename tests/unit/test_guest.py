@@ -46,6 +46,9 @@ def test_plan_round_trips_through_json(tmp_path: Path) -> None:
     write_plan(tmp_path / "plan.json", plan)
 
     assert read_plan(tmp_path / "plan.json") == plan
+    asked = Plan(plan.cases, kernel_log=True)
+    write_plan(tmp_path / "asked.json", asked)
+    assert read_plan(tmp_path / "asked.json") == asked
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"cases": [{"sample": "x"}]}'])

@@ -171,8 +171,8 @@ def _probe(runner: Runner) -> _Probed:
     modules = {str(n): str(f) for n, f in answer["modules"].items() if f}
     return _Probed(
         modules,
-        [str(m) for m in answer.get("mapped", [])],
-        [str(m) for m in answer.get("methods", [])],
+        [str(m) for m in answer["mapped"]],
+        [str(m) for m in answer["methods"]],
     )
 
 
@@ -247,7 +247,7 @@ def _build(directory: Path, runner: Runner) -> Bundle:
         "runtime_files": tar_files,
     }
     files.write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-    _prune(directory, keep={code, tar})
+    _prune(directory, keep={code} if tar is None else {code, tar})
     log.info(
         "bundled %d modules of the guest into %s (%d KB, %.1f s)",
         len(modules),
@@ -356,7 +356,7 @@ def _archive_name(name: str, source: Path) -> str:
     return "/".join(parts) + ".pyc"
 
 
-def _prune(directory: Path, *, keep: Collection[Path | None]) -> None:
+def _prune(directory: Path, *, keep: Collection[Path]) -> None:
     cutoff = time.time() - KEEP_SECONDS
     for old in [*directory.glob("guest-*.pyz"), *directory.glob("runtime-*.tar")]:
         try:

@@ -4,12 +4,12 @@ The guest's root is the host's, shared over 9p without a page cache, so every pa
 dynamic loader maps from it is a round trip to the host, and under TCG a slow one.
 Measured in one 6.1 boot under TCG: ``python3 -I -S -c pass`` took 1.05 to 1.15 s with
 its ``libpython`` (23 MB) mapped from the 9p root, 0.42 s from a copy in the guest's
-``tmpfs``; the guest's start-up up to its ``main()`` (the bundle, 15 extension modules)
-took 2.9 to 5.2 s against 1.8 to 2.4 s with them all in memory, for 0.3 s of
-unpacking. Copying the files one by one with the guest's ``cp`` took longer than the
-whole gain (the libraries are mostly debugging symbols).
+``tmpfs``; the guest's start-up up to its ``main()``, unpacking (0.3 s) included, 0.81 x
+the time (``benchmarks/bench_test.py``'s docstring has the run). Copying the files one by
+one with the guest's ``cp`` took longer than the whole gain (the libraries are mostly
+debugging symbols).
 
-So :func:`build`, on the host, writes one uncompressed tar of every shared object the
+So, on the host, :mod:`harness.guest.bundle` writes one uncompressed tar of every shared object the
 guest's interpreter maps once it has imported what the guest imports (the bundle's
 probe reads them from ``/proc/self/maps``): ``lib/`` holds the libraries (libpython,
 libc, libffi, ...) under their ``DT_SONAME``, the name the dynamic loader looks for;

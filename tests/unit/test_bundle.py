@@ -26,7 +26,7 @@ def probe_answer(call: Call) -> str:
     assert json.loads(call.argv[5]) == list(bundle.ENTRY_MODULES)
     guest_main = PROJECT_ROOT / "harness" / "guest" / "__main__.py"
     modules = {"harness.guest.__main__": str(guest_main), "stdlib_stand_in": str(STDLIB)}
-    return json.dumps({"modules": modules, "mapped": []})
+    return json.dumps({"modules": modules, "mapped": [], "methods": []})
 
 
 def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path) -> None:

@@ -180,15 +180,16 @@ def check_programs(sample: Sample, obj: elf.BpfObject) -> None:
         holds = {s.index: s.target for s in obj.slots if s.map == array.map}
         says = {index: obj.program(name).key for index, name in array.entries.items()}
         if holds != says:
-
-            def show(slots: dict[int, str]) -> str:
-                return ", ".join(f"[{i}] {slots[i]}" for i in sorted(slots)) or "nothing"
-
             raise BpfObjectError(
-                f"{obj.path}: prog array {array.map} is filled by the object with {show(holds)}, "
-                f"but sample {sample.name} says {show(says)}; make the descriptor's "
+                f"{obj.path}: prog array {array.map} is filled by the object with "
+                f"{_show_slots(holds)}, but sample {sample.name} says {_show_slots(says)}; "
+                "make the descriptor's "
                 "ProgArray(..., filled_by='object') name what the object's initialiser does"
             )
+
+
+def _show_slots(slots: dict[int, str]) -> str:
+    return ", ".join(f"[{i}] {slots[i]}" for i in sorted(slots)) or "nothing"
 
 
 def build_sample(

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from harness import paths
 from harness.errors import ConfigError, SampleError
@@ -79,7 +79,8 @@ class Program:
 
 
 #: Who fills a prog array: the loader, from the descriptor, or the object itself.
-FILLED_BY = ("loader", "object")
+FilledBy = Literal["loader", "object"]
+FILLED_BY: tuple[str, ...] = get_args(FilledBy)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ProgArray:
 
     map: str
     entries: Mapping[int, str]
-    filled_by: Literal["loader", "object"] = "loader"
+    filled_by: FilledBy = "loader"
 
 
 @dataclass(frozen=True)

@@ -483,7 +483,7 @@ def check_request(request: LoadRequest, obj: BpfObject) -> None:
                 f"program {program}: the Python loader cannot attach to {target!r}; "
                 f'it attaches to "{SOCKET_TARGET}IFACE" (SO_ATTACH_BPF on a packet socket)'
             )
-    for name, index, section in request.prog_arrays:
+    for name, index, program in request.prog_arrays:
         definition = obj.map(name)
         if definition.type != syscall.BPF_MAP_TYPE_PROG_ARRAY:
             kind = MAP_TYPES.get(definition.type, str(definition.type))
@@ -494,23 +494,23 @@ def check_request(request: LoadRequest, obj: BpfObject) -> None:
         if not 0 <= index < definition.max_entries:
             raise LoaderError(
                 f"{obj.path}: prog array {name} has {definition.max_entries} entries "
-                f"(indices 0 to {definition.max_entries - 1}), so program {section} cannot "
+                f"(indices 0 to {definition.max_entries - 1}), so program {program} cannot "
                 f"go at index {index}; use an index the object's tail calls use, or "
                 "enlarge the map's max_entries and rebuild"
             )
-        if obj.program(section).key not in requested:
+        if obj.program(program).key not in requested:
             raise LoaderError(
-                f"prog array {name}[{index}] names program {section}, which is not loaded; "
-                f"request it with --program {section}:TYPE"
+                f"prog array {name}[{index}] names program {program}, which is not loaded; "
+                f"request it with --program {program}:TYPE"
             )
     for name in request.dump:
         obj.map(name)
 
 
-def fill_prog_array(loaded: LoadedObject, name: str, index: int, section: str) -> None:
-    """Store the fd of the program ``section`` (a PROGRAM) at ``index`` of prog array ``name``."""
+def fill_prog_array(loaded: LoadedObject, name: str, index: int, program: str) -> None:
+    """Store the fd of ``program`` (a PROGRAM) at ``index`` of prog array ``name``."""
     prog_array = loaded.map(name)
-    prog_fd = loaded.program_fd(section)
+    prog_fd = loaded.program_fd(program)
     try:
         syscall.map_update(
             prog_array.fd,
@@ -519,7 +519,7 @@ def fill_prog_array(loaded: LoadedObject, name: str, index: int, section: str) -
         )
     except LoaderError as exc:
         raise LoaderError(
-            f"cannot store program {section} at index {index} of prog array {name}: {exc}"
+            f"cannot store program {program} at index {index} of prog array {name}: {exc}"
         ) from exc
 
 

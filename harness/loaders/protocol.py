@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     import argparse
 
 READY = "ready"
-#: Between a section and a function in a PROGRAM: ``socket#main_prog``.
+#: Between a section and a function in a PROGRAM: ``socket#count_flows``.
 FUNCTION_SEPARATOR = "#"
 #: The one attach target the protocol names: ``socket:IFACE``.
 SOCKET_TARGET = "socket:"

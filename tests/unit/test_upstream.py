@@ -441,15 +441,21 @@ def test_a_release_without_its_source_is_skipped_with_the_reason(
     assert all("not 6.1.192-3" in r for r in prepared.skipped.values())
 
 
+def release_sockex1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, built_from: str) -> Path:
+    """A release tree with a sockex1 source, and an object for it compiled from one of ours."""
+    t = tree(tmp_path, {"samples/bpf/sockex1_kern.c": "PACKET_OUTGOING"})
+    monkeypatch.setattr(kernels, "source_tree", lambda *a, **k: t)
+    obj = tmp_path / "sockex1_kern.o"
+    source = PROJECT_ROOT / "samples" / built_from
+    SubprocessRunner().run(bpf_argv(require("clang", "clang"), None, source, obj, btf=True))
+    return obj
+
+
 def test_what_did_not_build_fails_only_its_own_cases(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    t = tree(tmp_path, {"samples/bpf/sockex1_kern.c": "PACKET_OUTGOING"})
-    monkeypatch.setattr(kernels, "source_tree", lambda *a, **k: t)
     # An object with sockex1's program section: the loaders' rows check it is there.
-    source = PROJECT_ROOT / "samples" / "sockex1-btf" / "sockex1_kern.c"
-    obj = tmp_path / "sockex1_kern.o"
-    SubprocessRunner().run(bpf_argv(require("clang", "clang"), None, source, obj, btf=True))
+    obj = release_sockex1(monkeypatch, tmp_path, built_from="sockex1-btf/sockex1_kern.c")
     built = upstream.ReleaseBuild(
         tmp_path,
         {"sockex1": obj},
@@ -470,12 +476,8 @@ def test_what_did_not_build_fails_only_its_own_cases(
 def test_an_object_without_the_programs_the_variant_names_fails_its_loaders_rows(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    t = tree(tmp_path, {"samples/bpf/sockex1_kern.c": "PACKET_OUTGOING"})
-    monkeypatch.setattr(kernels, "source_tree", lambda *a, **k: t)
     # sockex2's object has no section socket1, which kernel:sockex1 is to load.
-    source = PROJECT_ROOT / "samples" / "sockex2-btf" / "sockex2_kern.c"
-    obj = tmp_path / "sockex1_kern.o"
-    SubprocessRunner().run(bpf_argv(require("clang", "clang"), None, source, obj, btf=True))
+    obj = release_sockex1(monkeypatch, tmp_path, built_from="sockex2-btf/sockex2_kern.c")
     built = upstream.ReleaseBuild(tmp_path, {"sockex1": obj}, {}, {})
     monkeypatch.setattr(upstream, "build_release", lambda *a, **k: built)
     (sockex1,) = select("kernel:sockex1", KERNEL)

@@ -221,6 +221,21 @@ def _notes(cases: Sequence[CaseResult]) -> list[str]:
     ]
 
 
+def _reasons(cases: Sequence[CaseResult]) -> list[str]:
+    """Why each case that failed did: its message's first problem, under its row's names."""
+    return [
+        f"{VERDICTS[case.outcome]}, {_kernel(case)} {case.value('loader')}: {_reason(case.message)}"
+        for case in cases
+        if case.outcome in ("failed", "error")
+    ]
+
+
+def _reason(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    problems = [line[2:] for line in lines if line.startswith("- ")]
+    return (problems or lines or ["(no message)"])[0]
+
+
 def _columns(cases: Sequence[CaseResult]) -> list[str]:
     seen: dict[str, None] = {}
     for case in cases:
@@ -265,7 +280,8 @@ def _tally(cases: Sequence[CaseResult]) -> str:
 
 
 def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool = False) -> str:
-    """Plain-text tables for a terminal or a log: one per sample, one row per case."""
+    """Plain-text tables for a terminal or a log: one per sample, one row per case, and
+    under each the first problem of every case that failed and every note."""
     if not cases:
         return "(no test cases)\n"
     buffer = io.StringIO()
@@ -288,10 +304,12 @@ def render_table(cases: Sequence[CaseResult], *, width: int = 240, color: bool =
         for case in group:
             table.add_row(*_row(case, columns))
         console.print(table)
-        notes = _notes(group)
-        for note in notes:
-            console.print(f"note, {note}", soft_wrap=True, markup=False, highlight=False)
-        if notes:
+        # Each failure's first problem (the whole message is in the JUnit file and in
+        # pytest's output), then the notes.
+        below = [*_reasons(group), *(f"note, {note}" for note in _notes(group))]
+        for line in below:
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+        if below:
             console.print()
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
 

@@ -707,3 +707,24 @@ def test_a_note_is_shown_under_its_table() -> None:
     assert "- note, 6.1 python: upstream defect: 3 keys of hash_map differ" in markdown
     assert "#### kernel:sockex2: 1 passed (each column: map = capture)" in markdown
     assert "#### kernel:sockex2: 1 passed (own user program: its exit status" in markdown
+
+
+def test_a_failed_case_says_why_under_its_table() -> None:
+    own = full("6.1", "kernel:sockex3", "own", exit="0", rounds="0")
+    message = (
+        "Failed: kernel 6.1.0-57-amd64, kernel:sockex3, own loader:\n"
+        "  - sockex3 could not load its object: its libbpf rejects section 'socket/3'\n"
+        "result: /r/own.json"
+    )
+    failed = CaseResult(own.name, "failed", message, own.properties)
+    broken = CaseResult("test_case[6.1-sockex1-c]", "error", "VM lost: no result", {})
+
+    text = render_table([failed, broken])
+
+    lines = text.splitlines()
+    assert (
+        "FAIL, 6.1 own: sockex3 could not load its object: its libbpf rejects section 'socket/3'"
+        in lines
+    )
+    assert "ERROR, 6.1 c: VM lost: no result" in lines
+    assert "PASS" not in text and "note," not in text

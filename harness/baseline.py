@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import logging
+import marshal
 import os
 import py_compile
 import shutil
@@ -375,10 +376,10 @@ def _check_starts(baseline: Baseline, loader: Loader, runner: Runner) -> None:
 
 
 #: How python@base starts: ``python3 -S -c _START BUNDLE ARGS...`` runs ``harness.bpf``
-#: (``python3 -m harness.bpf ARGS...``) with the bundle, read once into memory, first on
-#: sys.path, as the guest's own bundle entry (harness/guest/zipmain.py) does: read from
-#: the 9p root, each module would cost a few round trips under emulation. Without a
-#: bundle (pytest --baseline without invoke's checks) the tree is imported from.
+#: (``python3 -m harness.bpf ARGS...``) with the bundle, a zip read once into memory
+#: (``memfd_create``), first on sys.path: ``zipimport`` reading it from the 9p root
+#: would cost a few round trips a module under emulation. Without a bundle (pytest
+#: --baseline without invoke's checks) the tree is imported from.
 _START = """\
 import os, sys
 path = sys.argv.pop(1)
@@ -424,29 +425,43 @@ def write_bundle(baseline: Baseline, runner: Runner) -> Path:
     if guest is None:  # none could be made: compile the shared modules here
         shared = bundle.module_files(runner)
         ours |= {n: s for n, s in shared.items() if n.partition(".")[0] != "harness"}
-    data = bundle.bundle_bytes(ours)
+    compiled = {
+        _archive_name(name, s.name == "__init__.py"): bundle.pyc_bytes(s)
+        for name, s in ours.items()
+    }
     if guest is not None:
-        data = _with_shared_modules(data, guest.code)
+        compiled |= _shared_modules(guest.code)
     path = bundle_path(baseline)
     path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_atomic(path, data)
+    files.write_atomic(path, _zip_bytes(compiled))
     return path
 
 
-def _with_shared_modules(data: bytes, guest: Path) -> bytes:
-    """``data`` (a zip) with every module of the guest's bundle outside ``harness``."""
+def _shared_modules(guest: Path) -> dict[str, bytes]:
+    """Every compiled module of the guest's bundle outside ``harness``, by archive name."""
+    from harness.guest import entry
+
+    with guest.open("rb") as table:
+        modules: dict[str, tuple[bool, str, bytes]] = marshal.load(table)[entry.MODULES]
+    return {
+        _archive_name(name, is_package): pyc
+        for name, (is_package, _, pyc) in modules.items()
+        if name.partition(".")[0] != "harness"
+    }
+
+
+def _archive_name(module: str, is_package: bool) -> str:
+    """Where ``zipimport`` looks for ``module``'s compiled code."""
+    return "/".join([*module.split("."), *(["__init__"] if is_package else [])]) + ".pyc"
+
+
+def _zip_bytes(compiled: dict[str, bytes]) -> bytes:
+    """A zip of ``{archive name: .pyc bytes}``, stored (``zipimport`` needs no ``zlib``)."""
     out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(data)) as own,
-        zipfile.ZipFile(guest) as shared,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as merged,
-    ):
-        for info in own.infolist():
-            merged.writestr(info, own.read(info))
-        for info in shared.infolist():
-            top = info.filename.partition("/")[0]
-            if top not in ("harness", "__main__.pyc"):
-                merged.writestr(info, shared.read(info))
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name, pyc in sorted(compiled.items()):
+            # A fixed date keeps the zip a function of its content.
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), pyc)
     return out.getvalue()
 
 

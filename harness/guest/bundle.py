@@ -1,7 +1,7 @@
-"""The guest's code in one file: a zip of compiled modules that ``python3 -S`` runs.
+"""The guest's code in one file: a table of compiled modules that ``python3 -S`` runs.
 
 Built on the host, before the VM boots; run in the guest as
-``python3 -S BUNDLE PLAN`` (see :func:`guest_argv`). Why: under TCG, with the host's
+``python3 -S ENTRY.pyc BUNDLE PLAN`` (see :func:`guest_argv`). Why: under TCG, with the host's
 root shared over 9p without a page cache, ``python3 -m harness.guest`` spent most of
 the guest's time importing (9.4 to 17 s on 6.1, in one boot with a loaded host):
 
@@ -15,12 +15,13 @@ the guest's time importing (9.4 to 17 s on 6.1, in one boot with a loaded host):
 The bundle holds every module of the ``harness`` package and every pure-Python
 module the guest's entry points import (the standard library's and pyelftools'),
 compiled by the interpreter that will run them (the host's ``sys.executable``, which
-the guest runs from the shared root) into unchecked hash-based ``.pyc`` files whose
-code names the real source file, so tracebacks still show the source lines. The
-guest reads the bundle once into memory (:mod:`harness.guest.zipmain`) and imports
-from there; only extension modules (``.so``) still come from the 9p root. ``-S``
-skips ``site``: nothing the guest imports lives outside the bundle but the
-standard library.
+the guest runs from the shared root) into unchecked hash-based ``.pyc`` bytes whose
+code names the real source file, so tracebacks still show the source lines, all in
+one marshalled table. The guest reads the bundle whole, in one read, and imports from
+it (:mod:`harness.guest.entry`, compiled beside the bundle as its entry: a script
+given as source would be compiled in the guest on every boot); only extension
+modules (``.so``) still come from the 9p root. ``-S`` skips ``site``: nothing the
+guest imports lives outside the bundle but the standard library.
 
 A bundle is named by the hash of its content and rebuilt only when a file it was
 built from changed (a manifest beside it records each file's size and time).
@@ -29,7 +30,6 @@ built from changed (a manifest beside it records each file's size and time).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import marshal
@@ -39,25 +39,26 @@ import site
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 
 from elftools.common.exceptions import ELFError
 
 from harness import files, paths
 from harness.errors import HarnessError
-from harness.guest import runtime, zipmain
+from harness.guest import entry, runtime
 from harness.proc import Runner, SubprocessRunner
 
 log = logging.getLogger(__name__)
 
 #: The modules the guest imports, directly or when a case needs them; the bundle
-#: holds everything they import. ``runpy`` runs the bundle's ``__main__``: with the
-#: bundle first on ``sys.path``, the ``importlib`` package it imports is the bundle's
-#: copy, so every submodule of it runpy needs (``importlib.util``, ``importlib._abc``)
-#: must be in the bundle too.
+#: holds everything they import. ``runpy`` runs an A/B run's baseline loader in a
+#: child forked from the guest (:mod:`harness.guest.forked`): with the bundle first
+#: on ``sys.path``, the ``importlib`` package it imports is the bundle's copy, so every
+#: submodule of it runpy needs (``importlib.util``, ``importlib._abc``) must be in the
+#: bundle too.
 ENTRY_MODULES = (
     "runpy",
     "harness.guest.__main__",
@@ -65,6 +66,8 @@ ENTRY_MODULES = (
     "harness.guest.crafted",
 )
 MANIFEST_NAME = "bundle.json"
+BUNDLE_SUFFIX = ".bundle"
+ENTRY_SUFFIX = ".pyc"
 #: Bundles not used for this long are removed when a new one is written.
 KEEP_SECONDS = 24 * 3600
 #: Seconds the host may take to list what the guest imports.
@@ -103,11 +106,17 @@ print(json.dumps({"modules": files, "mapped": mapped, "methods": sorted(set(sour
 
 @dataclass(frozen=True)
 class Bundle:
-    """What the guest runs: the zip of its code and, when one could be made, the tar of
-    its interpreter's shared objects (:mod:`harness.guest.runtime`)."""
+    """What the guest runs: the table of its code (and the entry compiled beside it)
+    and, when one could be made, the tar of its interpreter's shared objects
+    (:mod:`harness.guest.runtime`)."""
 
     code: Path
     runtime: Path | None = None
+
+    @property
+    def entry(self) -> Path:
+        """The compiled :mod:`harness.guest.entry` that runs :attr:`code`."""
+        return self.code.with_suffix(ENTRY_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,7 @@ def guest_argv(
     """
     if bundle is None:
         return [sys.executable, "-m", "harness.guest", str(plan)]
-    argv = [sys.executable, "-S", str(bundle.code), str(plan)]
+    argv = [sys.executable, "-S", str(bundle.entry), str(bundle.code), str(plan)]
     if bundle.runtime is None or busybox is None:
         return argv
     return runtime.command(bundle.runtime, busybox, argv, unpack_in)
@@ -210,7 +219,10 @@ def _current(directory: Path) -> Bundle | None:
         manifest = json.loads((directory / MANIFEST_NAME).read_text())
         code = directory / str(manifest["bundle"])
         tar = directory / str(manifest["runtime"]) if manifest["runtime"] else None
-        if manifest["python"] != [sys.executable, sys.version] or not code.is_file():
+        found = Bundle(code, tar)
+        if manifest["python"] != [sys.executable, sys.version]:
+            return None
+        if not (code.is_file() and found.entry.is_file()):
             return None
         if tar is not None and not tar.is_file():
             return None
@@ -221,10 +233,10 @@ def _current(directory: Path) -> Bundle | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    for used in (code, tar):
+    for used in (code, found.entry, tar):
         if used is not None:
             os.utime(used)  # in use: kept from pruning
-    return Bundle(code, tar)
+    return found
 
 
 def _build(directory: Path, runner: Runner) -> Bundle:
@@ -233,10 +245,13 @@ def _build(directory: Path, runner: Runner) -> Bundle:
     modules = _module_files(probed)
     stamps = {str(f): _stamp(f) for f in sorted(set(modules.values()))}
     data = bundle_bytes(modules, probed.methods)
-    code = directory / f"guest-{hashlib.sha256(data).hexdigest()[:16]}.pyz"
+    starter = entry_bytes()
+    digest = hashlib.sha256(data + starter).hexdigest()[:16]
+    code = directory / f"guest-{digest}{BUNDLE_SUFFIX}"
     directory.mkdir(parents=True, exist_ok=True)
-    if not code.is_file():
-        files.write_atomic(code, data)
+    for path, content in ((code, data), (Bundle(code).entry, starter)):
+        if not path.is_file():
+            files.write_atomic(path, content)
     tar, tar_files = _build_runtime(directory, probed, runner)
     manifest = {
         "bundle": code.name,
@@ -247,7 +262,7 @@ def _build(directory: Path, runner: Runner) -> Bundle:
         "runtime_files": tar_files,
     }
     files.write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-    _prune(directory, keep={code} if tar is None else {code, tar})
+    _prune(directory, keep={code, Bundle(code).entry, *([] if tar is None else [tar])})
     log.info(
         "bundled %d modules of the guest into %s (%d KB, %.1f s)",
         len(modules),
@@ -302,39 +317,42 @@ def _built_runtime(directory: Path, stamps: Mapping[str, list[int]]) -> Path | N
 
 
 def bundle_bytes(modules: Mapping[str, Path], methods: Sequence[str] = ()) -> bytes:
-    """The zip: each module compiled to ``name/parts.pyc``, and the entry ``__main__``.
+    """The table :func:`harness.guest.entry.read` reads: each module compiled, and the
+    dataclasses' methods.
 
-    Entries are stored, not compressed: decompressing would import ``zlib`` (an
-    extension module, read over 9p) before anything else. ``methods``, the sources
-    the guest's dataclasses compile their methods from, go in compiled
-    (:func:`compiled_methods`).
+    ``{"modules": {name: (is_package, source file, .pyc bytes)}, "methods": {source:
+    code}}``, marshalled: the guest reads it with nothing but built-in modules.
+    ``methods``, the sources the guest's dataclasses compile their methods from, go in
+    compiled (:func:`compiled_methods`). Sorted, so the same files give the same bytes.
     """
-    out = io.BytesIO()
-    with (
-        tempfile.TemporaryDirectory(prefix="harness-bundle-") as tmp,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive,
-    ):
+    table = {
+        name: (source.name == "__init__.py", str(source), pyc_bytes(source))
+        for name, source in sorted(modules.items())
+    }
+    return marshal.dumps({entry.MODULES: table, entry.METHODS: compiled_methods(methods)})
+
+
+def entry_bytes() -> bytes:
+    """:mod:`harness.guest.entry` compiled, to run as the guest's script."""
+    return pyc_bytes(paths.PROJECT_ROOT / "harness" / "guest" / "entry.py")
+
+
+def pyc_bytes(source: Path) -> bytes:
+    """``source`` compiled to an unchecked hash-based ``.pyc`` naming ``source`` itself."""
+    with tempfile.TemporaryDirectory(prefix="harness-bundle-") as tmp:
         compiled = Path(tmp) / "module.pyc"
-        main = paths.PROJECT_ROOT / "harness" / "guest" / "zipmain.py"
-        for name, source in [("__main__", main), *sorted(modules.items())]:
-            py_compile.compile(
-                str(source),
-                cfile=str(compiled),
-                dfile=str(source),
-                doraise=True,
-                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-            )
-            # A fixed date keeps the zip, and so its name, a function of its content.
-            entry = zipfile.ZipInfo(_archive_name(name, source), date_time=(1980, 1, 1, 0, 0, 0))
-            archive.writestr(entry, compiled.read_bytes())
-        if methods:
-            entry = zipfile.ZipInfo(zipmain.METHODS_NAME, date_time=(1980, 1, 1, 0, 0, 0))
-            archive.writestr(entry, compiled_methods(methods))
-    return out.getvalue()
+        py_compile.compile(
+            str(source),
+            cfile=str(compiled),
+            dfile=str(source),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+        return compiled.read_bytes()
 
 
-def compiled_methods(sources: Sequence[str]) -> bytes:
-    """``{source: code}`` for each source, marshalled, as ``dataclasses`` compiles them.
+def compiled_methods(sources: Sequence[str]) -> dict[str, CodeType]:
+    """``{source: code}`` for each source, as ``dataclasses`` compiles them.
 
     Under TCG a dataclass's methods cost more to compile than anything else it does: a
     frozen one compiles six, each through the whole of CPython's compiler, about 3.8
@@ -344,21 +362,12 @@ def compiled_methods(sources: Sequence[str]) -> bytes:
     own compile would give: same source, the file name ``exec`` gives ("<string>"), no
     ``__future__`` flags (``dataclasses`` has none to pass on).
     """
-    return marshal.dumps(
-        {source: compile(source, "<string>", "exec", dont_inherit=True) for source in sources}
-    )
-
-
-def _archive_name(name: str, source: Path) -> str:
-    parts: Sequence[str] = name.split(".")
-    if source.name == "__init__.py":
-        parts = [*parts, "__init__"]
-    return "/".join(parts) + ".pyc"
+    return {source: compile(source, "<string>", "exec", dont_inherit=True) for source in sources}
 
 
 def _prune(directory: Path, *, keep: Collection[Path]) -> None:
     cutoff = time.time() - KEEP_SECONDS
-    for old in [*directory.glob("guest-*.pyz"), *directory.glob("runtime-*.tar")]:
+    for old in [*directory.glob("guest-*"), *directory.glob("runtime-*.tar")]:
         try:
             if old not in keep and old.stat().st_mtime < cutoff:
                 old.unlink()

@@ -18,7 +18,7 @@ loader never reads (``llvm-strip``/``strip --strip-unneeded``, when there is one
 :func:`command` runs the guest under busybox's shell: it unpacks the tar into
 :data:`GUEST_DIR` with busybox's ``tar`` (a static binary: nothing more read over 9p),
 then runs the interpreter with ``LD_LIBRARY_PATH`` on ``lib/`` and
-:data:`RUNTIME_VARIABLE` naming the directory; the bundle's ``__main__`` puts ``ext/``
+:data:`RUNTIME_VARIABLE` naming the directory; the bundle's entry puts ``ext/``
 on ``sys.path`` and drops both variables, so the programs the guest starts load their
 libraries as they would without it. Should unpacking fail, the interpreter runs as
 before. The dynamic loader itself and the interpreter's executable (17 KB) stay on the
@@ -40,7 +40,7 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
-from harness.guest.zipmain import RUNTIME_VARIABLE
+from harness.guest.entry import RUNTIME_VARIABLE
 from harness.proc import Runner
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def members(
 
     ``mapped`` are the files the interpreter maps, ``extensions`` its extension modules
     by module name. The executable and its dynamic loader are left out; so are
-    extension modules inside packages (their package is in the bundle, a zip, which
+    extension modules inside packages (their package is in the bundle, which
     cannot hold them) and files that are not shared objects with a name to be found by.
     """
     leave = {executable.resolve()}

@@ -6,14 +6,13 @@ import json
 import logging
 import marshal
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 from fakes import Call, FakeRunner, really_run
 
 from harness.errors import CommandError
-from harness.guest import bundle, zipmain
+from harness.guest import bundle, entry
 from harness.paths import PROJECT_ROOT
 
 #: A stand-in for the standard library, as the probe would name it.
@@ -29,22 +28,31 @@ def probe_answer(call: Call) -> str:
     return json.dumps({"modules": modules, "mapped": [], "methods": []})
 
 
+def modules_of(made: bundle.Bundle) -> dict[str, tuple[bool, str, bytes]]:
+    table: dict[str, tuple[bool, str, bytes]] = marshal.loads(made.code.read_bytes())[entry.MODULES]
+    return table
+
+
 def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path) -> None:
     runner = FakeRunner(otherwise=probe_answer)
 
     made = bundle.ensure_bundle(tmp_path, runner)
 
-    assert made is not None and made.code.parent == tmp_path and made.code.suffix == ".pyz"
+    assert made is not None and made.code.parent == tmp_path
+    assert made.code.suffix == bundle.BUNDLE_SUFFIX and made.entry.is_file()
     assert made.runtime is None  # the probe named no shared object
-    with zipfile.ZipFile(made.code) as archive:
-        names = set(archive.namelist())
-        code = marshal.loads(archive.read("harness/bpf/loader.pyc")[16:])
-        flags = int.from_bytes(archive.read("stdlib_stand_in.pyc")[4:8], "little")
-    assert {"__main__.pyc", "harness/__init__.pyc", "harness/guest/__main__.pyc"} <= names
-    assert "stdlib_stand_in.pyc" in names
+    modules = modules_of(made)
+    assert {"harness", "harness.guest", "harness.guest.__main__", "stdlib_stand_in"} <= set(modules)
+    assert modules["harness"][0] and not modules["harness.bpf.loader"][0]  # packages
+    _, origin, pyc = modules["harness.bpf.loader"]
+    code = marshal.loads(pyc[entry.PYC_HEADER :])
     # Tracebacks in the guest name the real source file, and nothing checks a source.
-    assert code.co_filename == str(PROJECT_ROOT / "harness" / "bpf" / "loader.py")
-    assert flags == 0b01  # hash-based, unchecked
+    source = str(PROJECT_ROOT / "harness" / "bpf" / "loader.py")
+    assert origin == code.co_filename == source
+    assert int.from_bytes(modules["stdlib_stand_in"][2][4:8], "little") == 0b01  # unchecked hash
+    # The entry is the entry module, compiled.
+    entry_code = marshal.loads(made.entry.read_bytes()[entry.PYC_HEADER :])
+    assert entry_code.co_filename == str(PROJECT_ROOT / "harness" / "guest" / "entry.py")
 
 
 def test_an_unchanged_bundle_is_reused_and_a_changed_file_rebuilds_it(tmp_path: Path) -> None:
@@ -79,47 +87,63 @@ def test_without_a_bundle_the_guest_runs_the_package_and_says_why(
     assert "could not bundle the guest's code" in caplog.text
     plan = tmp_path / "plan.json"
     assert bundle.guest_argv(plan, None) == [sys.executable, "-m", "harness.guest", str(plan)]
-    code = bundle.Bundle(tmp_path / "b.pyz")
-    unbundled = [sys.executable, "-S", str(tmp_path / "b.pyz"), str(plan)]
+    code = bundle.Bundle(tmp_path / "b.bundle")
+    unbundled = [
+        sys.executable,
+        "-S",
+        str(tmp_path / "b.pyc"),
+        str(tmp_path / "b.bundle"),
+        str(plan),
+    ]
     assert bundle.guest_argv(plan, code) == unbundled
     # A runtime tar needs a busybox to unpack it; without one the command is the same.
-    with_tar = bundle.Bundle(tmp_path / "b.pyz", tmp_path / "r.tar")
+    with_tar = bundle.Bundle(tmp_path / "b.bundle", tmp_path / "r.tar")
     assert bundle.guest_argv(plan, with_tar) == unbundled
     staged = bundle.guest_argv(plan, with_tar, "/bin/busybox", "/run/x")
     assert staged[:3] == ["/bin/busybox", "sh", "-c"]
-    assert staged[-7:] == ["/bin/busybox", "/run/x", str(tmp_path / "r.tar"), *unbundled]
+    assert staged[-8:] == ["/bin/busybox", "/run/x", str(tmp_path / "r.tar"), *unbundled]
 
 
-def test_the_bundle_runs_the_guest_from_memory_without_site(tmp_path: Path) -> None:
+def test_the_bundle_runs_the_guest_from_its_table_without_site(tmp_path: Path) -> None:
     made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
     assert made is not None
+    argv = (sys.executable, "-S", "-v", str(made.entry), str(made.code))
 
-    # -v: each import says where it came from; the plan is missing, so main() stops there.
-    done = really_run(
-        Call(
-            (sys.executable, "-S", "-v", str(made.code), str(tmp_path / "missing-plan.json")),
-            check=False,
-            cwd=tmp_path,
-        )
-    )
+    # -v: each import says what loaded it; the plan is missing, so main() stops there.
+    done = really_run(Call((*argv, str(tmp_path / "missing-plan.json")), check=False, cwd=tmp_path))
 
     assert done.returncode == 2
     assert "error: cannot read the guest plan" in done.stderr
-    imported = [line for line in done.stderr.splitlines() if line.startswith("import 'harness")]
-    assert imported
-    assert all("/proc/self/fd/" in line for line in imported), imported
-    assert "import 'site'" not in done.stderr
-    with zipfile.ZipFile(made.code) as archive:
-        names = set(archive.namelist())
-    # pyelftools and the standard library the guest imports are in it.
-    assert {"elftools/elf/elffile.pyc", "json/__init__.pyc", "dataclasses.pyc"} <= names
+    imported = [line for line in done.stderr.splitlines() if line.startswith("import '")]
+    from_bundle = [line for line in imported if "BundleFinder" in line]
+    # The harness, pyelftools' and the standard library's modules come from the table.
+    assert any(line.startswith("import 'harness.guest.__main__'") for line in from_bundle)
+    assert any(line.startswith("import 'json'") for line in from_bundle)
+    assert all("BundleFinder" in line for line in imported if "'harness" in line), imported
+    assert "import 'site'" not in done.stderr and "import 'runpy'" not in done.stderr
+    assert {"elftools.elf.elffile", "json", "dataclasses"} <= set(modules_of(made))
+
+
+def test_a_bundle_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    cut = tmp_path / "cut.bundle"
+    cut.write_bytes(made.code.read_bytes()[:1000])
+
+    for broken in (cut, tmp_path / "missing.bundle"):
+        done = really_run(
+            Call((sys.executable, "-S", str(made.entry), str(broken), "plan.json"), check=False)
+        )
+
+        assert done.returncode == 2
+        assert done.stderr.startswith(f"error: cannot read the guest bundle {broken}: ")
+        assert len(done.stderr.splitlines()) == 1
 
 
 def test_the_bundle_holds_the_dataclasses_methods_compiled(tmp_path: Path) -> None:
     made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
     assert made is not None
-    with zipfile.ZipFile(made.code) as archive:
-        codes = marshal.loads(archive.read(zipmain.METHODS_NAME))
+    codes = marshal.loads(made.code.read_bytes())[entry.METHODS]
     # The guest's dataclasses (the loader's among them) compile these texts; each code
     # is what compiling it gives.
     assert len(codes) > 50
@@ -152,14 +176,9 @@ def test_dataclasses_take_their_methods_from_the_bundle_and_compile_what_it_lack
     # guest's hook uses the bundle's code, the next class shows it.
     swapped = init.replace("'y',y)", "'y',99)")
     assert swapped != init
-    archive = tmp_path / "b.pyz"
-    with zipfile.ZipFile(archive, "w") as out:
-        out.writestr(
-            zipmain.METHODS_NAME, marshal.dumps({init: compile(swapped, "<string>", "exec")})
-        )
     monkeypatch.setattr(dataclasses, "exec", exec, raising=False)
 
-    zipmain._precompiled_methods(str(archive))
+    entry.precompiled_methods({init: compile(swapped, "<string>", "exec")})
 
     @dataclasses.dataclass(frozen=True)
     class Point2:  # the same fields: the same __init__ text

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fakes import Call, FakeRunner, really_run
 
-from harness.guest import bundle, runtime, zipmain
+from harness.guest import bundle, entry, runtime
 from harness.proc import Completed, SubprocessRunner
 
 BUSYBOX = shutil.which("busybox")
@@ -152,14 +152,14 @@ def test_the_bundle_imports_extensions_from_the_unpacked_runtime(tmp_path: Path)
     assert top_level and all(f"{tmp_path}/u/ext/" in line for line in top_level), top_level
 
 
-def test_the_bundle_main_drops_the_variables_for_the_programs_the_guest_starts(
+def test_the_bundle_entry_drops_the_variables_for_the_programs_the_guest_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(zipmain.RUNTIME_VARIABLE, "/run/unpacked")
+    monkeypatch.setenv(entry.RUNTIME_VARIABLE, "/run/unpacked")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/run/unpacked/lib")
-    monkeypatch.setattr(sys, "path", ["bundle.pyz", "stdlib"])
+    monkeypatch.setattr(sys, "path", ["guest.bundle", "stdlib"])
 
-    zipmain._unpacked_runtime()
+    entry.unpacked_runtime()
 
-    assert sys.path == ["bundle.pyz", "/run/unpacked/ext", "stdlib"]
-    assert zipmain.RUNTIME_VARIABLE not in os.environ and "LD_LIBRARY_PATH" not in os.environ
+    assert sys.path == ["guest.bundle", "/run/unpacked/ext", "stdlib"]
+    assert entry.RUNTIME_VARIABLE not in os.environ and "LD_LIBRARY_PATH" not in os.environ

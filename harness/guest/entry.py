@@ -1,0 +1,153 @@
+"""The guest bundle's entry: ``python3 -S ENTRY.pyc BUNDLE PLAN`` runs :mod:`harness.guest`.
+
+:mod:`harness.guest.bundle` compiles this file beside the bundle it builds. The
+bundle is one file: every module the guest imports, compiled on the host, in one
+marshalled table (:func:`read`). It is read whole, in one ``read``: the guest's 9p
+root has no page cache, and every request is a round trip to the host. Its modules
+are imported from the table by :class:`BundleFinder`, a ``sys.path`` hook for the
+bundle's path: each is unmarshalled once, when it is imported, and its code names
+its real source file, so tracebacks still show the source lines.
+
+Why not ``zipimport`` of a zip, as before: CPython's ``zipimport`` is Python code
+run for every import (the archive's directory parsed, every module's code
+unmarshalled twice: once to name its file, once to run it), and running a zip
+imports ``runpy`` first. The whole guest run (its two sockex1 cases, callgrind)
+took 459 M instructions from the zip and 379 M from the table, and under TCG
+instructions are time.
+
+When the guest's command unpacked the interpreter's shared objects into memory first
+(:mod:`harness.guest.runtime`), :data:`RUNTIME_VARIABLE` names where: its ``ext/``
+goes on ``sys.path`` right after the bundle, and the variable and ``LD_LIBRARY_PATH``
+leave the environment, so the programs the guest starts load their libraries as they
+would without it.
+
+The dataclasses' methods come compiled from the bundle (:func:`precompiled_methods`).
+
+Only built-in and frozen modules are imported before the switch, and only names
+that are in the bundle are served from it: anything else (extension modules,
+another checkout's zip on ``sys.path``) is found as it would be without it.
+"""
+
+import marshal
+import os
+import sys
+from _frozen_importlib import ModuleSpec
+
+#: Names the directory the interpreter's shared objects were unpacked into.
+RUNTIME_VARIABLE = "HARNESS_GUEST_RUNTIME"
+#: The bundle's keys: ``{module: (is_package, source file, .pyc bytes)}`` and
+#: ``{source text: code}`` of the dataclasses' methods.
+MODULES = "modules"
+METHODS = "methods"
+#: A .pyc file's header (magic, flags, hash) before its marshalled code.
+PYC_HEADER = 16
+
+#: Each bundle :func:`read` has read, by path: its modules.
+_bundles: dict[str, dict[str, tuple[bool, str, bytes]]] = {}
+
+
+class BundleFinder:
+    """``sys.path_hooks`` entry: imports the modules of a bundle :func:`read` has read.
+
+    A path that is not such a bundle raises ImportError, so the next hook
+    (``zipimport``, the file system's) gets it.
+    """
+
+    def __init__(self, path: str) -> None:
+        modules = _bundles.get(path)
+        if modules is None:
+            raise ImportError(f"not a bundle: {path}", path=path)
+        self.path = path
+        self.modules = modules
+
+    def find_spec(self, name: str, target: object = None) -> ModuleSpec | None:
+        entry = self.modules.get(name)
+        if entry is None:
+            return None
+        is_package, origin, _ = entry
+        spec = ModuleSpec(name, self, origin=origin, is_package=is_package)  # type: ignore[arg-type]
+        spec.has_location = True
+        if is_package:
+            spec.submodule_search_locations = [self.path]
+        return spec
+
+    def invalidate_caches(self) -> None:
+        pass
+
+    def create_module(self, spec: ModuleSpec) -> None:
+        return None  # the default module
+
+    def exec_module(self, module: object) -> None:
+        _, _, pyc = self.modules[module.__spec__.name]  # type: ignore[attr-defined]
+        exec(marshal.loads(memoryview(pyc)[PYC_HEADER:]), module.__dict__)
+
+    def get_code(self, name: str) -> object:
+        """The module's code (``runpy`` and ``pdb`` ask a loader for it)."""
+        return marshal.loads(memoryview(self.modules[name][2])[PYC_HEADER:])
+
+    def get_source(self, name: str) -> None:
+        return None  # tracebacks read the source file the code names
+
+
+def read(path: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    """The bundle at ``path``, its modules importable from ``path`` on ``sys.path``."""
+    with open(path, "rb") as bundle:
+        table = marshal.loads(bundle.read())
+    _bundles[path] = table[MODULES]
+    if BundleFinder not in sys.path_hooks:
+        sys.path_hooks.insert(0, BundleFinder)
+    sys.path_importer_cache.pop(path, None)
+    return table  # type: ignore[no-any-return]
+
+
+def unpacked_runtime() -> None:
+    """``ext/`` of the unpacked shared objects on ``sys.path``; their variables gone."""
+    directory = os.environ.pop(RUNTIME_VARIABLE, None)
+    if directory is not None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+        sys.path.insert(1, os.path.join(directory, "ext"))
+
+
+def precompiled_methods(codes: dict[str, object]) -> None:
+    """``dataclasses`` takes each method's code from ``codes`` instead of compiling it.
+
+    ``dataclasses`` builds every method of a dataclass from source text with ``exec``;
+    the bundle holds that text's code, compiled on the host by this same interpreter
+    (:func:`harness.guest.bundle.compiled_methods`). A text it lacks is compiled as
+    before.
+    """
+    import builtins
+    import dataclasses
+
+    def exec_precompiled(source: object, *namespaces: object) -> None:
+        code = codes.get(source) if isinstance(source, str) else None
+        builtins.exec(source if code is None else code, *namespaces)  # type: ignore[arg-type]
+
+    dataclasses.exec = exec_precompiled  # type: ignore[attr-defined]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 1:
+        print("usage: python3 -S ENTRY.pyc BUNDLE PLAN", file=sys.stderr)
+        return 2
+    bundle = argv[0]
+    try:
+        table = read(bundle)
+    except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
+        print(f"error: cannot read the guest bundle {bundle}: {exc}", file=sys.stderr)
+        return 2
+    sys.path[0] = bundle  # the entry's own directory is no place to import from
+    unpacked_runtime()
+    precompiled_methods(table.get(METHODS, {}))
+    from harness.guest.__main__ import main as run
+
+    return run(argv[1:])
+
+
+if __name__ == "__main__":
+    status = main(sys.argv[1:])
+    # Everything is written and closed, every thread and child ended: the VM powers off
+    # next, so the interpreter's own teardown (every module's) is skipped.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -127,6 +127,7 @@ def test_vng_argv_appends_kernel_options_after_panic_reboot(tmp_path: Path) -> N
         "init_on_alloc=0",
         "no_timer_check",
         "cryptomgr.notests",
+        "initcall_blacklist=crypto_kdf108_init",
         "sysctl.kernel.timer_migration=0",
         "oops=panic",
     ]

@@ -13,11 +13,16 @@ entries it must hold (see :mod:`harness.samples`).
 A capture socket with the default receive buffer drops most frames under TCG, so
 the buffer is forced large (``SO_RCVBUFFORCE``, root only), a thread drains it
 while traffic flows, and ``PACKET_STATISTICS`` proves at the end that nothing
-was dropped.
+was dropped. The thread waits in ``select`` on the socket and on a pipe that
+:meth:`Capture.close` writes to, so closing takes no polling interval (a packet
+socket cannot be shut down to wake a reader).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import socket
 import struct
 import threading
@@ -58,18 +63,21 @@ class Capture(Closing):
         self._packets = 0
         self._drops = 0
         self._sock = open_packet_socket(interface, "the capture", receive_buffer=RECEIVE_BUFFER)
-        self._sock.settimeout(0.05)
+        self._sock.setblocking(False)
         self._read_statistics()  # start from zero: reading the statistics resets them
+        self._wake_read, self._wake_write = os.pipe()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         buf = bytearray(SNAP_LENGTH)
+        waits = [self._sock.fileno(), self._wake_read]
         try:
             while not self._stop.is_set():
                 try:
                     length, address = self._sock.recvfrom_into(buf, SNAP_LENGTH, socket.MSG_TRUNC)
-                except TimeoutError:
+                except BlockingIOError:  # drained: wait for a frame or for close()
+                    select.select(waits, [], [])
                     continue
                 # address: (interface, protocol, pkttype, hatype, hwaddr)
                 frame = Frame(address[2], length, bytes(buf[: min(length, SNAP_LENGTH)]))
@@ -131,8 +139,12 @@ class Capture(Closing):
         if self._stop.is_set():
             return
         self._stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
         self._thread.join()
         self._sock.close()
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

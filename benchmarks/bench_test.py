@@ -59,9 +59,28 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   tries copied the files one by one, unstripped (libpython alone took 4 to 5 s to
   copy), or only the extension modules (their own libraries still came over 9p):
   the copy then cost what it saved.
-* not kept, ``zipmain.py`` run as a script beside the bundle, so that ``runpy`` (which
-  runs a zip's ``__main__``) does not import its ten modules from the zip over 9p:
-  within the noise (4 alternations in one boot: 6.8 s against 5.6 s, medians).
+* kept, the bundle as one marshalled table of compiled modules instead of a zip
+  (harness/guest/entry.py): ``zipimport`` is Python code run for every import (the
+  archive's directory parsed, each module unmarshalled twice) and running a zip
+  imports ``runpy`` first; the table is read in one ``read`` and served by a
+  ``sys.path`` hook, the entry compiled beside it. The whole guest run of sockex1's
+  two cases on the host: 459 M instructions against 379 M (callgrind). In 6.1 boots
+  under TCG (two each, back to back): Python's start-up and imports 2.31 -> 1.35 s,
+  the Python loader's imports 0.61 -> 0.33 s, the boot 8.6 -> 6.4-6.7 s. (An earlier
+  try ran the zip's ``__main__`` as a script beside it, so that ``runpy`` was not
+  imported from the zip: within the noise, 4 alternations in one boot.)
+* kept, no ``platform`` in the guest (the syscall number by ``os.uname()``): 1.5 of
+  73 ms of the guest's imports on the host (``-X importtime``).
+* kept, the capture's reader wakes on a pipe when the capture closes instead of
+  polling with a 50 ms read timeout: ``detach`` 0.064/0.084 -> 0.035/0.045 s for the
+  c and python cases.
+* not kept, the Python loader imported in a thread while the program loaders' cases
+  run first: their traffic phase took 0.45 to 0.88 s instead of 0.07 s (the import
+  holds the interpreter's lock while the sender needs it), eating what it saved.
+* not kept, modules imported lazily (``importlib.util.LazyLoader`` for ``inspect``,
+  ``pdb``, ``ipaddress``, ``textwrap``, ``urllib.parse``, which the guest imports
+  but does not use): 3.5 % fewer instructions, since a second ``import`` of a lazy
+  module anywhere loads it; not worth a loader that changes when modules run.
 * not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
   start-up was within the noise of the harness's interpreter, and it is another
   interpreter than the one the bundle is compiled by.

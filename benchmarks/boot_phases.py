@@ -56,6 +56,11 @@ Tried and not kept (each against the harness in the same run):
 * ``with:tsc=reliable``: 1.22 x wall, 0.95 x CPU (4 rounds): within the noise.
 * ``qemu:-accel tcg,thread=multi``: qemu 7.2 already runs an x86 guest on an x86 host
   multi-threaded under TCG (0.31 x plain against the harness's 0.24 x, 3 loaded rounds).
+* ``with:acpi=off`` (``acpi_init`` is 0.23 s of a 6.1 boot under TCG,
+  ``initcall_debug``): the 6.1 guest never finished its run (killed after 480 s).
+* kept, ``initcall_blacklist=crypto_kdf108_init`` (harness/vm.py): 0.14 s of a 6.1
+  boot by ``initcall_debug``; this script's 5 rounds on a machine loaded by other
+  work spread too widely to add anything (wall 0.48-1.10 x per round).
 * ``vng:--memory=512M``: 0.25 x plain against 0.24 x (3 rounds); the kernel's memory
   map setup for 1 GiB is not a visible phase.
 * ``with:loglevel=4``, first try: no gain within the noise (0.31 x plain, 3 rounds),

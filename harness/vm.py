@@ -394,11 +394,19 @@ def install_init_shims(cache: Path, busybox: str | None) -> Path | None:
     path) or cannot be written: the boot then takes the long way.
     """
     scripts = init_shims(busybox)
-    digest = hashlib.sha256(repr(sorted(scripts.items())).encode()).hexdigest()[:16]
-    target = cache / "guest-init" / digest
+    target = cache / "guest-init" / _digest(scripts)
     if not _CMDLINE_SAFE.match(str(target)):
         log.info("%s cannot go on a kernel command line: udev runs in the guest", target)
         return None
+    return _install_scripts(target, scripts, "the guest's init stand-ins")
+
+
+def _digest(scripts: dict[str, str]) -> str:
+    return hashlib.sha256(repr(sorted(scripts.items())).encode()).hexdigest()[:16]
+
+
+def _install_scripts(target: Path, scripts: dict[str, str], what: str) -> Path | None:
+    """``scripts`` as executables in ``target``, written unless there (None: not written)."""
     if target.is_dir():
         return target
     try:
@@ -414,7 +422,7 @@ def install_init_shims(cache: Path, busybox: str | None) -> Path | None:
             if not target.is_dir():
                 raise
     except OSError as exc:
-        log.warning("could not write the guest's init stand-ins in %s: %s", target, exc)
+        log.warning("could not write %s in %s: %s", what, target, exc)
         return None
     return target
 
@@ -425,6 +433,76 @@ def shims_path(shims: Path) -> str:
     The initramfs's own script runs under it too and needs its busybox's ``/bin``.
     """
     return f"PATH={shims}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# --- vng's look for the kernel's release, cut short -------------------------------------
+#
+# Before it boots, virtme-ng (1.42) finds the image's release, to find its modules:
+# it asks ``file``, which names no release for an ELF ``vmlinux`` (the image the harness
+# boots, straight into the kernel without decompressing a bzImage under emulation),
+# and then runs ``strings`` over the whole image (65 MB for Debian's 6.1) and searches
+# its output for the first ``Linux version <release>``. The banner sits in the image's
+# read-only data, a quarter of the way in. vng runs ``strings`` by name through
+# ``$PATH``, so a directory of the harness's own goes first on the ``PATH`` of the vng
+# process (only: the guest's ``PATH`` comes from the kernel command line), holding a
+# ``strings`` that gives the same first banner by ``grep``, which stops reading at it:
+#
+# * ``strings IMAGE`` (one argument, a file) prints the first
+#   ``Linux version <release>`` of the file, where ``<release>`` is what follows up to
+#   the first blank or unprintable byte (vng takes three or more such characters);
+# * anything else (options, several files, no banner found) runs the real ``strings``
+#   with the same arguments, as vng would have.
+#
+# Measured on a 2-core machine (Debian 6.1.0-57's vmlinux, vng 1.42): the real
+# ``strings`` took 0.31-0.58 s (0.28-0.48 s CPU) and vng's search of its 4 MB of output
+# more; the stand-in 0.02 s. ``vng --dry-run`` (which still looks for the release)
+# took 0.39-0.49 s instead of 0.69-0.93 s (CPU 0.35-0.41 s instead of 0.65-0.86 s, 4
+# alternating rounds), with the same qemu command. The stand-in gives the release the
+# real ``strings`` does for Debian's 5.10, 6.1, 6.12 and 7.2 images.
+
+_STRINGS_SHIM = """\
+#!/bin/sh
+# harness.vm: stands in for strings when vng looks for a kernel's release (see
+# harness/vm.py): the first "Linux version <release>" of the image, read by grep,
+# which stops there; anything else goes to the real strings.
+case "$1" in -*) ;; *)
+  if [ "$#" = 1 ] && [ -f "$1" ]; then
+    banner=$(LC_ALL=C grep -a -m 1 -o 'Linux version [[:graph:]]\\{{3,\\}}' -- "$1" 2>/dev/null)
+    if [ -n "$banner" ]; then
+      newline='
+'
+      printf '%s\\n' "${{banner%%"$newline"*}}"
+      exit 0
+    fi
+  fi
+esac
+{fallback}
+"""
+
+
+def host_shims(strings: str | None) -> dict[str, str]:
+    """The stand-ins put first on vng's ``PATH``, by name, for the real ``strings``."""
+    if strings is None:
+        fallback = 'echo "strings: not found; install binutils" >&2\nexit 127'
+    else:
+        fallback = f'exec {shlex.quote(strings)} "$@"'
+    return {"strings": _STRINGS_SHIM.format(fallback=fallback)}
+
+
+def install_host_shims(cache: Path, strings: str | None) -> Path | None:
+    """A directory of :func:`host_shims` under ``cache``, written once per content.
+
+    None when it cannot be written: vng then runs the real ``strings``.
+    """
+    scripts = host_shims(strings)
+    return _install_scripts(cache / "vng-host" / _digest(scripts), scripts, "vng's stand-ins")
+
+
+def vng_env(shims: Path | None) -> dict[str, str] | None:
+    """The environment changes that put ``shims`` first on vng's ``PATH`` (None: none)."""
+    if shims is None:
+        return None
+    return {"PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
 
 
 def vng_argv(
@@ -495,7 +573,8 @@ def run_vm(
     shared read-write with the guest; the console goes to ``console_log`` (default
     ``results_dir/console.log``). Raises a :class:`VmError` subclass when the guest
     wrote none of the ``expect`` files; see the module's docstring. ``lean_init``
-    skips the guest's udev and tmpfiles through stand-ins kept under ``cache``.
+    skips the guest's udev and tmpfiles through stand-ins kept under ``cache``; vng
+    finds the kernel's release through one kept there too (:func:`host_shims`).
     """
     runner = runner or SubprocessRunner()
     limit = timeout if timeout is not None else DEFAULT_TIMEOUTS[accel]
@@ -503,11 +582,9 @@ def run_vm(
     for name in expect:
         (results_dir / name).unlink(missing_ok=True)
     log_path = console_log or results_dir / "console.log"
-    shims = (
-        install_init_shims(cache or paths.cache_dir(), shutil.which("busybox"))
-        if lean_init
-        else None
-    )
+    cache = cache or paths.cache_dir()
+    shims = install_init_shims(cache, shutil.which("busybox")) if lean_init else None
+    env = vng_env(install_host_shims(cache, shutil.which("strings")))
     stall = Stall(min(STALL_SECONDS[accel], limit), _INIT_MARKERS)
     stalled: list[Path] = []
     for attempt in range(1, BOOT_ATTEMPTS + 1):
@@ -527,6 +604,7 @@ def run_vm(
                 timeout=limit,
                 log_path=log_path,
                 cwd=paths.PROJECT_ROOT,
+                env=env,
                 stall=stall,
             )
         except CommandStalledError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -310,6 +312,131 @@ def test_install_init_shims_gives_up_on_a_path_the_kernel_command_line_would_spl
     assert vm.install_init_shims(tmp_path / "my cache", None) is None
 
 
+# --- the strings stand-in vng finds the release with -------------------------------------
+
+#: How vng 1.42 reads a release from the output of ``strings IMAGE``.
+VNG_RELEASE = re.compile(r"Linux version (\S{3,})")
+
+
+def fake_image(path: Path, *banners: bytes) -> Path:
+    """An image whose banners sit between binary data and lookalikes vng does not take."""
+    junk = bytes(range(256)) * 64
+    path.write_bytes(
+        junk
+        + b"Linux version %s (%s)\x00"  # a format string: no release after the blank
+        + b"Linux version 6.\x00"  # too short a release
+        + junk
+        + b"\n".join(banners)
+        + junk
+    )
+    return path
+
+
+def fake_strings(tmp_path: Path) -> Path:
+    """A ``strings`` that records its arguments and prints a line of its own."""
+    script = tmp_path / "real-strings"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "strings-calls"}\necho real\n')
+    script.chmod(0o755)
+    return script
+
+
+def run_strings(shims: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(shims / "strings"), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_the_strings_stand_in_prints_the_first_banner_only(tmp_path: Path) -> None:
+    image = fake_image(
+        tmp_path / "vmlinux",
+        b"\x01Linux version 6.1.0-99-amd64 (debian-kernel@lists.debian.org) #1 SMP\x00",
+        b"Linux version 9.9.9-other\x00",
+    )
+    shims = vm.install_host_shims(tmp_path / "cache", str(fake_strings(tmp_path)))
+    assert shims is not None
+    done = run_strings(shims, str(image))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Linux version 6.1.0-99-amd64\n"
+    assert not (tmp_path / "strings-calls").exists()
+
+
+def test_the_strings_stand_in_ends_the_release_at_an_unprintable_byte(tmp_path: Path) -> None:
+    image = fake_image(tmp_path / "vmlinux", b"Linux version 6.12.1+deb13-amd64\x00\x7fELF")
+    shims = vm.install_host_shims(tmp_path / "cache", str(fake_strings(tmp_path)))
+    assert shims is not None
+    assert run_strings(shims, str(image)).stdout == "Linux version 6.12.1+deb13-amd64\n"
+
+
+@pytest.mark.skipif(shutil.which("strings") is None, reason="binutils is not installed")
+def test_the_strings_stand_in_gives_vng_the_release_the_real_strings_gives(
+    tmp_path: Path,
+) -> None:
+    image = fake_image(
+        tmp_path / "vmlinux",
+        b"\x00Linux version 5.10.0-46-amd64 (debian-kernel@lists.debian.org) (gcc) #1 SMP",
+        b"Linux version 6.1.0-1-amd64\x00",
+    )
+    shims = vm.install_host_shims(tmp_path / "cache", shutil.which("strings"))
+    assert shims is not None
+    real = subprocess.run(["strings", str(image)], capture_output=True, text=True, check=True)
+    ours = run_strings(shims, str(image))
+    found = [VNG_RELEASE.search(out) for out in (real.stdout, ours.stdout)]
+    assert [m.group(1) if m else None for m in found] == ["5.10.0-46-amd64"] * 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["-a", "IMAGE"], id="an option"),
+        pytest.param(["IMAGE", "IMAGE"], id="two files"),
+        pytest.param(["NOBANNER"], id="no banner"),
+        pytest.param(["MISSING"], id="no such file"),
+        pytest.param([], id="no argument"),
+    ],
+)
+def test_the_strings_stand_in_hands_anything_else_to_the_real_strings(
+    tmp_path: Path, args: list[str]
+) -> None:
+    paths = {
+        "IMAGE": fake_image(tmp_path / "vmlinux", b"Linux version 6.1.0-99-amd64\x00"),
+        "NOBANNER": fake_image(tmp_path / "other"),
+        "MISSING": tmp_path / "missing",
+    }
+    given = [str(paths.get(a, a)) for a in args]
+    shims = vm.install_host_shims(tmp_path / "cache", str(fake_strings(tmp_path)))
+    assert shims is not None
+    done = run_strings(shims, *given)
+    assert (done.returncode, done.stdout) == (0, "real\n")
+    assert (tmp_path / "strings-calls").read_text() == " ".join(given) + "\n"
+
+
+def test_the_strings_stand_in_without_binutils_says_what_to_install(tmp_path: Path) -> None:
+    shims = vm.install_host_shims(tmp_path / "cache", None)
+    assert shims is not None
+    done = run_strings(shims, str(fake_image(tmp_path / "other")))
+    assert done.returncode == 127
+    assert "install binutils" in done.stderr
+    image = fake_image(tmp_path / "vmlinux", b"Linux version 6.1.0-99-amd64\x00")
+    assert run_strings(shims, str(image)).stdout == "Linux version 6.1.0-99-amd64\n"
+
+
+def test_install_host_shims_writes_once_per_content(tmp_path: Path) -> None:
+    first = vm.install_host_shims(tmp_path, "/usr/bin/strings")
+    assert first is not None
+    assert [p.name for p in first.iterdir()] == ["strings"]
+    assert os.access(first / "strings", os.X_OK)
+    assert vm.install_host_shims(tmp_path, "/usr/bin/strings") == first
+    other = vm.install_host_shims(tmp_path, "/opt/binutils/bin/strings")
+    assert other is not None and other != first
+
+
+def test_install_host_shims_gives_none_where_it_cannot_write(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert vm.install_host_shims(blocked, "/usr/bin/strings") is None
+    assert vm.vng_env(None) is None
+
+
 # --- parse_console on recorded logs ------------------------------------------------------
 
 
@@ -454,6 +581,25 @@ def test_run_vm_boots_with_the_init_stand_ins_unless_told_not_to(tmp_path: Path)
     assert shims.parent.parent == cache
     assert (shims / "systemd-tmpfiles").is_file()
     assert not [o for o in long if o.startswith("PATH=")]
+
+
+def test_run_vm_puts_the_strings_stand_in_first_on_vngs_path_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    runner = FakeRunner(answers=[vm_exits(0, recorded("ok-6.1.log"), {"r.json": "{}"})])
+    cache = tmp_path / "cache"
+    vm.run_vm(
+        entry(tmp_path), ["true"], tmp_path / "r", accel="tcg", expect=["r.json"],
+        runner=runner, cache=cache,
+    )  # fmt: skip
+    (call,) = runner.calls
+    assert call.env is not None
+    first, rest = call.env["PATH"].split(":", 1)
+    assert rest == "/usr/bin:/bin"
+    assert Path(first).parent == cache / "vng-host"
+    assert (Path(first) / "strings").is_file()
+    assert not [o for o in appended(list(call.argv)) if first in o]
 
 
 def test_run_vm_removes_a_result_left_by_an_earlier_run(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import errno
 import itertools
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from harness.errors import CommandError, KernelError, MirrorError, ToolMissingEr
 from harness.kernels import apt
 from harness.kernels.catalog import load_catalog
 from harness.kernels.sources import Mirrors
-from harness.proc import SubprocessRunner
+from harness.proc import Completed, SubprocessRunner
 from harness.progress import Event, Transfer
 
 CATALOG = load_catalog()
@@ -110,6 +110,70 @@ def test_recorded_index_resolves_to_the_newest_generic_kernel(
     assert resolved.headers.version == headers
     assert all(p.sha256 and p.size > 0 for p in resolved.packages)
     assert all(call.argv[1:3] == ("-c", str(tmp_path / "apt.conf")) for call in runner.calls)
+
+
+def index_root(tmp_path: Path) -> apt.AptRoot:
+    root = apt.AptRoot(tmp_path / "6.1")
+    root.lists.mkdir(parents=True)
+    (root.lists / "deb.example_dists_bookworm_main_binary-amd64_Packages").write_text("index")
+    root.conf.write_text("// apt.conf\n")
+    root.stamp.write_text("deb ...\n")
+    return root
+
+
+def test_apt_cache_answers_are_kept_until_the_index_changes(tmp_path: Path) -> None:
+    root, host_apt = index_root(tmp_path), tmp_path / "etc-apt"
+    runner = FakeRunner({"apt-cache": recorded_apt_cache("6.1")})
+    first = apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt)
+    asked = len(runner.calls)
+    assert asked == 3
+    assert apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt) == first
+    assert len(runner.calls) == asked
+    # apt-get update rewrites the index files: apt-cache is asked again.
+    (root.lists / "deb.example_dists_bookworm_main_binary-amd64_Packages").write_text("new")
+    assert apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt) == first
+    assert len(runner.calls) == 2 * asked
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda root, host: root.conf.write_text("// other\n"), id="private config"),
+        pytest.param(lambda root, host: root.stamp.write_text("deb other\n"), id="update stamp"),
+        pytest.param(
+            lambda root, host: (
+                (host / "apt.conf.d").mkdir(parents=True)
+                or (host / "apt.conf.d" / "99proxy").write_text("Acquire::http::Proxy x;")
+            ),
+            id="host config",
+        ),
+        pytest.param(
+            lambda root, host: (root.root / apt.AptCacheAnswers.NAME).write_text("{not json"),
+            id="unreadable answers",
+        ),
+    ],
+)
+def test_apt_cache_is_asked_again_when_what_it_reads_changed(
+    tmp_path: Path, change: Callable[[apt.AptRoot, Path], object]
+) -> None:
+    root, host_apt = index_root(tmp_path), tmp_path / "etc-apt"
+    runner = FakeRunner({"apt-cache": recorded_apt_cache("6.1")})
+    first = apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt)
+    change(root, host_apt)
+    assert apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt) == first
+    assert len(runner.calls) == 6
+
+
+def test_a_failed_apt_cache_answer_is_not_kept(tmp_path: Path) -> None:
+    root, host_apt = index_root(tmp_path), tmp_path / "etc-apt"
+    failing = FakeRunner(
+        {"apt-cache": lambda call: Completed(call.argv, 100, "", "E: broken cache", None)}
+    )
+    with pytest.raises(CommandError, match="broken cache"):
+        apt.query(root, CATALOG["6.1"], failing, host_apt=host_apt)
+    assert not (root.root / apt.AptCacheAnswers.NAME).exists()
+    runner = FakeRunner({"apt-cache": recorded_apt_cache("6.1")})
+    assert apt.query(root, CATALOG["6.1"], runner, host_apt=host_apt).release == "6.1.0-56-amd64"
 
 
 def test_the_newest_wins_whatever_the_order(tmp_path: Path) -> None:

@@ -30,8 +30,20 @@ def test_a_timeout_kills_the_whole_group(tmp_path: Path, reaped: list[int]) -> N
     assert survivors(reaped) == []
 
 
+@pytest.fixture(params=["pidfd", "polling"])
+def waits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A logged command is waited for on a pidfd, or by polling where there is none."""
+    if request.param == "polling":
+
+        def no_pidfd(pid: int) -> int:
+            raise OSError("pidfd_open: not supported")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    return str(request.param)
+
+
 def test_a_command_silent_before_its_marker_is_killed_as_stalled(
-    tmp_path: Path, reaped: list[int]
+    tmp_path: Path, reaped: list[int], waits: str
 ) -> None:
     marker = tmp_path / "pids"
     log_path = tmp_path / "out.log"
@@ -45,7 +57,7 @@ def test_a_command_silent_before_its_marker_is_killed_as_stalled(
     assert survivors(reaped) == []
 
 
-def test_silence_after_the_marker_is_no_stall(tmp_path: Path) -> None:
+def test_silence_after_the_marker_is_no_stall(tmp_path: Path, waits: str) -> None:
     script = "echo booting; echo init ran; sleep 1.5; echo finished"
     done = proc.SubprocessRunner().run(
         ["sh", "-c", script],
@@ -57,7 +69,7 @@ def test_silence_after_the_marker_is_no_stall(tmp_path: Path) -> None:
     assert done.stdout.splitlines()[-1] == "finished"
 
 
-def test_the_time_limit_still_holds_with_a_stall_watch(tmp_path: Path) -> None:
+def test_the_time_limit_still_holds_with_a_stall_watch(tmp_path: Path, waits: str) -> None:
     with pytest.raises(CommandTimeoutError, match="within 1 s") as caught:
         proc.SubprocessRunner().run(
             ["sh", "-c", "echo init ran; sleep 300"],
@@ -66,6 +78,17 @@ def test_the_time_limit_still_holds_with_a_stall_watch(tmp_path: Path) -> None:
             stall=proc.Stall(60, ("init ran",)),
         )
     assert not isinstance(caught.value, CommandStalledError)
+
+
+def test_a_logged_command_ending_at_once_gives_its_status(tmp_path: Path, waits: str) -> None:
+    done = proc.SubprocessRunner().run(
+        ["sh", "-c", "echo init ran; exit 3"],
+        check=False,
+        timeout=60,
+        log_path=tmp_path / "out.log",
+        stall=proc.Stall(60, ("init ran",)),
+    )
+    assert (done.returncode, done.stdout) == (3, "init ran\n")
 
 
 def test_a_finished_command_leaves_no_watchdog_behind() -> None:

@@ -11,7 +11,7 @@ its real source file, so tracebacks still show the source lines.
 Why not ``zipimport`` of a zip, as before: CPython's ``zipimport`` is Python code
 run for every import (the archive's directory parsed, every module's code
 unmarshalled twice: once to name its file, once to run it), and running a zip
-imports ``runpy`` first. The whole guest run (its two sockex1 cases, callgrind)
+imports ``runpy`` first. A whole guest run of two cases (a classic sample, callgrind)
 took 459 M instructions from the zip and 379 M from the table, and under TCG
 instructions are time.
 

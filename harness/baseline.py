@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import logging
-import marshal
 import os
 import py_compile
 import shutil
@@ -439,13 +438,11 @@ def write_bundle(baseline: Baseline, runner: Runner) -> Path:
 
 def _shared_modules(guest: Path) -> dict[str, bytes]:
     """Every compiled module of the guest's bundle outside ``harness``, by archive name."""
-    from harness.guest import entry
+    from harness.guest import bundle
 
-    with guest.open("rb") as table:
-        modules: dict[str, tuple[bool, str, bytes]] = marshal.load(table)[entry.MODULES]
     return {
         _archive_name(name, is_package): pyc
-        for name, (is_package, _, pyc) in modules.items()
+        for name, (is_package, _, pyc) in bundle.read_modules(guest).items()
         if name.partition(".")[0] != "harness"
     }
 

@@ -247,14 +247,14 @@ def _build(directory: Path, runner: Runner) -> Bundle:
     data = bundle_bytes(modules, probed.methods)
     starter = entry_bytes()
     digest = hashlib.sha256(data + starter).hexdigest()[:16]
-    code = directory / f"guest-{digest}{BUNDLE_SUFFIX}"
+    made = Bundle(directory / f"guest-{digest}{BUNDLE_SUFFIX}")
     directory.mkdir(parents=True, exist_ok=True)
-    for path, content in ((code, data), (Bundle(code).entry, starter)):
+    for path, content in ((made.code, data), (made.entry, starter)):
         if not path.is_file():
             files.write_atomic(path, content)
     tar, tar_files = _build_runtime(directory, probed, runner)
     manifest = {
-        "bundle": code.name,
+        "bundle": made.code.name,
         "runtime": tar.name if tar is not None else None,
         "python": [sys.executable, sys.version],
         "sources": _sources_stamp(),
@@ -262,15 +262,15 @@ def _build(directory: Path, runner: Runner) -> Bundle:
         "runtime_files": tar_files,
     }
     files.write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
-    _prune(directory, keep={code, Bundle(code).entry, *([] if tar is None else [tar])})
+    _prune(directory, keep={made.code, made.entry, *([] if tar is None else [tar])})
     log.info(
         "bundled %d modules of the guest into %s (%d KB, %.1f s)",
         len(modules),
-        code,
+        made.code,
         len(data) // 1024,
         time.monotonic() - started,
     )
-    return Bundle(code, tar)
+    return Bundle(made.code, tar)
 
 
 def _build_runtime(
@@ -330,6 +330,13 @@ def bundle_bytes(modules: Mapping[str, Path], methods: Sequence[str] = ()) -> by
         for name, source in sorted(modules.items())
     }
     return marshal.dumps({entry.MODULES: table, entry.METHODS: compiled_methods(methods)})
+
+
+def read_modules(code: Path) -> dict[str, tuple[bool, str, bytes]]:
+    """The modules of the bundle ``code``: ``{name: (is_package, source file, .pyc bytes)}``."""
+    with code.open("rb") as table:
+        modules: dict[str, tuple[bool, str, bytes]] = marshal.load(table)[entry.MODULES]
+    return modules
 
 
 def entry_bytes() -> bytes:

@@ -134,7 +134,12 @@ def main(argv: list[str]) -> int:
     try:
         table = read(bundle)
     except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
-        print(f"error: cannot read the guest bundle {bundle}: {exc}", file=sys.stderr)
+        print(
+            f"error: cannot read the guest bundle {bundle}: {exc}; the host writes it "
+            "before each boot (harness.guest.bundle): run again, and if it persists "
+            "remove the bundle's directory so that it is built anew",
+            file=sys.stderr,
+        )
         return 2
     sys.path[0] = bundle  # the entry's own directory is no place to import from
     unpacked_runtime()

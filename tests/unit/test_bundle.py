@@ -28,11 +28,6 @@ def probe_answer(call: Call) -> str:
     return json.dumps({"modules": modules, "mapped": [], "methods": []})
 
 
-def modules_of(made: bundle.Bundle) -> dict[str, tuple[bool, str, bytes]]:
-    table: dict[str, tuple[bool, str, bytes]] = marshal.loads(made.code.read_bytes())[entry.MODULES]
-    return table
-
-
 def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path) -> None:
     runner = FakeRunner(otherwise=probe_answer)
 
@@ -41,7 +36,7 @@ def test_the_bundle_holds_the_harness_and_what_the_guest_imports(tmp_path: Path)
     assert made is not None and made.code.parent == tmp_path
     assert made.code.suffix == bundle.BUNDLE_SUFFIX and made.entry.is_file()
     assert made.runtime is None  # the probe named no shared object
-    modules = modules_of(made)
+    modules = bundle.read_modules(made.code)
     assert {"harness", "harness.guest", "harness.guest.__main__", "stdlib_stand_in"} <= set(modules)
     assert modules["harness"][0] and not modules["harness.bpf.loader"][0]  # packages
     _, origin, pyc = modules["harness.bpf.loader"]
@@ -121,7 +116,7 @@ def test_the_bundle_runs_the_guest_from_its_table_without_site(tmp_path: Path) -
     assert any(line.startswith("import 'json'") for line in from_bundle)
     assert all("BundleFinder" in line for line in imported if "'harness" in line), imported
     assert "import 'site'" not in done.stderr and "import 'runpy'" not in done.stderr
-    assert {"elftools.elf.elffile", "json", "dataclasses"} <= set(modules_of(made))
+    assert {"elftools.elf.elffile", "json", "dataclasses"} <= set(bundle.read_modules(made.code))
 
 
 def test_a_bundle_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
@@ -137,6 +132,7 @@ def test_a_bundle_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
 
         assert done.returncode == 2
         assert done.stderr.startswith(f"error: cannot read the guest bundle {broken}: ")
+        assert "run again" in done.stderr  # and what to do
         assert len(done.stderr.splitlines()) == 1
 
 

@@ -9,8 +9,10 @@ the host tests, in a private network namespace. Exit status 0 when every case ra
 error in its JSON and one line on stderr; 2 when the plan cannot be read.
 
 Every import costs in the guest (see :mod:`harness.guest.bundle`): no ``argparse``
-for a single argument, and the Python loader is imported once, before the first
-case, when a case needs it, so that the cases' own times compare.
+for a single argument, and the Python loader is imported once, when a case needs it,
+before its first case, so that the cases' own times compare. When other loaders'
+cases are in the plan too, they run first while a forked child imports the Python
+loader and then runs its cases (:mod:`harness.guest.beside`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from harness import files
 from harness.errors import HarnessError
-from harness.guest import kernel_log
-from harness.guest.plan import IN_PROCESS, read_plan
+from harness.guest import beside, kernel_log
+from harness.guest.plan import IN_PROCESS, CasePlan, read_plan
 from harness.guest.result import write_result
 from harness.guest.scenario import python_loader, run
 
@@ -59,14 +61,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         resource.setrlimit(
             resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         )
-    times = {"main": entered, "start": _uptime()}
-    if any(case.loader == IN_PROCESS and not case.command for case in plan.cases):
-        # A failure to import is the case's error, reported by the case itself.
-        with contextlib.suppress(HarnessError):
-            python_loader()
-        times["loader_imported"] = _uptime()
+    times: dict[str, float | bool] = {"main": entered, "start": _uptime()}
+    in_process = [case for case in plan.cases if case.loader == IN_PROCESS and not case.command]
+    others = [case for case in plan.cases if case.loader != IN_PROCESS or case.command]
     status = 0
-    for case in plan.cases:
+    if in_process and others:
+        # The loader's import in a child, beside the other loaders' cases (see beside.py).
+        child = beside.start(in_process, release, _import_loader, run_cases, _uptime)
+        times["loader_beside"] = True
+        status = run_cases(others, release)
+        child_status, imported = child.finish()
+        status = status or child_status
+        if imported is not None:
+            times["loader_imported"] = imported
+    else:
+        if in_process:
+            _import_loader()
+            times["loader_imported"] = _uptime()
+        status = run_cases(plan.cases, release)
+    times["end"] = _uptime()
+    times["cases_seconds"] = round(time.monotonic() - started, 3)
+    # Without them the timeline only loses its guest-side marks and the boot's phases.
+    with contextlib.suppress(OSError):
+        files.write_atomic(plan_path.parent / TIMES_NAME, json.dumps(times) + "\n")
+    if plan.kernel_log:
+        with contextlib.suppress(OSError):
+            files.write_atomic(plan_path.parent / kernel_log.NAME, kernel_log.read())
+    return status
+
+
+def run_cases(cases: Sequence[CasePlan], release: str) -> int:
+    """Run ``cases`` one after another, each result written; 1 if one could not run."""
+    status = 0
+    for case in cases:
         result = run(case, release)
         path = write_result(case.result, result)
         if result.error is not None:
@@ -77,15 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             status = 1
-    times["end"] = _uptime()
-    times["cases_seconds"] = round(time.monotonic() - started, 3)
-    # Without them the timeline only loses its guest-side marks and the boot's phases.
-    with contextlib.suppress(OSError):
-        files.write_atomic(plan_path.parent / TIMES_NAME, json.dumps(times) + "\n")
-    if plan.kernel_log:
-        with contextlib.suppress(OSError):
-            files.write_atomic(plan_path.parent / kernel_log.NAME, kernel_log.read())
     return status
+
+
+def _import_loader() -> None:
+    # A failure to import is the case's error, reported by the case itself.
+    with contextlib.suppress(HarnessError):
+        python_loader()
 
 
 def _uptime() -> float:

@@ -57,6 +57,21 @@ def test_each_clock_gives_its_phases_in_order(kernel_dir: Path) -> None:
     assert ran[1] == pytest.approx(0.15)
 
 
+def test_a_loader_import_beside_the_cases_is_not_taken_from_them(kernel_dir: Path) -> None:
+    marks = {"main": 6.3, "start": 6.31, "loader_imported": 6.4, "loader_beside": True, "end": 6.55}
+    (kernel_dir / "guest-times.json").write_text(json.dumps(marks))
+
+    rows = timeline.phases(kernel_dir)
+
+    assert "guest: import the Python loader" not in rows
+    assert rows["guest: loader import, beside the cases"] == pytest.approx(0.09)
+    # The cases started with the guest, not after the import: 0.24 s of them.
+    assert rows["cases: between phases (results written)"] == pytest.approx(0.24 - 0.13)
+    ran = timeline.case_seconds(kernel_dir)
+    assert ran is not None
+    assert ran[1] == pytest.approx(0.24)
+
+
 def test_a_quiet_console_takes_the_boot_from_the_guests_kernel_log(kernel_dir: Path) -> None:
     whole = timeline.phases(kernel_dir)
     lines = CONSOLE.read_text().splitlines(keepends=True)

@@ -43,6 +43,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
+from typing import Any
 
 from elftools.common.exceptions import ELFError
 
@@ -80,6 +81,16 @@ PROBE_TIMEOUT = 120.0
 _PROBE = """\
 import sys
 started = set(sys.modules)  # built in, frozen or imported at start-up: never searched for
+interpreter = {
+    "path": sys.path[1:],  # after "" (-c): the interpreter's own, as -S leaves them
+    "prefixes": {name: getattr(sys, name) for name in PREFIXES},
+    "stdlib": sys.modules["encodings"].__file__.rsplit("/", 2)[0],  # encodings/__init__.py
+}
+startup = {  # the codecs the start-up imported from the standard library
+    name: module.__file__
+    for name, module in sys.modules.items()
+    if name.partition(".")[0] == "encodings" and getattr(module, "__file__", None)
+}
 import builtins, dataclasses, json
 sources = []
 def recording(source, *args):
@@ -100,8 +111,14 @@ try:
         mapped = sorted({line.split(None, 5)[5].strip() for line in maps if "/" in line})
 except (OSError, IndexError):
     mapped = []
-print(json.dumps({"modules": files, "mapped": mapped, "methods": sorted(set(sources))}))
-"""
+print(json.dumps({
+    "modules": files,
+    "mapped": mapped,
+    "methods": sorted(set(sources)),
+    "interpreter": interpreter,
+    "startup": startup,
+}))
+""".replace("PREFIXES", repr(entry.PREFIXES))
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,8 @@ class _Probed:
     modules: dict[str, str]  # module name -> file, pure Python or extension
     mapped: list[str]  # files the interpreter maps
     methods: list[str]  # the source of each method the dataclasses compiled
+    interpreter: dict[str, Any]  # its sys.path under -S and its prefixes (entry.INTERPRETER)
+    startup: dict[str, str]  # the encodings modules its start-up imports -> their source
 
 
 def guest_argv(
@@ -140,7 +159,9 @@ def guest_argv(
     """
     if bundle is None:
         return [sys.executable, "-m", "harness.guest", str(plan)]
-    argv = [sys.executable, "-S", str(bundle.entry), str(bundle.code), str(plan)]
+    # UTF-8 mode: the start-up then needs no codec but UTF-8's, whatever the guest's
+    # locale (the runtime tar's home holds only what the start-up imports).
+    argv = [sys.executable, "-S", "-X", "utf8", str(bundle.entry), str(bundle.code), str(plan)]
     if bundle.runtime is None or busybox is None:
         return argv
     return runtime.command(bundle.runtime, busybox, argv, unpack_in)
@@ -182,6 +203,8 @@ def _probe(runner: Runner) -> _Probed:
         modules,
         [str(m) for m in answer["mapped"]],
         [str(m) for m in answer["methods"]],
+        dict(answer["interpreter"]),
+        {str(n): str(f) for n, f in answer["startup"].items()},
     )
 
 
@@ -244,7 +267,7 @@ def _build(directory: Path, runner: Runner) -> Bundle:
     probed = _probe(runner)
     modules = _module_files(probed)
     stamps = {str(f): _stamp(f) for f in sorted(set(modules.values()))}
-    data = bundle_bytes(modules, probed.methods)
+    data = bundle_bytes(modules, probed.methods, probed.interpreter)
     starter = entry_bytes()
     digest = hashlib.sha256(data + starter).hexdigest()[:16]
     made = Bundle(directory / f"guest-{digest}{BUNDLE_SUFFIX}")
@@ -286,18 +309,52 @@ def _build_runtime(
         contents = runtime.members(probed.mapped, extensions, Path(sys.executable))
         if not contents:
             return None, {}
-        stamps = {str(f): _stamp(f) for f in sorted(contents.values())}
+        home = runtime.home_members(probed.startup, probed.interpreter["prefixes"]["prefix"])
+        stamps = {str(f): _stamp(f) for f in sorted({*contents.values(), *home.values()})}
         built = _built_runtime(directory, stamps)
         if built is not None:  # the same files as last time: no strip again
             return built, stamps
-        data = runtime.archive_bytes(contents, runner, runtime.stripper())
-    except (OSError, ELFError, HarnessError) as exc:
+        compiled = {name: pyc_bytes(source) for name, source in home.items()}
+        if compiled and not _home_starts(compiled, runner):
+            compiled = {}
+        data = runtime.archive_bytes(contents, runner, runtime.stripper(), compiled)
+    except (OSError, ELFError, HarnessError, py_compile.PyCompileError) as exc:
         log.warning("could not gather the guest interpreter's shared objects (%s)", exc)
         return None, {}
     tar = directory / f"runtime-{hashlib.sha256(data).hexdigest()[:16]}.tar"
     if not tar.is_file():
         files.write_atomic(tar, data)
     return tar, stamps
+
+
+def _home_starts(compiled: Mapping[str, bytes], runner: Runner) -> bool:
+    """Whether this interpreter starts from the tar's home as the guest will start it.
+
+    A layout it does not look in (another library directory) would stop the guest's
+    interpreter before it ran anything: the tar then goes without a home.
+    """
+    with tempfile.TemporaryDirectory(prefix="harness-home-") as tmp:
+        for name, data in compiled.items():
+            path = Path(tmp, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        home = Path(tmp, runtime.HOME)
+        where = "import encodings; print(encodings.__file__)"
+        done = runner.run(
+            [sys.executable, "-S", "-X", "utf8", "-c", where],
+            check=False,
+            timeout=PROBE_TIMEOUT,
+            env={"PYTHONHOME": str(home)},
+            cwd=Path("/"),
+        )
+        if done.returncode == 0 and done.stdout.strip().startswith(f"{home}/"):
+            return True
+    log.info(
+        "the interpreter does not start from a home of its codecs (%s); the guest reads "
+        "them over 9p",
+        (done.stderr.strip().splitlines() or ["it looked elsewhere"])[-1],
+    )
+    return False
 
 
 def _built_runtime(directory: Path, stamps: Mapping[str, list[int]]) -> Path | None:
@@ -316,20 +373,33 @@ def _built_runtime(directory: Path, stamps: Mapping[str, list[int]]) -> Path | N
     return None
 
 
-def bundle_bytes(modules: Mapping[str, Path], methods: Sequence[str] = ()) -> bytes:
-    """The table :func:`harness.guest.entry.read` reads: each module compiled, and the
-    dataclasses' methods.
+def bundle_bytes(
+    modules: Mapping[str, Path],
+    methods: Sequence[str] = (),
+    interpreter: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The table :func:`harness.guest.entry.read` reads: each module compiled, the
+    dataclasses' methods, and the interpreter's own paths.
 
     ``{"modules": {name: (is_package, source file, .pyc bytes)}, "methods": {source:
-    code}}``, marshalled: the guest reads it with nothing but built-in modules.
-    ``methods``, the sources the guest's dataclasses compile their methods from, go in
-    compiled (:func:`compiled_methods`). Sorted, so the same files give the same bytes.
+    code}, "interpreter": {"path": [...], "prefixes": {...}}}``, marshalled: the guest
+    reads it with nothing but built-in modules. ``methods``, the sources the guest's
+    dataclasses compile their methods from, go in compiled (:func:`compiled_methods`);
+    ``interpreter`` is what the entry restores after a start from the runtime tar's
+    home (:func:`harness.guest.entry.unpacked_runtime`). Sorted, so the same files give
+    the same bytes.
     """
     table = {
         name: (source.name == "__init__.py", str(source), pyc_bytes(source))
         for name, source in sorted(modules.items())
     }
-    return marshal.dumps({entry.MODULES: table, entry.METHODS: compiled_methods(methods)})
+    return marshal.dumps(
+        {
+            entry.MODULES: table,
+            entry.METHODS: compiled_methods(methods),
+            entry.INTERPRETER: dict(interpreter or {}),
+        }
+    )
 
 
 def read_modules(code: Path) -> dict[str, tuple[bool, str, bytes]]:

@@ -35,10 +35,14 @@ from _frozen_importlib import ModuleSpec
 
 #: Names the directory the interpreter's shared objects were unpacked into.
 RUNTIME_VARIABLE = "HARNESS_GUEST_RUNTIME"
-#: The bundle's keys: ``{module: (is_package, source file, .pyc bytes)}`` and
-#: ``{source text: code}`` of the dataclasses' methods.
+#: The bundle's keys: ``{module: (is_package, source file, .pyc bytes)}``,
+#: ``{source text: code}`` of the dataclasses' methods, and the interpreter's own
+#: ``sys.path`` (under ``-S``) and prefixes.
 MODULES = "modules"
 METHODS = "methods"
+INTERPRETER = "interpreter"
+#: The ``sys`` attributes a start from the runtime tar's home changes.
+PREFIXES = ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")
 #: A .pyc file's header (magic, flags, hash) before its marshalled code.
 PYC_HEADER = 16
 
@@ -100,12 +104,29 @@ def read(path: str) -> dict[str, dict]:  # type: ignore[type-arg]
     return table  # type: ignore[no-any-return]
 
 
-def unpacked_runtime() -> None:
-    """``ext/`` of the unpacked shared objects on ``sys.path``; their variables gone."""
+def unpacked_runtime(interpreter: dict) -> None:  # type: ignore[type-arg]
+    """``ext/`` of the unpacked shared objects on ``sys.path``; their variables gone.
+
+    Started from the tar's home (``PYTHONHOME``, which holds only the codecs the
+    start-up imports), the interpreter gets its own paths and prefixes back from
+    ``interpreter`` (the bundle's :data:`INTERPRETER`), behind the bundle, and its
+    ``encodings`` package its own directory after the home's: whatever the bundle
+    lacks is then found where it would be without the home.
+    """
     directory = os.environ.pop(RUNTIME_VARIABLE, None)
-    if directory is not None:
-        os.environ.pop("LD_LIBRARY_PATH", None)
-        sys.path.insert(1, os.path.join(directory, "ext"))
+    if directory is None:
+        return
+    os.environ.pop("LD_LIBRARY_PATH", None)
+    if os.environ.pop("PYTHONHOME", None) is not None and interpreter:
+        import encodings
+
+        sys.path[1:] = interpreter["path"]
+        for name, value in interpreter["prefixes"].items():
+            setattr(sys, name, value)
+        own = os.path.join(interpreter["stdlib"], "encodings")
+        if own not in encodings.__path__:
+            encodings.__path__.append(own)
+    sys.path.insert(1, os.path.join(directory, "ext"))
 
 
 def precompiled_methods(codes: dict[str, object]) -> None:
@@ -142,7 +163,7 @@ def main(argv: list[str]) -> int:
         )
         return 2
     sys.path[0] = bundle  # the entry's own directory is no place to import from
-    unpacked_runtime()
+    unpacked_runtime(table.get(INTERPRETER, {}))
     precompiled_methods(table.get(METHODS, {}))
     from harness.guest.__main__ import main as run
 

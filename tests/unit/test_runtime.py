@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import marshal
 import os
 import shutil
 import sys
@@ -159,7 +160,53 @@ def test_the_bundle_entry_drops_the_variables_for_the_programs_the_guest_starts(
     monkeypatch.setenv("LD_LIBRARY_PATH", "/run/unpacked/lib")
     monkeypatch.setattr(sys, "path", ["guest.bundle", "stdlib"])
 
-    entry.unpacked_runtime()
+    entry.unpacked_runtime({})
 
     assert sys.path == ["guest.bundle", "/run/unpacked/ext", "stdlib"]
     assert entry.RUNTIME_VARIABLE not in os.environ and "LD_LIBRARY_PATH" not in os.environ
+
+
+@needs_busybox
+def test_the_guest_starts_from_the_tars_home_and_gets_its_own_paths_back(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path / "bundle", FakeRunner(otherwise=really_run))
+    assert made is not None and made.runtime is not None and BUSYBOX is not None
+    with tarfile.open(made.runtime) as archive:
+        home = sorted(n for n in archive.getnames() if n.startswith(f"{runtime.HOME}/"))
+    assert home and all(n.endswith(".pyc") and "/encodings/" in n for n in home)
+    with made.code.open("rb") as table:
+        interpreter = marshal.load(table)[entry.INTERPRETER]
+    unpacked = tmp_path / "u"
+    # What the entry does before it imports the guest, then what the guest sees.
+    # Only built-in and frozen modules before the switch, as in the entry.
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(entry.__file__).parent)!r})\n"
+        "import encodings, entry\n"
+        "started = {'encodings': encodings.__file__, 'home': os.environ['PYTHONHOME']}\n"
+        "entry.unpacked_runtime(eval(sys.argv[1]))\n"
+        "import encodings.latin_1, json\n"
+        "print(json.dumps(dict(started, path=sys.path[2:], prefix=sys.prefix,\n"
+        "    base=sys.base_prefix, latin=encodings.latin_1.__file__,\n"
+        "    left=os.environ.get('PYTHONHOME'))))\n"
+    )
+    argv = [sys.executable, "-S", "-X", "utf8", "-c", code, repr(interpreter)]
+
+    done = SubprocessRunner().run(runtime.command(made.runtime, BUSYBOX, argv, str(unpacked)))
+
+    seen = json.loads(done.stdout)
+    assert seen["home"] == f"{unpacked}/{runtime.HOME}"
+    assert seen["encodings"].startswith(f"{unpacked}/{runtime.HOME}/")
+    assert seen["left"] is None  # the programs the guest starts do not inherit it
+    assert (seen["prefix"], seen["base"]) == (sys.prefix, sys.base_prefix)
+    assert seen["path"] == interpreter["path"] and interpreter["stdlib"] in seen["path"]
+    # A codec the home lacks comes from the interpreter's own directory, as before.
+    assert seen["latin"].startswith(f"{interpreter['stdlib']}/encodings/")
+
+
+def test_a_home_outside_the_interpreters_prefix_is_left_out() -> None:
+    startup = {"encodings": "/usr/lib/python3.11/encodings/__init__.py"}
+
+    assert runtime.home_members(startup, "/usr") == {
+        "home/lib/python3.11/encodings/__init__.pyc": Path(startup["encodings"])
+    }
+    assert runtime.home_members(startup, "/opt/python") == {}

@@ -404,15 +404,37 @@ def _stamp(
         digest.update(b"\0".join(a.encode() for a in argv) + b"\n")
     for tool in tools:
         digest.update(tool.encode() + b"\n")
-    base = HOST_INCLUDE if headers is None else headers
-    for sub in UAPI_DIRS:
-        root = base / sub
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*.h")):
-            digest.update(str(path.relative_to(base)).encode() + b"\0")
-            digest.update(path.read_bytes())
+    digest.update(_headers_digest(HOST_INCLUDE if headers is None else headers).encode())
     return digest.hexdigest() + "\n"
+
+
+#: Each header tree's digest by what its files were when it was read: (relative path,
+#: size, modification time) of each. A run stamps every sample and loader against the
+#: same tree (some 900 headers); this process reads it once.
+_header_digests: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def _headers_digest(base: Path) -> str:
+    """A hash of the UAPI headers under ``base``: their paths and contents."""
+    found = []
+    for sub in UAPI_DIRS:
+        for directory, dirs, names in os.walk(base / sub):
+            dirs.sort()
+            for name in names:
+                if name.endswith(".h"):
+                    path = os.path.join(directory, name)
+                    info = os.stat(path)
+                    found.append((os.path.relpath(path, base), info.st_size, info.st_mtime_ns))
+    key = (str(base), tuple(sorted(found)))
+    known = _header_digests.get(key)
+    if known is None:
+        digest = hashlib.sha256()
+        for relative, _, _ in key[1]:
+            digest.update(relative.encode() + b"\0")
+            with open(os.path.join(base, relative), "rb") as header:
+                digest.update(header.read())
+        known = _header_digests[key] = digest.hexdigest()
+    return known
 
 
 def _identity(program: str) -> str:

@@ -52,7 +52,10 @@ class GuestResult:
         # deeply only to throw the copies away (the guest writes this once per case).
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["frames"] = [[f.pkt_type, f.length, f.head.hex()] for f in self.frames]
-        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+        # On one line: with an indent, json encodes in Python rather than in C, 4 to 5
+        # times slower (a case of some 240 frames: 1.3-1.8 ms against 0.33 ms on the
+        # host, tens of ms under TCG). ``python3 -m json.tool`` shows it indented.
+        return json.dumps(data, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> GuestResult:

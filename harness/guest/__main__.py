@@ -65,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_process = [case for case in plan.cases if case.loader == IN_PROCESS and not case.command]
     others = [case for case in plan.cases if case.loader != IN_PROCESS or case.command]
     status = 0
-    if in_process and others:
-        # The loader's import in a child, beside the other loaders' cases (see beside.py).
+    if in_process and others and len(os.sched_getaffinity(0)) > 1:
+        # The loader's import in a child, beside the other loaders' cases, on the VM's
+        # other CPU (see beside.py); with one CPU there is nothing to gain.
         child = beside.start(in_process, release, _import_loader, run_cases, _uptime)
         times["loader_beside"] = True
         status = run_cases(others, release)

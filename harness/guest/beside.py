@@ -2,7 +2,8 @@
 
 Importing the Python loader (it and pyelftools) is the guest's largest single import,
 about half a second under TCG, and the guest waited for it before its first case. When
-a plan also has cases of other loaders, :func:`start` forks a child once the guest's
+a plan also has cases of other loaders and the VM has two CPUs or more (a VM of a
+``-j 2`` run has one), :func:`start` forks a child once the guest's
 own modules are imported and its plan read: the child imports the loader while the
 parent runs the other loaders' cases, each on the VM's other CPU, and then, once the
 parent says go, runs the Python loader's cases exactly as the parent would have, one

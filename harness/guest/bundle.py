@@ -98,9 +98,16 @@ def recording(source, *args):
         sources.append(source)
     return builtins.exec(source, *args)
 dataclasses.exec = recording  # the source of each method a dataclass compiles
+class Absent:  # the last finder: it sees each name no other finder found
+    names = set()
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        cls.names.add(name)
+sys.meta_path.append(Absent)
 sys.path[:0] = json.loads(sys.argv[1])
 for name in json.loads(sys.argv[2]):
     __import__(name)
+sys.meta_path.remove(Absent)
 files = {
     name: getattr(module, "__file__", None)
     for name, module in sys.modules.items()
@@ -117,6 +124,7 @@ print(json.dumps({
     "methods": sorted(set(sources)),
     "interpreter": interpreter,
     "startup": startup,
+    "absent": sorted(name for name in Absent.names if name not in sys.modules),
 }))
 """.replace("PREFIXES", repr(entry.PREFIXES))
 
@@ -143,6 +151,7 @@ class _Probed:
     methods: list[str]  # the source of each method the dataclasses compiled
     interpreter: dict[str, Any]  # its sys.path under -S and its prefixes (entry.INTERPRETER)
     startup: dict[str, str]  # the encodings modules its start-up imports -> their source
+    absent: list[str]  # what the imports looked for and did not find (entry.ABSENT)
 
 
 def guest_argv(
@@ -205,6 +214,7 @@ def _probe(runner: Runner) -> _Probed:
         [str(m) for m in answer["methods"]],
         dict(answer["interpreter"]),
         {str(n): str(f) for n, f in answer["startup"].items()},
+        [str(n) for n in answer["absent"]],
     )
 
 
@@ -267,7 +277,7 @@ def _build(directory: Path, runner: Runner) -> Bundle:
     probed = _probe(runner)
     modules = _module_files(probed)
     stamps = {str(f): _stamp(f) for f in sorted(set(modules.values()))}
-    data = bundle_bytes(modules, probed.methods, probed.interpreter)
+    data = bundle_bytes(modules, probed.methods, probed.interpreter, probed.absent)
     starter = entry_bytes()
     digest = hashlib.sha256(data + starter).hexdigest()[:16]
     made = Bundle(directory / f"guest-{digest}{BUNDLE_SUFFIX}")
@@ -377,6 +387,7 @@ def bundle_bytes(
     modules: Mapping[str, Path],
     methods: Sequence[str] = (),
     interpreter: Mapping[str, Any] | None = None,
+    absent: Sequence[str] = (),
 ) -> bytes:
     """The table :func:`harness.guest.entry.read` reads: each module compiled, the
     dataclasses' methods, and the interpreter's own paths.
@@ -386,8 +397,9 @@ def bundle_bytes(
     reads it with nothing but built-in modules. ``methods``, the sources the guest's
     dataclasses compile their methods from, go in compiled (:func:`compiled_methods`);
     ``interpreter`` is what the entry restores after a start from the runtime tar's
-    home (:func:`harness.guest.entry.unpacked_runtime`). Sorted, so the same files give
-    the same bytes.
+    home (:func:`harness.guest.entry.unpacked_runtime`), ``absent`` the modules the
+    guest's imports look for and no path holds (:class:`harness.guest.entry.Absent`).
+    Sorted, so the same files give the same bytes.
     """
     table = {
         name: (source.name == "__init__.py", str(source), pyc_bytes(source))
@@ -398,6 +410,7 @@ def bundle_bytes(
             entry.MODULES: table,
             entry.METHODS: compiled_methods(methods),
             entry.INTERPRETER: dict(interpreter or {}),
+            entry.ABSENT: sorted(absent),
         }
     )
 

@@ -41,6 +41,7 @@ RUNTIME_VARIABLE = "HARNESS_GUEST_RUNTIME"
 MODULES = "modules"
 METHODS = "methods"
 INTERPRETER = "interpreter"
+ABSENT = "absent"
 #: The ``sys`` attributes a start from the runtime tar's home changes.
 PREFIXES = ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")
 #: A .pyc file's header (magic, flags, hash) before its marshalled code.
@@ -91,6 +92,28 @@ class BundleFinder:
 
     def get_source(self, name: str) -> None:
         return None  # tracebacks read the source file the code names
+
+
+class Absent:
+    """``sys.meta_path`` entry, first: the modules the host found nowhere are not searched for.
+
+    The guest's imports try a few modules that do not exist on Linux (``nt``,
+    ``msvcrt``, ``_winapi``, ``org`` for Jython) and catch the ImportError. Each try
+    went through every directory of ``sys.path``, the standard library's over 9p, where
+    the first one read the whole directory (30 ms under TCG, ``-X importtime``). The
+    bundle's probe ran the same imports with the same interpreter on the same root, and
+    recorded what no finder found (:func:`harness.guest.bundle._probe`).
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    def invalidate_caches(self) -> None:
+        pass
 
 
 def read(path: str) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -165,6 +188,7 @@ def main(argv: list[str]) -> int:
     sys.path[0] = bundle  # the entry's own directory is no place to import from
     unpacked_runtime(table.get(INTERPRETER, {}))
     precompiled_methods(table.get(METHODS, {}))
+    sys.meta_path.insert(0, Absent(list(table.get(ABSENT, ()))))
     from harness.guest.__main__ import main as run
 
     return run(argv[1:])

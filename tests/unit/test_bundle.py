@@ -33,6 +33,7 @@ def probe_answer(call: Call) -> str:
             "methods": [],
             "interpreter": interpreter,
             "startup": {},
+            "absent": [],
         }
     )
 
@@ -222,3 +223,24 @@ def test_a_rebuilt_bundle_keeps_its_runtime_tar_while_the_interpreters_files_sta
     assert len(programs) - programs.count(Path(sys.executable).name) == strips  # no strip since
     # The first build probed and tried the tar's home; the second only probed again.
     assert programs.count(Path(sys.executable).name) == 3
+
+
+def test_the_modules_the_guest_looks_for_and_no_path_holds_are_not_searched_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    with made.code.open("rb") as table:
+        absent = marshal.load(table)[entry.ABSENT]
+    # Windows' own modules, which the standard library tries on every platform.
+    assert "nt" in absent and "msvcrt" in absent
+    assert not {"os", "json", "harness", "elftools"} & set(absent)
+
+    finder = entry.Absent(absent)
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    monkeypatch.delitem(sys.modules, "nt", raising=False)
+    with pytest.raises(ModuleNotFoundError) as missing:
+        import nt  # noqa: F401
+
+    assert missing.value.name == "nt"
+    finder.find_spec("json")  # anything else: no error, the other finders decide

@@ -41,6 +41,7 @@ root: the kernel maps both before anything could point elsewhere.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import shutil
@@ -54,6 +55,7 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from harness import files
 from harness.guest.entry import RUNTIME_VARIABLE
 from harness.proc import Runner
 
@@ -66,8 +68,8 @@ HOME = "home"
 #: Seconds one strip may take.
 STRIP_TIMEOUT = 120.0
 
-#: Run by busybox's shell in the guest: $1 busybox, $2 the directory, $3 the tar,
-#: then the interpreter's command.
+#: Run by busybox's shell in the guest (from a file, :func:`unpack_script`): $1
+#: busybox, $2 the directory, $3 the tar, then the interpreter's command.
 _UNPACK = f"""\
 busybox=$1 dir=$2 archive=$3
 shift 3
@@ -84,8 +86,27 @@ exec "$@"
 def command(
     runtime: Path, busybox: str, argv: Sequence[str], directory: str = GUEST_DIR
 ) -> list[str]:
-    """``argv`` (the interpreter's command) run with ``runtime`` unpacked in ``directory``."""
-    return [busybox, "sh", "-c", _UNPACK, "harness-guest", busybox, directory, str(runtime), *argv]
+    """``argv`` (the interpreter's command) run with ``runtime`` unpacked in ``directory``.
+
+    The script that unpacks it is a file beside the tar (:func:`unpack_script`): vng
+    puts the guest's command on the kernel's command line, which holds 2048 bytes in
+    all (a longer one stops the kernel before its first line). Should the file not
+    be writable, ``argv`` runs alone, its libraries loaded over 9p.
+    """
+    try:
+        script = unpack_script(runtime.parent)
+    except OSError as exc:
+        log.warning("could not write the guest's unpack script beside %s: %s", runtime, exc)
+        return list(argv)
+    return [busybox, "sh", str(script), busybox, directory, str(runtime), *argv]
+
+
+def unpack_script(directory: Path) -> Path:
+    """The script that unpacks the tar in the guest, in ``directory``, written once per content."""
+    path = directory / f"unpack-{hashlib.sha256(_UNPACK.encode()).hexdigest()[:16]}.sh"
+    if not path.is_file():
+        files.write_atomic(path, _UNPACK)
+    return path
 
 
 def soname(path: Path) -> str | None:

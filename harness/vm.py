@@ -10,7 +10,9 @@ How a run ends, from best to worst:
 * the guest wrote its result files: :class:`VmResult` (the results may still report a
   failing loader; the caller reads them);
 * the guest command failed before writing a result: :class:`GuestError`;
-* the console shows ``Kernel panic - not syncing``: :class:`KernelPanicError`;
+* the console shows ``Kernel panic - not syncing``: :class:`KernelPanicError` (a
+  panic before the guest's init ran, which under TCG can be bad luck, boots the
+  kernel once more first, as a stall does: :data:`BOOT_ATTEMPTS`);
 * the VM ended and nothing was written: :class:`VmLostError`;
 * the VM ran past its time limit and was killed: :class:`VmTimeoutError`.
 
@@ -77,7 +79,7 @@ DEFAULT_TIMEOUTS = {"kvm": 120.0, "tcg": 480.0}
 #: keeps the run's time.
 STALL_SECONDS = {"kvm": 30.0, "tcg": 60.0}
 
-#: How many times a VM is booted when each boot stalls before its init.
+#: How many times a VM is booted when each boot stalls or panics before its init.
 BOOT_ATTEMPTS = 2
 
 #: Console lines an error quotes.
@@ -191,7 +193,8 @@ class VmResult:
     returncode: int
     console_log: Path
     results_dir: Path
-    #: The console logs of boots that stalled before this one (kept for a look).
+    #: The console logs of boots that stalled or panicked before their init, before
+    #: this one (kept for a look).
     stalled_logs: tuple[Path, ...] = ()
 
 
@@ -642,13 +645,40 @@ def run_vm(
                 console_tail=verdict.tail,
                 log_path=log_path,
             ) from exc
+        verdict = parse_console(_read(log_path))
+        if attempt < BOOT_ATTEMPTS and _panicked_booting(verdict, results_dir, expect):
+            kept = log_path.with_name(f"{log_path.stem}.panicked-{attempt}{log_path.suffix}")
+            os.replace(log_path, kept)
+            stalled.append(kept)
+            log.warning(
+                "the kernel %s (%s) panicked before its init ran (%s); booting it again "
+                "(console log kept in %s)",
+                entry.release, accel, verdict.panic, kept,
+            )  # fmt: skip
+            continue
         break
     seconds = time.monotonic() - started
-    verdict = parse_console(_read(log_path))
     found = [name for name in expect if (results_dir / name).is_file()]
     if found:
         return VmResult(accel, seconds, done.returncode, log_path, results_dir, tuple(stalled))
     raise _no_result_error(entry, accel, done.returncode, verdict, log_path)
+
+
+def _panicked_booting(verdict: ConsoleVerdict, results_dir: Path, expect: Sequence[str]) -> bool:
+    """Whether the boot panicked before the guest's init ran, for a reason worth a retry.
+
+    Under TCG a boot very rarely oopses while the kernel patches its own code (a
+    breakpoint the other virtual CPU still executes, ``Oops: int3`` in an initcall)
+    and panics; the same kernel boots the next time. A panic after the init ran is
+    the run's own (a sample, a loader), and one that could not mount the root is the
+    kernel's build: neither is booted again.
+    """
+    return (
+        verdict.panicked
+        and not verdict.reached_init
+        and not verdict.root_mount_failed
+        and not any((results_dir / name).is_file() for name in expect)
+    )
 
 
 def _no_result_error(

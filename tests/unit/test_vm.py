@@ -843,3 +843,50 @@ def test_probe_accel_without_a_usable_kvm_device_runs_nothing(host: Host) -> Non
     runner = FakeRunner()
     assert host.probe(runner) == "tcg"
     assert runner.calls == []
+
+
+#: A 6.12 boot under TCG that oopsed while the kernel patched its own code (console
+#: lines of a real boot, shortened).
+PANICKED_BOOT = """\
+[    1.508891]  cpu_latency_qos_init+0x16/0x40
+[    1.508939]  do_one_initcall+0x5b/0x310
+[    1.509402] ---[ end trace 0000000000000000 ]---
+[    1.509402] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI
+[    1.509462] RIP: 0010:sched_clock_cpu+0x9/0x1d0
+[    1.509638] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+
+
+def test_run_vm_boots_again_after_a_boot_that_panicked_before_its_init(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(
+        answers=[
+            vm_exits(VNG_FAILED, PANICKED_BOOT),
+            vm_exits(0, recorded("ok-6.1.log"), {"python.json": "{}"}),
+        ]
+    )
+    got = vm.run_vm(
+        entry(tmp_path), ["true"], results, accel="tcg", expect=["python.json"], runner=runner
+    )
+    assert len(runner.calls) == 2
+    assert "Power down" in got.console_log.read_text()
+    (kept,) = got.stalled_logs
+    assert kept == results / "console.panicked-1.log"
+    assert "Oops: int3" in kept.read_text()
+
+
+def test_run_vm_reports_a_kernel_that_panics_before_its_init_on_each_boot(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, PANICKED_BOOT)] * vm.BOOT_ATTEMPTS)
+    with pytest.raises(KernelPanicError, match="Fatal exception in interrupt"):
+        vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
+    assert len(runner.calls) == vm.BOOT_ATTEMPTS
+    assert (results / "console.panicked-1.log").is_file()
+
+
+def test_run_vm_does_not_boot_again_after_a_panic_once_the_init_ran(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, recorded("sysrq-crash-6.1.log"))])
+    with pytest.raises(KernelPanicError):
+        vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
+    assert len(runner.calls) == 1  # a panic of the run's own: the verdict, not bad luck

@@ -77,7 +77,7 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
 * not kept, the Python loader imported in a thread while the program loaders' cases
   run first: their traffic phase took 0.45 to 0.88 s instead of 0.07 s (the import
   holds the interpreter's lock while the sender needs it), eating what it saved.
-* not kept, a home for the interpreter in the unpacked tar (``PYTHONHOME``: the
+* not kept at first, a home for the interpreter in the unpacked tar (``PYTHONHOME``: the
   ``encodings`` package compiled, ``os.py`` as the landmark, the extension modules as
   ``lib-dynload``), so that its start-up reads nothing from the 9p root: alone,
   ``python3 -S -c pass`` took 0.35-0.40 s against 0.52-0.64 s (5 alternations in one
@@ -88,6 +88,41 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   ``pdb``, ``ipaddress``, ``textwrap``, ``urllib.parse``, which the guest imports
   but does not use): 3.5 % fewer instructions, since a second ``import`` of a lazy
   module anywhere loads it; not worth a loader that changes when modules run.
+* kept, the Python loader's cases in a child forked once the guest's own modules are
+  imported (harness/guest/beside.py): the child imports the loader (0.4-0.7 s) while
+  the parent runs the other loaders' cases, then runs its own after them. The guest
+  command of ``invoke test --kernel 6.1 --sample sockex1`` took 2.83-3.01 s in four
+  boots against 3.27 s; ``bench_test.py``'s ratio went from 0.39/0.46 to 0.35 (plain
+  16.6 s, one 5.85 s, a quiet machine). A VM with one CPU (each VM of a ``-j 2`` run)
+  imports in line as before: two processes on one CPU gain nothing.
+* kept, a home for the interpreter in the runtime tar after all (harness/guest/
+  runtime.py): only the three codecs its start-up imports (``-X utf8``, so no locale
+  asks for more), so the tar grew by 11 KB, not 0.75 MB; the entry gives the
+  interpreter its own paths back. Seven alternating pairs of whole runs: start-up and
+  imports median 1.31 s against 1.53 s, lower in each pair; in one boot, the guest's
+  start-up to its plan 0.86-1.13 s against 0.97-1.57 s (6 alternations).
+* kept, the modules the guest's imports try and nothing holds (``nt``, ``msvcrt``,
+  ``_winapi``, ``org``) answered "not found" by the entry's first finder, from the
+  bundle's probe: the first such try read the standard library's directory over 9p
+  (``org``, 30 ms under TCG, ``-X importtime`` in the guest).
+* kept, a case's result encoded by json's C encoder (one line, no indent): 0.33 ms
+  against 1.3-1.8 ms a sockex1 case on the host.
+* kept, the runtime's unpacking script as a file beside the tar: vng puts the guest's
+  command, base64-encoded, on the kernel's command line, which holds 2048 bytes in
+  all; a longer script stopped 6.1 before its first line (``PANIC: early exception``).
+* not kept, the runtime tar unpacked by the init's ``systemd-tmpfiles`` stand-in,
+  started in the background from kernel options, while the init goes on: it was
+  unpacked by the time the guest command started, but in four alternating pairs
+  Python's start-up was 1.21-1.39 s against 1.13-1.68 s (medians 1.30 and 1.31): on
+  a 2-core host the tar's 9p reads and the init's steps share the same cores.
+* not kept, ``--qemu-opts=-cpu qemu64`` instead of vng's ``-cpu max``: the kernel's
+  boot was the same (1.48-2.01 s against 1.47-2.14 s), Python's start-up slower in
+  each of four pairs (2.06-2.76 s against 1.38-2.06 s).
+* not kept, ``initcall_blacklist=init_encrypted,jent_mod_init``: on 6.12 under
+  ``initcall_debug`` the jitter RNG's self-test took 90-133 ms and the encrypted keys'
+  init 87 ms (asking user space for AES modules the initramfs lacks), but in three
+  alternating pairs on 6.12 and on 7.2 the kernel's boot to ``/init`` showed nothing
+  out of the noise (6.12: 1.95-2.14 s against 1.82-2.22 s).
 * not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
   start-up was within the noise of the harness's interpreter, and it is another
   interpreter than the one the bundle is compiled by.

@@ -210,3 +210,21 @@ def test_a_home_outside_the_interpreters_prefix_is_left_out() -> None:
         "home/lib/python3.11/encodings/__init__.pyc": Path(startup["encodings"])
     }
     assert runtime.home_members(startup, "/opt/python") == {}
+
+
+def test_an_interpreter_that_does_not_start_from_the_home_gets_a_tar_without_one(
+    tmp_path: Path,
+) -> None:
+    def elsewhere(call: Call) -> str | Completed:
+        if "PYTHONHOME" in (call.env or {}):  # the check of the home: it looks elsewhere
+            message = "Fatal Python error: init_fs_encoding: failed to get the Python codec"
+            return Completed(call.argv, 1, "", message, None)
+        return really_run(call)
+
+    made = bundle.ensure_bundle(tmp_path / "bundle", FakeRunner(otherwise=elsewhere))
+
+    assert made is not None and made.runtime is not None
+    with tarfile.open(made.runtime) as archive:
+        names = archive.getnames()
+    assert names and not [n for n in names if n.startswith(f"{runtime.HOME}/")]
+    assert any(n.startswith("lib/") for n in names)  # the shared objects are there still

@@ -123,6 +123,13 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   init 87 ms (asking user space for AES modules the initramfs lacks), but in three
   alternating pairs on 6.12 and on 7.2 the kernel's boot to ``/init`` showed nothing
   out of the noise (6.12: 1.95-2.14 s against 1.82-2.22 s).
+* not kept, libc and libm left out of the runtime tar (mapped over 9p page by page
+  instead of copied whole): the guest's start-up to its plan 1.63 s against 1.51 s
+  (medians of 5 alternations in one boot).
+* not kept, the bundle's finder on ``sys.meta_path`` instead of a ``sys.path`` hook:
+  importing the guest's modules took 18.5-20.4 ms against 18.5-19.5 ms on the host (4
+  alternations); the import machinery is not where the time goes, the modules'
+  bodies are.
 * not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
   start-up was within the noise of the harness's interpreter, and it is another
   interpreter than the one the bundle is compiled by.

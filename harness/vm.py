@@ -612,8 +612,7 @@ def run_vm(
             )
         except CommandStalledError as exc:
             verdict = parse_console(_read(log_path))
-            kept = log_path.with_name(f"{log_path.stem}.stalled-{attempt}{log_path.suffix}")
-            os.replace(log_path, kept)
+            kept = _keep(log_path, "stalled", attempt)
             stalled.append(kept)
             last = verdict.tail.splitlines()[-1:] or ["(nothing)"]
             if attempt < BOOT_ATTEMPTS:
@@ -647,8 +646,7 @@ def run_vm(
             ) from exc
         verdict = parse_console(_read(log_path))
         if attempt < BOOT_ATTEMPTS and _panicked_booting(verdict, results_dir, expect):
-            kept = log_path.with_name(f"{log_path.stem}.panicked-{attempt}{log_path.suffix}")
-            os.replace(log_path, kept)
+            kept = _keep(log_path, "panicked", attempt)
             stalled.append(kept)
             log.warning(
                 "the kernel %s (%s) panicked before its init ran (%s); booting it again "
@@ -661,7 +659,14 @@ def run_vm(
     found = [name for name in expect if (results_dir / name).is_file()]
     if found:
         return VmResult(accel, seconds, done.returncode, log_path, results_dir, tuple(stalled))
-    raise _no_result_error(entry, accel, done.returncode, verdict, log_path)
+    raise _no_result_error(entry, accel, done.returncode, verdict, log_path, stalled)
+
+
+def _keep(log_path: Path, why: str, attempt: int) -> Path:
+    """A boot's console log moved aside (``console.<why>-<attempt>.log``) before a boot again."""
+    kept = log_path.with_name(f"{log_path.stem}.{why}-{attempt}{log_path.suffix}")
+    os.replace(log_path, kept)
+    return kept
 
 
 def _panicked_booting(verdict: ConsoleVerdict, results_dir: Path, expect: Sequence[str]) -> bool:
@@ -682,9 +687,15 @@ def _panicked_booting(verdict: ConsoleVerdict, results_dir: Path, expect: Sequen
 
 
 def _no_result_error(
-    entry: KernelEntry, accel: str, returncode: int, verdict: ConsoleVerdict, log_path: Path
+    entry: KernelEntry,
+    accel: str,
+    returncode: int,
+    verdict: ConsoleVerdict,
+    log_path: Path,
+    earlier: Sequence[Path] = (),
 ) -> VmError:
-    where = f"console log: {log_path}\n--- last console lines ---\n{verdict.tail}"
+    before = f" (earlier boots: {', '.join(map(str, earlier))})" if earlier else ""
+    where = f"console log: {log_path}{before}\n--- last console lines ---\n{verdict.tail}"
     kernel = f"kernel {entry.release} ({accel})"
     if verdict.panicked:
         if verdict.root_mount_failed:

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if in_process and others and len(os.sched_getaffinity(0)) > 1:
         # The loader's import in a child, beside the other loaders' cases, on the VM's
         # other CPU (see beside.py); with one CPU there is nothing to gain.
-        child = beside.start(in_process, release, _import_loader, run_cases, _uptime)
+        child = beside.start(in_process, release, python_loader, run_cases, _uptime)
         times["loader_beside"] = True
         status = run_cases(others, release)
         child_status, imported = child.finish()

@@ -78,12 +78,14 @@ PROBE_TIMEOUT = 120.0
 #: as {module: file}, with sys.path as the guest's (the bundle stands for the checkout
 #: and site-packages; ``-S`` keeps site's own imports out of the list), and every file
 #: the interpreter then maps (its shared objects, for :mod:`harness.guest.runtime`).
+#: Its arguments: the search path and the modules (JSON), and the ``sys`` prefixes to
+#: report (comma-separated: no module may be imported before ``started``).
 _PROBE = """\
 import sys
 started = set(sys.modules)  # built in, frozen or imported at start-up: never searched for
 interpreter = {
     "path": sys.path[1:],  # after "" (-c): the interpreter's own, as -S leaves them
-    "prefixes": {name: getattr(sys, name) for name in PREFIXES},
+    "prefixes": {name: getattr(sys, name) for name in sys.argv[3].split(",")},
     "stdlib": sys.modules["encodings"].__file__.rsplit("/", 2)[0],  # encodings/__init__.py
 }
 startup = {  # the codecs the start-up imported from the standard library
@@ -126,7 +128,7 @@ print(json.dumps({
     "startup": startup,
     "absent": sorted(name for name in Absent.names if name not in sys.modules),
 }))
-""".replace("PREFIXES", repr(entry.PREFIXES))
+"""
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,15 @@ def module_files(runner: Runner | None = None) -> dict[str, Path]:
 def _probe(runner: Runner) -> _Probed:
     search = [str(paths.PROJECT_ROOT), *_site_dirs()]
     done = runner.run(
-        [sys.executable, "-S", "-c", _PROBE, json.dumps(search), json.dumps(ENTRY_MODULES)],
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            _PROBE,
+            json.dumps(search),
+            json.dumps(ENTRY_MODULES),
+            ",".join(entry.PREFIXES),
+        ],
         timeout=PROBE_TIMEOUT,
         cwd=Path("/"),
     )
@@ -457,7 +467,10 @@ def compiled_methods(sources: Sequence[str]) -> dict[str, CodeType]:
 
 def _prune(directory: Path, *, keep: Collection[Path]) -> None:
     cutoff = time.time() - KEEP_SECONDS
-    for old in [*directory.glob("guest-*"), *directory.glob("runtime-*.tar")]:
+    # An unpacking script pruned while still in use is written again by the next
+    # command that names it (runtime.unpack_script).
+    olds = ("guest-*", "runtime-*.tar", "unpack-*.sh")
+    for old in [path for pattern in olds for path in directory.glob(pattern)]:
         try:
             if old not in keep and old.stat().st_mtime < cutoff:
                 old.unlink()

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -102,9 +103,12 @@ def command(
 
 
 def unpack_script(directory: Path) -> Path:
-    """The script that unpacks the tar in the guest, in ``directory``, written once per content."""
+    """The script that unpacks the tar in the guest, in ``directory``, written once per
+    content; its time is renewed on each use, so a bundle's pruning keeps it."""
     path = directory / f"unpack-{hashlib.sha256(_UNPACK.encode()).hexdigest()[:16]}.sh"
-    if not path.is_file():
+    try:
+        os.utime(path)
+    except FileNotFoundError:
         files.write_atomic(path, _UNPACK)
     return path
 

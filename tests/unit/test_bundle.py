@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import marshal
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from fakes import Call, FakeRunner, really_run
 
 from harness.errors import CommandError
-from harness.guest import bundle, entry
+from harness.guest import bundle, entry, runtime
 from harness.paths import PROJECT_ROOT
 
 #: A stand-in for the standard library, as the probe would name it.
@@ -249,3 +251,25 @@ def test_the_modules_the_guest_looks_for_and_no_path_holds_are_not_searched_for(
 
     assert missing.value.name == "nt"
     finder.find_spec("json")  # anything else: no error, the other finders decide
+
+
+def test_a_rebuild_prunes_old_unpacking_scripts_and_keeps_the_one_in_use(tmp_path: Path) -> None:
+    runner = FakeRunner(otherwise=probe_answer)
+    bundle.ensure_bundle(tmp_path, runner)
+    tar = tmp_path / "runtime-0.tar"
+    in_use = runtime.unpack_script(tmp_path)
+    stale = tmp_path / "unpack-0000000000000000.sh"
+    stale.write_text("")
+    old = time.time() - bundle.KEEP_SECONDS - 60
+    for path in (in_use, stale):
+        os.utime(path, (old, old))
+    assert runtime.command(tar, "/bin/busybox", ["true"])[2] == str(in_use)  # used again
+    manifest_path = tmp_path / bundle.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][str(STDLIB)] = [0, 0]  # a rebuild, which prunes
+    manifest_path.write_text(json.dumps(manifest))
+
+    bundle.ensure_bundle(tmp_path, runner)
+
+    assert in_use.is_file()
+    assert not stale.exists()

@@ -878,10 +878,11 @@ def test_run_vm_boots_again_after_a_boot_that_panicked_before_its_init(tmp_path:
 def test_run_vm_reports_a_kernel_that_panics_before_its_init_on_each_boot(tmp_path: Path) -> None:
     results = tmp_path / "results"
     runner = FakeRunner(answers=[vm_exits(VNG_FAILED, PANICKED_BOOT)] * vm.BOOT_ATTEMPTS)
-    with pytest.raises(KernelPanicError, match="Fatal exception in interrupt"):
+    with pytest.raises(KernelPanicError, match="Fatal exception in interrupt") as caught:
         vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
     assert len(runner.calls) == vm.BOOT_ATTEMPTS
     assert (results / "console.panicked-1.log").is_file()
+    assert f"earlier boots: {results / 'console.panicked-1.log'}" in str(caught.value)
 
 
 def test_run_vm_does_not_boot_again_after_a_panic_once_the_init_ran(tmp_path: Path) -> None:

@@ -93,6 +93,12 @@ startup = {  # the codecs the start-up imported from the standard library
     for name, module in sys.modules.items()
     if name.partition(".")[0] == "encodings" and getattr(module, "__file__", None)
 }
+class Absent:  # the last finder: it sees each name no other finder found
+    names = set()
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        cls.names.add(name)
+sys.meta_path.append(Absent)  # first: dataclasses' own imports try one (copy: org)
 import builtins, dataclasses, json
 sources = []
 def recording(source, *args):
@@ -100,12 +106,6 @@ def recording(source, *args):
         sources.append(source)
     return builtins.exec(source, *args)
 dataclasses.exec = recording  # the source of each method a dataclass compiles
-class Absent:  # the last finder: it sees each name no other finder found
-    names = set()
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        cls.names.add(name)
-sys.meta_path.append(Absent)
 sys.path[:0] = json.loads(sys.argv[1])
 for name in json.loads(sys.argv[2]):
     __import__(name)

@@ -187,8 +187,10 @@ def main(argv: list[str]) -> int:
         return 2
     sys.path[0] = bundle  # the entry's own directory is no place to import from
     unpacked_runtime(table.get(INTERPRETER, {}))
-    precompiled_methods(table.get(METHODS, {}))
+    # Before the first import that tries one of them (``copy``, which dataclasses
+    # imports, tries ``org``).
     sys.meta_path.insert(0, Absent(list(table.get(ABSENT, ()))))
+    precompiled_methods(table.get(METHODS, {}))
     from harness.guest.__main__ import main as run
 
     return run(argv[1:])

@@ -239,8 +239,9 @@ def test_the_modules_the_guest_looks_for_and_no_path_holds_are_not_searched_for(
     assert made is not None
     with made.code.open("rb") as table:
         absent = marshal.load(table)[entry.ABSENT]
-    # Windows' own modules, which the standard library tries on every platform.
-    assert "nt" in absent and "msvcrt" in absent
+    # Windows' own modules, which the standard library tries on every platform, and
+    # Jython's, which ``copy`` tries while dataclasses is imported.
+    assert "nt" in absent and "msvcrt" in absent and "org" in absent
     assert not {"os", "json", "harness", "elftools"} & set(absent)
 
     finder = entry.Absent(absent)
@@ -251,6 +252,25 @@ def test_the_modules_the_guest_looks_for_and_no_path_holds_are_not_searched_for(
 
     assert missing.value.name == "nt"
     finder.find_spec("json")  # anything else: no error, the other finders decide
+
+
+def test_the_entry_answers_for_absent_modules_before_the_first_import_that_tries_one(
+    tmp_path: Path,
+) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    # -vv: each import says what loaded it, and the file system's finder each file it tries.
+    argv = (sys.executable, "-S", "-vv", str(made.entry), str(made.code))
+
+    done = really_run(Call((*argv, str(tmp_path / "missing-plan.json")), check=False, cwd=tmp_path))
+
+    assert done.returncode == 2
+    assert "import 'copy'" in done.stderr and "import 'dataclasses'" in done.stderr
+    # ``copy`` (imported by dataclasses, for the precompiled methods) tries Jython's
+    # ``org``: it is answered before any finder searches a directory for it.
+    tried = [line for line in done.stderr.splitlines() if line.startswith("# trying ")]
+    assert tried  # the finder's messages are on
+    assert not [line for line in tried if "/org" in line]
 
 
 def test_a_rebuild_prunes_old_unpacking_scripts_and_keeps_the_one_in_use(tmp_path: Path) -> None:

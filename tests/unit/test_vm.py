@@ -424,6 +424,89 @@ def test_install_host_shims_writes_once_per_content(tmp_path: Path) -> None:
     assert other is not None and other != first
 
 
+# --- the modprobe stand-in vng lists its initramfs's modules with -------------------------
+
+
+def fake_modprobe(tmp_path: Path) -> Path:
+    """A ``modprobe`` that records its arguments and names a module for any alias."""
+    script = tmp_path / "real-modprobe"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {tmp_path / "modprobe-calls"}\n'
+        'for alias; do :; done\necho "insmod /lib/modules/x/$alias.ko "\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def vng_modules(shims: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The modules virtme-ng's own code puts in its initramfs, with ``shims`` first on PATH."""
+    modfinder = pytest.importorskip("virtme.modfinder")
+    virtmods = pytest.importorskip("virtme.virtmods")
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    return [
+        Path(m).name
+        for m in modfinder.find_modules_from_install(
+            virtmods.MODALIASES, root="/tmp/root", kver="6.1.0-99-amd64"
+        )
+    ]
+
+
+def test_vng_puts_no_module_for_a_device_the_vm_lacks_in_its_initramfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = fake_modprobe(tmp_path)
+    shims = vm.install_host_shims(tmp_path / "cache", None, str(real), virtiofs=False)
+    assert shims is not None
+
+    modules = vng_modules(shims, monkeypatch)
+
+    assert "fs-9p.ko" in modules and "virtio_pci.ko" in modules
+    assert "virtio_mmio.ko" not in modules and "fs-virtiofs.ko" not in modules
+    calls = (tmp_path / "modprobe-calls").read_text().splitlines()
+    assert calls[0] == "--show-depends -C /var/empty -d /tmp/root -S 6.1.0-99-amd64 -- fs-9p"
+    assert not [c for c in calls if c.endswith(("virtio_mmio", "fs-virtiofs"))]
+
+
+def test_with_virtiofs_vng_puts_its_module_in_the_initramfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = fake_modprobe(tmp_path)
+    shims = vm.install_host_shims(tmp_path / "cache", None, str(real), virtiofs=True)
+    assert shims is not None
+
+    modules = vng_modules(shims, monkeypatch)
+
+    assert "fs-virtiofs.ko" in modules and "virtio_mmio.ko" not in modules
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["-r", "virtio_mmio"], id="not --show-depends"),
+        pytest.param(["--show-depends", "--", "fs-9p"], id="another alias"),
+        pytest.param(["--show-depends", "--", "virtio_mmio", "x"], id="not the last"),
+        pytest.param([], id="no argument"),
+    ],
+)
+def test_the_modprobe_stand_in_hands_anything_else_to_the_real_modprobe(
+    tmp_path: Path, args: list[str]
+) -> None:
+    shims = vm.install_host_shims(tmp_path / "cache", None, str(fake_modprobe(tmp_path)))
+    assert shims is not None
+    done = subprocess.run(
+        [str(shims / "modprobe"), *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "modprobe-calls").read_text() == " ".join(args) + "\n"
+
+
+def test_without_a_real_modprobe_there_is_no_stand_in(tmp_path: Path) -> None:
+    shims = vm.install_host_shims(tmp_path / "cache", None, None)
+    assert shims is not None
+    assert not (shims / "modprobe").exists()  # vng says itself that it found none
+
+
 def test_install_host_shims_gives_none_where_it_cannot_write(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("")

@@ -84,6 +84,8 @@ REBUILD = "rebuild the object with `invoke build`"
 
 @dataclass(frozen=True)
 class LoadedMap:
+    """A map the loader created: its name in the object, its fd, its definition."""
+
     name: str
     fd: int
     definition: MapDef

@@ -46,6 +46,15 @@ ABSENT = "absent"
 PREFIXES = ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")
 #: A .pyc file's header (magic, flags, hash) before its marshalled code.
 PYC_HEADER = 16
+#: Modules the bundle imports lazily (``importlib.util.LazyLoader``): their body runs
+#: when one of their attributes is first used, not when they are imported. Under TCG
+#: (``-X importtime``): ``inspect``, with ``ast`` and ``dis``, 0.1 s, is imported by
+#: ``dataclasses``, which uses it only to write a docstring for a dataclass that has
+#: none (the guest's dataclasses all have one); ``ipaddress``, 14 ms, is imported by
+#: ``urllib.parse`` (which ``pathlib`` imports) for bracketed URL hosts. Only a module
+#: the guest imports once gains: importing it again asks for its ``__spec__``, which
+#: runs it (so not ``traceback``, which ``logging`` imports too).
+DEFERRED = frozenset({"inspect", "ipaddress"})
 
 #: Each bundle :func:`read` has read, by path: its modules.
 _bundles: dict[str, dict[str, tuple[bool, str, bytes]]] = {}
@@ -70,7 +79,12 @@ class BundleFinder:
         if entry is None:
             return None
         is_package, origin, _ = entry
-        spec = ModuleSpec(name, self, origin=origin, is_package=is_package)  # type: ignore[arg-type]
+        loader: object = self
+        if name in DEFERRED:
+            from importlib.util import LazyLoader
+
+            loader = LazyLoader(self)  # type: ignore[arg-type]
+        spec = ModuleSpec(name, loader, origin=origin, is_package=is_package)  # type: ignore[arg-type]
         spec.has_location = True
         if is_package:
             spec.submodule_search_locations = [self.path]

@@ -48,6 +48,8 @@ class CasePlan:
 
 @dataclass(frozen=True)
 class Plan:
+    """What the guest runs: its cases, in order, and whether it saves the kernel's log."""
+
     cases: tuple[CasePlan, ...]
     #: Whether the guest writes the kernel's log beside its results (in a VM: the
     #: boot's phases; run on the host, the guest would copy the host's log).

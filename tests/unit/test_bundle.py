@@ -273,6 +273,59 @@ def test_the_entry_answers_for_absent_modules_before_the_first_import_that_tries
     assert not [line for line in tried if "/org" in line]
 
 
+def test_the_guest_imports_inspect_for_dataclasses_without_running_it(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    argv = (sys.executable, "-S", "-X", "importtime", str(made.entry), str(made.code))
+
+    done = really_run(Call((*argv, str(tmp_path / "missing-plan.json")), check=False, cwd=tmp_path))
+
+    assert done.returncode == 2
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert {"dataclasses", "inspect", "harness.guest.plan"} <= imported
+    # What only inspect's body imports: it never ran (every guest dataclass has a
+    # docstring, so dataclasses did not ask inspect for a signature to write one).
+    assert not {"ast", "dis"} & imported
+
+
+#: Run with the entry's code in ``entry`` and the bundle's path in argv[1].
+_LAZY_INSPECT = """\
+import sys
+entry.read(sys.argv[1])
+sys.path.insert(0, sys.argv[1])
+import harness.guest.__main__
+for name in entry.DEFERRED:  # imported by the guest, and not run: type() asks nothing of it
+    assert type(sys.modules[name]).__name__ == "_LazyModule", name
+import dataclasses
+assert "ast" not in sys.modules
+
+@dataclasses.dataclass
+class Undocumented:
+    size: int
+
+assert Undocumented.__doc__ == "Undocumented(size: int)", Undocumented.__doc__
+assert "ast" in sys.modules  # inspect ran, when dataclasses first used it
+import inspect
+assert inspect.signature(Undocumented).parameters["size"].annotation is int
+print("ok")
+"""
+
+
+def test_a_deferred_module_runs_when_it_is_first_used(tmp_path: Path) -> None:
+    made = bundle.ensure_bundle(tmp_path, FakeRunner(otherwise=really_run))
+    assert made is not None
+    code = (
+        "import marshal, sys\n"
+        f"entry = type(sys)('harness_entry')\n"
+        f"exec(marshal.loads(open({str(made.entry)!r}, 'rb').read()[16:]), entry.__dict__)\n"
+        f"exec({_LAZY_INSPECT!r})\n"
+    )
+
+    done = really_run(Call((sys.executable, "-S", "-c", code, str(made.code)), check=False))
+
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
 def test_a_rebuild_prunes_old_unpacking_scripts_and_keeps_the_one_in_use(tmp_path: Path) -> None:
     runner = FakeRunner(otherwise=probe_answer)
     bundle.ensure_bundle(tmp_path, runner)

@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from debian.debian_support import Version
-
 from harness import files
 from harness.errors import CommandError, KernelError, MirrorError, ToolMissingError
 from harness.kernels.catalog import Series, Suite
@@ -132,6 +130,8 @@ def index_package(stanza: Mapping[str, str]) -> IndexPackage:
 
 def newest(packages: Sequence[IndexPackage]) -> IndexPackage:
     """The package with the highest Debian version (the first seen among equals)."""
+    from debian.debian_support import Version  # here: see sources.parse_stanzas
+
     return max(packages, key=lambda pkg: Version(pkg.version))
 
 

@@ -25,14 +25,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import NoteSegment
+from typing import TYPE_CHECKING
 
 from harness import files
 from harness.errors import CommandError, KernelError, NotAKernelError, ToolMissingError
 from harness.proc import Runner, SubprocessRunner, require
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,8 @@ def _elf_extent(elf: ELFFile) -> int:
 
 
 def _elf_has_pvh(elf: ELFFile) -> bool:
+    from elftools.elf.segments import NoteSegment
+
     for segment in elf.iter_segments():
         if not isinstance(segment, NoteSegment):
             continue
@@ -244,6 +246,10 @@ def _check_x86_64(elf: ELFFile, what: str) -> None:
 
 def has_pvh_entry(vmlinux: Path) -> bool:
     """Whether the ELF ``vmlinux`` has a PVH entry point, so QEMU can boot it directly."""
+    # pyelftools here and below, not at the top: a run of cached kernels needs none of it.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with vmlinux.open("rb") as stream:
             return _elf_has_pvh(ELFFile(stream))
@@ -286,6 +292,9 @@ def extract_vmlinux(image: Path, dest: Path, *, runner: Runner | None = None) ->
     compression cannot be undone on this host): boot the compressed image then.
     Raises :class:`NotAKernelError` when ``image`` is not an x86-64 bzImage.
     """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     raw = _decompressed(image, runner or SubprocessRunner())
     if raw is None:
         return False

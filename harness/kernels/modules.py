@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from harness.errors import CommandError, KernelConfigError, KernelError
 from harness.proc import Runner, command_failed, require
 
@@ -157,6 +154,10 @@ def _module_bytes(path: Path, runner: Runner) -> bytes:
 
 def read_modinfo(path: Path, *, runner: Runner) -> dict[str, list[str]]:
     """The ``.modinfo`` of module file ``path`` (plain or compressed)."""
+    # pyelftools here, not at the top: a run of cached kernels reads no module.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(BytesIO(_module_bytes(path, runner)))
         section = elf.get_section_by_name(".modinfo")

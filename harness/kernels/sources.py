@@ -20,9 +20,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from debian.deb822 import Deb822
+if TYPE_CHECKING:
+    from debian.deb822 import Deb822
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,10 @@ def parse_stanzas(text: str) -> list[Deb822]:
     Field names are looked up without regard to case, as apt does; a value that
     continues over several lines keeps its line breaks; ``#`` comment lines are skipped.
     """
+    # Here, not at the top: python-debian costs 40 ms to import, and a run of cached
+    # kernels reads no apt text.
+    from debian.deb822 import Deb822
+
     return list(Deb822.iter_paragraphs(text.splitlines(), use_apt_pkg=False))
 
 

@@ -44,10 +44,12 @@ from harness.bpf import elf
 from harness.build import (
     BPF_CFLAGS,
     BTF_CFLAGS,
+    STATIC,
     USER_CFLAGS,
     BuildOutput,
     SampleBuild,
     check_programs,
+    run_step,
 )
 from harness.errors import CommandError, HarnessError, SampleError
 from harness.guest.result import GuestResult
@@ -300,6 +302,7 @@ def user_argv(
         "-o",
         str(output),
         str(library),
+        STATIC,  # as the harness's own programs (harness.build.guest_link_options)
         "-lelf",
         "-lz",
     ]
@@ -400,7 +403,7 @@ def _build(
         log.info("build kernel samples of %s: %s", entry.release, line)
         transcript.append(f"$ {line}\n")
         try:
-            done = runner.run(argv, cwd=cwd)
+            done = run_step(runner, argv, cwd, transcript)
         except CommandError as exc:
             transcript.append(exc.output + "\n")
             raise

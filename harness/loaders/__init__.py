@@ -97,7 +97,7 @@ BUILTIN: tuple[Loader, ...] = (
             LOADERS_DIR / "classic" / "bpf_load.c",
             PROTOCOL_SOURCE,
         ),
-        libraries=("-lelf",),
+        libraries=("pkg-config:libelf",),
         whole_sections=True,
     ),
     Loader(

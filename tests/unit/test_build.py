@@ -7,16 +7,20 @@ clang. Only the tests about a command's shape answer the compiler with a fake.
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from fakes import Call, FakeRunner, really_run
 
 from harness import build, loaders, samples
 from harness.bpf import elf
 from harness.errors import BpfObjectError, BuildError, CommandError
+from harness.proc import Completed
 from harness.samples import Sample
 
 RELEASE = "6.1.0-test-amd64"
@@ -347,13 +351,49 @@ def test_the_c_loader_builds_against_the_kernel_headers_once(tmp_path: Path) -> 
     assert program == tmp_path / RELEASE / "loaders" / "c" / "loader-c"
     assert os.access(program, os.X_OK)
     assert first.rebuilt and not second.rebuilt
-    (call,) = runner.calls
-    assert call.argv[-1] == "-lelf"
+    (call,) = [c for c in runner.calls if c.program != "pkg-config"]
+    assert call.argv[-3:] == ("-static", "-lelf", "-lz")  # pkg-config --static libelf
     assert next(a for a in call.argv if a.startswith("-I")) == f"-I{headers}"
     assert {str(s) for s in loader.sources} <= set(call.argv)
     # The program speaks the loader protocol: without --object it is a usage error.
     done = really_run(Call((str(program),), check=False))
     assert done.returncode == 2, done.stderr
+
+
+def test_a_loader_the_guest_runs_is_linked_statically(tmp_path: Path) -> None:
+    (loader,) = loaders.builtin(["c"])
+    built = build.build_loader(loader, RELEASE, fake_headers(tmp_path), build_root=tmp_path)
+
+    with built.outputs["program"].open("rb") as program:
+        segments = [s.header.p_type for s in ELFFile(program).iter_segments()]
+
+    # No program interpreter: the kernel maps it alone, no shared library is read.
+    assert "PT_LOAD" in segments and "PT_INTERP" not in segments
+
+
+def test_without_a_static_archive_a_loader_is_linked_dynamically(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (loader,) = loaders.builtin(["c"])
+
+    def no_archives(call: Call) -> str | Completed:
+        if "-static" in call.argv:
+            raise CommandError("cannot find -lelf", argv=call.argv, returncode=1, output="")
+        return really_run(call)
+
+    runner = FakeRunner(otherwise=no_archives)
+    caplog.set_level(logging.INFO, logger="harness.build")
+
+    built = build.build_loader(
+        loader, RELEASE, fake_headers(tmp_path), build_root=tmp_path, runner=runner
+    )
+
+    compiles = [c.argv for c in runner.calls if c.program != "pkg-config"]
+    assert [("-static" in argv) for argv in compiles] == [True, False]
+    with built.outputs["program"].open("rb") as program:
+        assert any(s.header.p_type == "PT_INTERP" for s in ELFFile(program).iter_segments())
+    assert "linking dynamically" in caplog.text
+    assert "$ " + shlex.join(compiles[1]) in built.log_path.read_text()
 
 
 def test_the_in_process_loader_has_nothing_to_build(tmp_path: Path) -> None:

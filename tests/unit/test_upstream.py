@@ -289,11 +289,12 @@ def test_the_build_commands(tmp_path: Path) -> None:
     user = upstream.user_argv(
         "cc", t, headers, include, "sockex2", Path("/b/libbpf.a"), Path("sockex2")
     )
-    assert user[-6:] == [
+    assert user[-7:] == [
         f"{t.root}/samples/bpf/sockex2_user.c",
         "-o",
         "sockex2",
         "/b/libbpf.a",
+        "-static",
         "-lelf",
         "-lz",
     ]

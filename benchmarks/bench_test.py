@@ -84,10 +84,21 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   boot), but in three alternating pairs of whole runs the guest's start-up and imports
   were 1.64, 1.99, 2.27 s against 2.08, 1.62, 1.96 s: the tar grew by 0.75 MB and 122
   files to unpack, and nothing showed out of the noise.
-* not kept, modules imported lazily (``importlib.util.LazyLoader`` for ``inspect``,
-  ``pdb``, ``ipaddress``, ``textwrap``, ``urllib.parse``, which the guest imports
-  but does not use): 3.5 % fewer instructions, since a second ``import`` of a lazy
-  module anywhere loads it; not worth a loader that changes when modules run.
+* not kept at first, modules imported lazily (``importlib.util.LazyLoader`` for
+  ``inspect``, ``pdb``, ``ipaddress``, ``textwrap``, ``urllib.parse``, which the guest
+  imports but does not use): 3.5 % fewer instructions, since a second ``import`` of a
+  lazy module anywhere loads it; not worth a loader that changes when modules run.
+* kept later, ``inspect`` and ``ipaddress`` lazy (harness/guest/entry.py
+  ``DEFERRED``): ``inspect`` had run all along because one guest dataclass had no
+  docstring, for which ``dataclasses`` asks ``inspect`` for a signature to write one;
+  with a docstring on every guest dataclass nothing uses it, and each of the two is
+  imported once. The guest's start-up to its plan, 5 alternations in one 6.1 boot:
+  median 0.99 s against 1.09 s. ``traceback`` (with ``textwrap``, ``linecache``,
+  ``tokenize``) gained nothing: ``logging`` imports it a second time.
+* kept, the programs the guest runs linked statically (harness/build.py
+  ``guest_link_options``): the classic loader printed its usage in 0.09-0.16 s linked
+  against libelf, libz and libc (the dynamic linker and each library read over the
+  uncached 9p root), 0.02-0.08 s linked statically (4 each, one boot).
 * kept, the Python loader's cases in a child forked once the guest's own modules are
   imported (harness/guest/beside.py): the child imports the loader (0.4-0.7 s) while
   the parent runs the other loaders' cases, then runs its own after them. The guest
@@ -133,6 +144,8 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
 * not tried further, Debian's ``/usr/bin/python3`` (extension modules built in): its
   start-up was within the noise of the harness's interpreter, and it is another
   interpreter than the one the bundle is compiled by.
+* kept, on the host: python-debian's ``deb822`` imported only where apt text is read
+  (40 ms of every run's imports, ``-X importtime``; a run of cached kernels reads none).
 * left as they are, the per-case waits: the quiet wait (0.1 s without a frame, about
   0.12 s a case) is what lets the last control packets reach both the capture and the
   map before either is read; shorter, a capture that misses a frame the map counted

@@ -512,14 +512,40 @@ esac
 _MODPROBE_SHIM = """\
 #!/bin/sh
 # harness.vm: stands in for modprobe when vng lists the modules of its initramfs (see
-# harness/vm.py): no module for a device the VM does not have; anything else goes to
-# the real modprobe.
+# harness/vm.py): no module for a device the VM does not have, and .ko.xz modules named
+# by copies decompressed on the host; anything else goes to the real modprobe.
 if [ "$1" = --show-depends ]; then
   for alias; do :; done  # the last argument
   case "$alias" in {unused}) exit 1 ;; esac
-fi
+{decompress}fi
 exec {modprobe} "$@"
 """
+
+#: The part of the stand-in that names each ``.ko.xz`` by a decompressed copy: kept
+#: under ``store`` at the module's real path, made again when the module is newer.
+_DECOMPRESS = """\
+  listed=$({modprobe} "$@") || exit
+  printf '%s\\n' "$listed" | while IFS= read -r line; do
+    case "$line" in "insmod "*)
+      rest=${{line#insmod }}
+      module=${{rest%% *}}
+      case "$module" in *.ko.xz)
+        real=$(readlink -f -- "$module") && plain={store}${{real%.xz}} &&
+        if [ "$plain" -nt "$real" ] || {{ mkdir -p "${{plain%/*}}" &&
+            {xz} -dc -- "$real" > "$plain.$$" && mv -f "$plain.$$" "$plain"; }}; then
+          line="insmod $plain${{rest#"$module"}}"
+        else
+          rm -f "$plain.$$"
+        fi ;;
+      esac ;;
+    esac
+    printf '%s\\n' "$line"
+  done
+  exit 0
+"""
+
+#: Where the ``modprobe`` stand-in keeps the modules it decompressed, under the cache.
+MODULE_STORE = "vng-host/modules"
 
 #: The aliases whose modules no VM of the harness uses: always, and without virtiofs.
 UNUSED_ALIASES = ("virtio_mmio",)
@@ -538,10 +564,18 @@ def find_modprobe() -> str | None:
 
 
 def host_shims(
-    strings: str | None, modprobe: str | None = None, *, virtiofs: bool = False
+    strings: str | None,
+    modprobe: str | None = None,
+    *,
+    virtiofs: bool = False,
+    xz: str | None = None,
+    store: Path | None = None,
 ) -> dict[str, str]:
     """The stand-ins put first on vng's ``PATH``, by name, for the real ``strings`` and
     ``modprobe`` (none for ``modprobe`` when there is no real one: vng says so itself).
+
+    With ``xz`` and ``store``, the ``modprobe`` stand-in also names each ``.ko.xz`` it
+    lists by a copy decompressed under ``store``.
     """
     if strings is None:
         fallback = 'echo "strings: not found; install binutils" >&2\nexit 127'
@@ -550,20 +584,33 @@ def host_shims(
     scripts = {"strings": _STRINGS_SHIM.format(fallback=fallback)}
     if modprobe is not None:
         unused = UNUSED_ALIASES + (() if virtiofs else UNUSED_WITHOUT_VIRTIOFS)
+        decompress = ""
+        if xz is not None and store is not None:
+            decompress = _DECOMPRESS.format(
+                modprobe=shlex.quote(modprobe), xz=shlex.quote(xz), store=shlex.quote(str(store))
+            )
         scripts["modprobe"] = _MODPROBE_SHIM.format(
-            modprobe=shlex.quote(modprobe), unused="|".join(unused)
+            modprobe=shlex.quote(modprobe),
+            unused="|".join(unused),
+            decompress=decompress,
         )
     return scripts
 
 
 def install_host_shims(
-    cache: Path, strings: str | None, modprobe: str | None = None, *, virtiofs: bool = False
+    cache: Path,
+    strings: str | None,
+    modprobe: str | None = None,
+    *,
+    virtiofs: bool = False,
+    xz: str | None = None,
 ) -> Path | None:
-    """A directory of :func:`host_shims` under ``cache``, written once per content.
+    """A directory of :func:`host_shims` under ``cache``, written once per content, and
+    the modules it decompresses (with ``xz``) under ``cache``'s :data:`MODULE_STORE`.
 
     None when it cannot be written: vng then runs the real ``strings`` and ``modprobe``.
     """
-    scripts = host_shims(strings, modprobe, virtiofs=virtiofs)
+    scripts = host_shims(strings, modprobe, virtiofs=virtiofs, xz=xz, store=cache / MODULE_STORE)
     return _install_scripts(cache / "vng-host" / _digest(scripts), scripts, "vng's stand-ins")
 
 
@@ -656,7 +703,13 @@ def run_vm(
     shims = install_init_shims(cache, shutil.which("busybox")) if lean_init else None
     virtiofs = have_virtiofsd()
     env = vng_env(
-        install_host_shims(cache, shutil.which("strings"), find_modprobe(), virtiofs=virtiofs)
+        install_host_shims(
+            cache,
+            shutil.which("strings"),
+            find_modprobe(),
+            virtiofs=virtiofs,
+            xz=shutil.which("xz"),
+        )
     )
     stall = Stall(min(STALL_SECONDS[accel], limit), _INIT_MARKERS)
     stalled: list[Path] = []

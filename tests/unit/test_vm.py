@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import shlex
@@ -499,6 +500,63 @@ def test_the_modprobe_stand_in_hands_anything_else_to_the_real_modprobe(
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "modprobe-calls").read_text() == " ".join(args) + "\n"
+
+
+def xz_modprobe(tmp_path: Path, *modules: Path) -> Path:
+    """A ``modprobe`` that lists ``modules`` for any alias, as ``--show-depends`` does."""
+    script = tmp_path / "real-modprobe"
+    lines = "".join(f"echo 'insmod {m} '\n" for m in modules)
+    script.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "modprobe-calls"}\n{lines}')
+    script.chmod(0o755)
+    return script
+
+
+def test_vng_gets_a_decompressed_copy_of_each_xz_module_made_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "kernels" / "lib" / "modules" / "7.2.0-1-amd64" / "kernel"
+    tree.mkdir(parents=True)
+    packed = tree / "9p.ko.xz"
+    packed.write_bytes(lzma.compress(b"\x7fELF 9p module", format=lzma.FORMAT_XZ))
+    plain = tree / "virtio.ko"
+    plain.write_bytes(b"\x7fELF virtio")
+    linked = tmp_path / "compat"  # vng's temporary root, a link to the module tree
+    linked.symlink_to(tree)
+    cache = tmp_path / "cache"
+    real = xz_modprobe(tmp_path, linked / "9p.ko.xz", linked / "virtio.ko")
+    shims = vm.install_host_shims(cache, None, str(real), xz=shutil.which("xz"))
+    assert shims is not None
+
+    first = vng_paths(shims, monkeypatch)
+    made = cache / vm.MODULE_STORE / str(packed)[1:].removesuffix(".xz")
+    assert first == [str(made), str(linked / "virtio.ko")]
+    assert made.read_bytes() == b"\x7fELF 9p module"
+    stamp = made.stat().st_mtime_ns
+
+    assert vng_paths(shims, monkeypatch) == first
+    assert made.stat().st_mtime_ns == stamp  # not decompressed again
+
+
+def test_a_module_that_does_not_decompress_is_named_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "9p.ko.xz"
+    broken.write_bytes(b"not xz")
+    cache = tmp_path / "cache"
+    shims = vm.install_host_shims(
+        cache, None, str(xz_modprobe(tmp_path, broken)), xz=shutil.which("xz")
+    )
+    assert shims is not None
+
+    assert vng_paths(shims, monkeypatch) == [str(broken)]
+    assert [p for p in (cache / vm.MODULE_STORE).rglob("*") if p.is_file()] == []
+
+
+def vng_paths(shims: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The module files vng's own code would put in its initramfs for ``fs-9p``."""
+    modfinder = pytest.importorskip("virtme.modfinder")
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    return list(modfinder.find_modules_from_install(["fs-9p"], root="/r", kver="7.2.0-1-amd64"))
 
 
 def test_without_a_real_modprobe_there_is_no_stand_in(tmp_path: Path) -> None:

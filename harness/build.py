@@ -299,12 +299,13 @@ def guest_link_options(libraries: Sequence[str], runner: Runner) -> list[str]:
 
 
 def run_step(runner: Runner, argv: list[str], cwd: Path, transcript: list[str]) -> Completed:
-    """Run one build command in ``cwd``; a static link (:data:`STATIC`) that fails, for
-    want of a library's archive, is run again without it, both in ``transcript``."""
+    """Run one build command in ``cwd``; a static link (:data:`STATIC`) that fails for
+    want of a library's archive (the linker's "cannot find -lNAME") is run again
+    without it, both in ``transcript``. Any other failure is the build's."""
     try:
         return runner.run(argv, cwd=cwd)
     except CommandError as exc:
-        if STATIC not in argv:
+        if STATIC not in argv or "cannot find -l" not in exc.output:
             raise
         dynamic = [a for a in argv if a != STATIC]
         log.info("no static link here (%s); linking dynamically: %s", exc, shlex.join(dynamic))

@@ -378,7 +378,8 @@ def test_without_a_static_archive_a_loader_is_linked_dynamically(
 
     def no_archives(call: Call) -> str | Completed:
         if "-static" in call.argv:
-            raise CommandError("cannot find -lelf", argv=call.argv, returncode=1, output="")
+            missing = "/usr/bin/ld: cannot find -lelf: No such file or directory"
+            raise CommandError("cc failed", argv=call.argv, returncode=1, output=missing)
         return really_run(call)
 
     runner = FakeRunner(otherwise=no_archives)
@@ -394,6 +395,20 @@ def test_without_a_static_archive_a_loader_is_linked_dynamically(
         assert any(s.header.p_type == "PT_INTERP" for s in ELFFile(program).iter_segments())
     assert "linking dynamically" in caplog.text
     assert "$ " + shlex.join(compiles[1]) in built.log_path.read_text()
+
+
+def test_a_loader_that_does_not_compile_is_built_once(tmp_path: Path) -> None:
+    (loader,) = loaders.builtin(["c"])
+    runner = FakeRunner(otherwise=refusing)
+    runner.handlers["pkg-config"] = really_run
+
+    with pytest.raises(BuildError, match="refused"):
+        build.build_loader(
+            loader, RELEASE, fake_headers(tmp_path), build_root=tmp_path, runner=runner
+        )
+
+    # Not a missing archive: the static link is not tried again as a dynamic one.
+    assert [c.program for c in runner.calls if c.program != "pkg-config"] == ["cc"]
 
 
 def test_the_in_process_loader_has_nothing_to_build(tmp_path: Path) -> None:

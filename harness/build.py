@@ -292,7 +292,7 @@ def guest_link_options(libraries: Sequence[str], runner: Runner) -> list[str]:
     statically (one 6.1 boot, four each). The libraries are the same, from the same
     packages (``libelf.a`` in ``libelf-dev``, ``libbpf.a`` in ``libbpf-dev``, ``libz.a`` in
     ``zlib1g-dev``, ``libc.a`` in ``libc6-dev``). A host without one of the archives
-    links the program dynamically instead (:func:`_build_unit` retries without
+    links the program dynamically instead (:func:`run_step` retries without
     :data:`STATIC`, and the build's log says so).
     """
     return [STATIC, *link_options(libraries, runner, static=True)]
@@ -393,10 +393,11 @@ def _build_unit(
                     done = run_step(runner, argv, work, transcript)
                 except CommandError as exc:
                     files.write_atomic(output.log_path, "".join(transcript) + exc.output + "\n")
+                    failed = shlex.join(exc.argv) if exc.argv else line  # a retry's, if one ran
                     raise BuildError(
                         f"building {name} for kernel {release} failed "
                         f"(headers: {headers or 'host'}; log: {output.log_path}):\n"
-                        f"$ {line}\n{tail(exc.output)}"
+                        f"$ {failed}\n{tail(exc.output)}"
                     ) from exc
                 transcript.append(done.stdout + done.stderr)
             built = {key: work / path.name for key, path in outputs.items()}

@@ -508,6 +508,10 @@ esac
 # does for a built-in one (nothing, and a failure, which vng takes as "built in") and
 # hands everything else to the real ``modprobe``. Measured on Debian's 6.1 under TCG
 # (console time stamps): ``fuse`` 46 ms and ``virtio_mmio`` 61 ms of the initramfs.
+# With ``xz`` on the host it also names each ``.ko.xz`` the real one lists by a copy
+# decompressed under the cache (:data:`MODULE_STORE`), as vng itself does for
+# ``.ko.zst``: 7.2's initramfs took 0.60 s instead of 0.80 s. The copies are made once
+# per module and outlive a kernel removed from the cache (about 1 MB a kernel).
 
 _MODPROBE_SHIM = """\
 #!/bin/sh

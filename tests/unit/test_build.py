@@ -397,6 +397,26 @@ def test_without_a_static_archive_a_loader_is_linked_dynamically(
     assert "$ " + shlex.join(compiles[1]) in built.log_path.read_text()
 
 
+def test_a_failed_dynamic_retry_names_the_command_that_failed_last(tmp_path: Path) -> None:
+    (loader,) = loaders.builtin(["c"])
+
+    def no_libelf(call: Call) -> str:
+        missing = "/usr/bin/ld: cannot find -lelf: No such file or directory"
+        raise CommandError("cc failed", argv=call.argv, returncode=1, output=missing)
+
+    runner = FakeRunner({"pkg-config": really_run}, otherwise=no_libelf)
+
+    with pytest.raises(BuildError) as failed:
+        build.build_loader(
+            loader, RELEASE, fake_headers(tmp_path), build_root=tmp_path, runner=runner
+        )
+
+    dynamic = [c.argv for c in runner.calls if c.program != "pkg-config"][-1]
+    assert "-static" not in dynamic
+    assert f"$ {shlex.join(dynamic)}\n" in str(failed.value)
+    assert "cannot find -lelf" in str(failed.value)
+
+
 def test_a_loader_that_does_not_compile_is_built_once(tmp_path: Path) -> None:
     (loader,) = loaders.builtin(["c"])
     runner = FakeRunner(otherwise=refusing)

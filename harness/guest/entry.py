@@ -46,15 +46,22 @@ ABSENT = "absent"
 PREFIXES = ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix")
 #: A .pyc file's header (magic, flags, hash) before its marshalled code.
 PYC_HEADER = 16
-#: Modules the bundle imports lazily (``importlib.util.LazyLoader``): their body runs
-#: when one of their attributes is first used, not when they are imported. Under TCG
-#: (``-X importtime``): ``inspect``, with ``ast`` and ``dis``, 0.1 s, is imported by
-#: ``dataclasses``, which uses it only to write a docstring for a dataclass that has
-#: none (the guest's dataclasses all have one); ``ipaddress``, 14 ms, is imported by
-#: ``urllib.parse`` (which ``pathlib`` imports) for bracketed URL hosts. Only a module
-#: the guest imports once gains: importing it again asks for its ``__spec__``, which
-#: runs it (so not ``traceback``, which ``logging`` imports too).
-DEFERRED = frozenset({"inspect", "ipaddress"})
+#: Modules the bundle imports lazily (:class:`Deferred`): their body runs when an
+#: attribute they lack is first asked for, not when they are imported. Each is
+#: imported by the guest's modules or pyelftools and used only when something fails or
+#: is debugged (``-X importtime`` under TCG, cumulative):
+#:
+#: * ``inspect`` (with ``ast`` and ``dis``, 0.1 s): by ``dataclasses``, to write the
+#:   docstring of a dataclass that has none (every guest dataclass has one), and by
+#:   pyelftools' ``construct.debug``, for its ``Probe``;
+#: * ``pdb`` (with ``bdb``, ``cmd``, ``code`` and ``glob``, 0.15 s): by
+#:   ``construct.debug``, for its ``Debugger``;
+#: * ``traceback`` (with ``linecache``, ``tokenize`` and ``textwrap``, 0.05 s): by
+#:   ``logging`` and the guest's forked children, to print an exception;
+#: * ``locale`` (11 ms): by ``subprocess``, for the encoding of a text-mode pipe;
+#: * ``ipaddress`` (14 ms): by ``urllib.parse`` (which ``pathlib`` imports), for
+#:   bracketed URL hosts.
+DEFERRED = frozenset({"inspect", "pdb", "traceback", "locale", "ipaddress"})
 
 #: Each bundle :func:`read` has read, by path: its modules.
 _bundles: dict[str, dict[str, tuple[bool, str, bytes]]] = {}
@@ -79,12 +86,7 @@ class BundleFinder:
         if entry is None:
             return None
         is_package, origin, _ = entry
-        loader: object = self
-        if name in DEFERRED:
-            from importlib.util import LazyLoader
-
-            loader = LazyLoader(self)  # type: ignore[arg-type]
-        spec = ModuleSpec(name, loader, origin=origin, is_package=is_package)  # type: ignore[arg-type]
+        spec = ModuleSpec(name, self, origin=origin, is_package=is_package)  # type: ignore[arg-type]
         spec.has_location = True
         if is_package:
             spec.submodule_search_locations = [self.path]
@@ -93,10 +95,14 @@ class BundleFinder:
     def invalidate_caches(self) -> None:
         pass
 
-    def create_module(self, spec: ModuleSpec) -> None:
-        return None  # the default module
+    def create_module(self, spec: ModuleSpec) -> object:
+        return Deferred(spec.name) if spec.name in DEFERRED else None  # None: the default
 
     def exec_module(self, module: object) -> None:
+        if type(module) is not Deferred:
+            self.run_body(module)
+
+    def run_body(self, module: object) -> None:
         _, _, pyc = self.modules[module.__spec__.name]  # type: ignore[attr-defined]
         exec(marshal.loads(memoryview(pyc)[PYC_HEADER:]), module.__dict__)
 
@@ -106,6 +112,29 @@ class BundleFinder:
 
     def get_source(self, name: str) -> None:
         return None  # tracebacks read the source file the code names
+
+
+class Deferred(type(sys)):  # type: ignore[misc]
+    """A module of :data:`DEFERRED`: imported, its body not yet run.
+
+    The import system sets its ``__spec__``, ``__loader__``, ``__file__``, ... as for
+    any module, so importing it again (which asks for ``__spec__``) does not run it,
+    unlike ``importlib.util.LazyLoader``'s modules, which run on any attribute. The
+    first attribute it lacks (``inspect.signature``, ``from pdb import Pdb``) runs the
+    body, by the loader's :meth:`BundleFinder.run_body`, and the module is then an
+    ordinary one.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        # The import system asks for these with a default before it sets them; no
+        # body of DEFERRED sets one.
+        if type(self) is Deferred and name not in ("__file__", "__cached__", "__path__"):
+            self.__class__ = type(sys)  # type: ignore[assignment]  # ordinary from here on
+            finder: BundleFinder = self.__spec__.loader  # type: ignore[attr-defined]
+            finder.run_body(self)
+            if name in self.__dict__:
+                return self.__dict__[name]
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}", name=name)
 
 
 class Absent:

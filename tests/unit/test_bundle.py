@@ -294,8 +294,10 @@ import sys
 entry.read(sys.argv[1])
 sys.path.insert(0, sys.argv[1])
 import harness.guest.__main__
+import harness.bpf.loader  # pyelftools imports inspect again, and pdb
 for name in entry.DEFERRED:  # imported by the guest, and not run: type() asks nothing of it
-    assert type(sys.modules[name]).__name__ == "_LazyModule", name
+    assert type(sys.modules[name]).__name__ == "Deferred", name
+assert not {"bdb", "linecache", "tokenize"} & set(sys.modules)
 import dataclasses
 assert "ast" not in sys.modules
 
@@ -307,6 +309,9 @@ assert Undocumented.__doc__ == "Undocumented(size: int)", Undocumented.__doc__
 assert "ast" in sys.modules  # inspect ran, when dataclasses first used it
 import inspect
 assert inspect.signature(Undocumented).parameters["size"].annotation is int
+from traceback import format_exception_only  # a from-import runs it too
+
+assert format_exception_only(ValueError("x")) == ["ValueError: x\\n"]
 print("ok")
 """
 

@@ -86,6 +86,17 @@ Tried and not kept (each against the harness in the same run):
   the initramfs of one 6.1 boot 0.61 s against 0.68 s (console time stamps). The
   stand-in also names each ``.ko.xz`` (Debian's 6.12 and later) by a copy decompressed
   on the host: the initramfs of one 7.2 boot 0.60 s against 0.80 s.
+* not kept, vng's initramfs handed its modules without their signatures (copies, like
+  the decompressed ``.ko.xz`` ones): the kernel hashes each module it loads, under
+  emulation. The initramfs of a 6.1 boot took 0.41-0.52 s against 0.49-0.61 s (4
+  alternating pairs, medians 0.43 and 0.57 s), but an unsigned module taints the kernel
+  under test (``E``), and a kernel built with ``CONFIG_MODULE_SIG_FORCE`` refuses it.
+* not kept, the local APIC timer's calibration skipped (0.11 s of every 6.1 boot under
+  TCG: "calibrating APIC timer" to "calibration result" with ``apic=verbose``): x86 has
+  no kernel option that gives the timer's period, TCG has no TSC-deadline timer
+  (``qemu:-cpu max,+tsc-deadline``: "TCG doesn't support requested feature"), and
+  ``with:noapictimer`` (ticks from the HPET) ended one boot in four with qemu exiting
+  before the kernel reached ``/init``.
 * Host side (the "host" row, 1-2 s): ``vng`` is a Python program that starts
   ``virtme-run``, a second Python process (``vng --dry-run`` alone took 1.0-2.3 s
   under load); calling the ``vng`` script beside the interpreter instead of a pyenv

@@ -56,6 +56,7 @@ from harness.errors import (
     VmStalledError,
     VmTimeoutError,
 )
+from harness.kernels.cache import MODULE_COPIES
 from harness.kernels.model import KernelEntry
 from harness.proc import Runner, Stall, SubprocessRunner
 
@@ -511,7 +512,7 @@ esac
 # With ``xz`` on the host it also names each ``.ko.xz`` the real one lists by a copy
 # decompressed under the cache (:data:`MODULE_STORE`), as vng itself does for
 # ``.ko.zst``: 7.2's initramfs took 0.60 s instead of 0.80 s. The copies are made once
-# per module and outlive a kernel removed from the cache (about 1 MB a kernel).
+# per module; ``invoke kernels.prune`` removes a kernel's copies with the kernel.
 
 _MODPROBE_SHIM = """\
 #!/bin/sh
@@ -548,8 +549,9 @@ _DECOMPRESS = """\
   exit 0
 """
 
-#: Where the ``modprobe`` stand-in keeps the modules it decompressed, under the cache.
-MODULE_STORE = "vng-host/modules"
+#: Where the ``modprobe`` stand-in keeps the modules it decompressed, under the cache
+#: (``invoke kernels.prune`` removes a kernel's copies with the kernel).
+MODULE_STORE = MODULE_COPIES
 
 #: The aliases whose modules no VM of the harness uses: always, and without virtiofs.
 UNUSED_ALIASES = ("virtio_mmio",)

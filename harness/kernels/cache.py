@@ -78,6 +78,17 @@ def entry_dir(cache: Path, release: str) -> Path:
     return kernels_dir(cache) / release
 
 
+#: Where the stand-in for ``modprobe`` that vng runs keeps the modules it decompressed
+#: for vng's initramfs (:func:`harness.vm.install_host_shims`), each at its real path
+#: under this directory: a kernel's copies are under :func:`module_copies`.
+MODULE_COPIES = "vng-host/modules"
+
+
+def module_copies(cache: Path, entry: Path) -> Path:
+    """The directory of the decompressed module copies of the cache entry ``entry``."""
+    return cache / MODULE_COPIES / entry.resolve().relative_to("/")
+
+
 def _lock_path(cache: Path, release: str) -> Path:
     return kernels_dir(cache) / ".locks" / f"{release}.lock"
 
@@ -520,6 +531,13 @@ def _prune_plan(cache: Path, keep_series: Collection[str]) -> list[tuple[Removal
             if path != newest:
                 why = f"not the newest cached of series {series} ({newest_manifest.release} is)"
                 add(path, why, _lock_path(cache, path.name))
+    # The decompressed module copies of each entry that goes, and of entries gone.
+    going = {removal.path.name for removal, _ in plan}
+    copies = module_copies(cache, root)
+    for path in sorted(copies.iterdir()) if copies.is_dir() else ():
+        if path.name in going or not (root / path.name).is_dir():
+            why = f"decompressed modules of {path.name}, which is no longer cached"
+            add(path, why, _lock_path(cache, path.name))
     apt_dir = cache / APT_DIR
     for path in sorted(apt_dir.iterdir()) if apt_dir.is_dir() else ():
         if path.is_dir() and path.name not in keep_series:

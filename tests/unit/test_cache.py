@@ -357,6 +357,29 @@ def test_prune_keeps_the_newest_of_each_series_and_the_catalogs_indexes(
     assert cache.prune(tmp_path / "cache", ["6.1", "6.12"]).removed == ()
 
 
+def test_prune_removes_the_decompressed_modules_of_kernels_that_go(
+    cache_tree: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "cache"
+
+    def copies_of(entry: Path) -> Path:  # one module copy, where vng's stand-in makes it
+        made = cache.module_copies(root, entry) / "lib/modules/r/kernel/fs/9p/9p.ko"
+        made.parent.mkdir(parents=True)
+        made.write_bytes(b"m" * 100)
+        return cache.module_copies(root, entry)
+
+    old, new = copies_of(cache_tree["6.1 old"]), copies_of(cache_tree["6.1 new"])
+    gone = copies_of(cache.kernels_dir(root) / "5.10.0-1-amd64")  # its entry removed by hand
+
+    pruned = cache.prune(root, ["6.1", "6.12"])
+
+    assert {old, gone} <= {r.path for r in pruned.removed}
+    assert not old.exists() and not gone.exists()
+    assert new.exists() and cache_tree["6.1 new"].exists()
+    (why,) = [r.why for r in pruned.removed if r.path == gone]
+    assert why == "decompressed modules of 5.10.0-1-amd64, which is no longer cached"
+
+
 def test_a_dry_run_tells_what_would_go_and_removes_nothing(
     cache_tree: dict[str, Path], tmp_path: Path
 ) -> None:

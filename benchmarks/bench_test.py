@@ -104,8 +104,12 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   ``pdb`` and ``inspect`` (imported by pyelftools' ``construct.debug``), ``traceback``
   (by ``logging``) and ``locale`` (by ``subprocess``) now stay unrun too. On the host
   (callgrind): the guest's imports up to its plan 176.6 -> 161.1 M instructions, with
-  the Python loader 324.9 -> 285.5 M; in the benchmark's next run (load 1.6) the Python
-  loader's import beside the cases took 0.59 s (0.69-0.77 s in the three runs before).
+  the Python loader 324.9 -> 285.5 M. In one 6.1 boot (8 alternations, medians, the
+  interpreter's start-up included): up to the plan 1.17 s both ways, with the Python
+  loader 1.54 s against 1.80 s; this script's two runs after it (loads 1.6 and 1.5)
+  put the loader's import beside the cases at 0.59 and 0.70 s, and the ratio at 0.36
+  and 0.36 (the round before: 0.33-0.35; the start-up and the boot were slower in
+  both runs, which the change does not touch).
   Not tried: ``logging`` itself (the guest's modules each make a logger at import, and
   ``harness.proc`` logs every program it starts).
 * kept, the programs the guest runs linked statically (harness/build.py

@@ -15,6 +15,10 @@ CACHE_ENV = "HARNESS_CACHE_DIR"
 BUILD_ENV = "HARNESS_BUILD_DIR"
 
 APP_NAME = "bpf-sample-harness"
+#: Under the cache: where the stand-in for ``modprobe`` that vng runs keeps the modules it
+#: decompressed for vng's initramfs (:func:`harness.vm.install_host_shims`), each at its
+#: real path under this directory (:func:`harness.kernels.cache.module_copies`).
+MODULE_COPIES = "vng-host/modules"
 
 
 def cache_dir() -> Path:

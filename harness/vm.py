@@ -56,7 +56,6 @@ from harness.errors import (
     VmStalledError,
     VmTimeoutError,
 )
-from harness.kernels.cache import MODULE_COPIES
 from harness.kernels.model import KernelEntry
 from harness.proc import Runner, Stall, SubprocessRunner
 
@@ -551,7 +550,7 @@ _DECOMPRESS = """\
 
 #: Where the ``modprobe`` stand-in keeps the modules it decompressed, under the cache
 #: (``invoke kernels.prune`` removes a kernel's copies with the kernel).
-MODULE_STORE = MODULE_COPIES
+MODULE_STORE = paths.MODULE_COPIES
 
 #: The aliases whose modules no VM of the harness uses: always, and without virtiofs.
 UNUSED_ALIASES = ("virtio_mmio",)

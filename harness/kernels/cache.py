@@ -36,6 +36,7 @@ from typing import Any
 
 from debian.debian_support import Version
 
+from harness import paths
 from harness.errors import CacheError, CommandError, KernelError
 from harness.files import locked, write_atomic
 from harness.kernels import image as image_mod, modules as modules_mod
@@ -78,15 +79,9 @@ def entry_dir(cache: Path, release: str) -> Path:
     return kernels_dir(cache) / release
 
 
-#: Where the stand-in for ``modprobe`` that vng runs keeps the modules it decompressed
-#: for vng's initramfs (:func:`harness.vm.install_host_shims`), each at its real path
-#: under this directory: a kernel's copies are under :func:`module_copies`.
-MODULE_COPIES = "vng-host/modules"
-
-
 def module_copies(cache: Path, entry: Path) -> Path:
     """The directory of the decompressed module copies of the cache entry ``entry``."""
-    return cache / MODULE_COPIES / entry.resolve().relative_to("/")
+    return cache / paths.MODULE_COPIES / entry.resolve().relative_to("/")
 
 
 def _lock_path(cache: Path, release: str) -> Path:

@@ -509,7 +509,7 @@ esac
 # hands everything else to the real ``modprobe``. Measured on Debian's 6.1 under TCG
 # (console time stamps): ``fuse`` 46 ms and ``virtio_mmio`` 61 ms of the initramfs.
 # With ``xz`` on the host it also names each ``.ko.xz`` the real one lists by a copy
-# decompressed under the cache (:data:`MODULE_STORE`), as vng itself does for
+# decompressed under the cache (:data:`harness.paths.MODULE_COPIES`), as vng itself does for
 # ``.ko.zst``: 7.2's initramfs took 0.60 s instead of 0.80 s. The copies are made once
 # per module; ``invoke kernels.prune`` removes a kernel's copies with the kernel.
 
@@ -547,10 +547,6 @@ _DECOMPRESS = """\
   done
   exit 0
 """
-
-#: Where the ``modprobe`` stand-in keeps the modules it decompressed, under the cache
-#: (``invoke kernels.prune`` removes a kernel's copies with the kernel).
-MODULE_STORE = paths.MODULE_COPIES
 
 #: The aliases whose modules no VM of the harness uses: always, and without virtiofs.
 UNUSED_ALIASES = ("virtio_mmio",)
@@ -611,11 +607,12 @@ def install_host_shims(
     xz: str | None = None,
 ) -> Path | None:
     """A directory of :func:`host_shims` under ``cache``, written once per content, and
-    the modules it decompresses (with ``xz``) under ``cache``'s :data:`MODULE_STORE`.
+    the modules it decompresses (with ``xz``) under ``cache``'s :data:`harness.paths.MODULE_COPIES`.
 
     None when it cannot be written: vng then runs the real ``strings`` and ``modprobe``.
     """
-    scripts = host_shims(strings, modprobe, virtiofs=virtiofs, xz=xz, store=cache / MODULE_STORE)
+    store = cache / paths.MODULE_COPIES
+    scripts = host_shims(strings, modprobe, virtiofs=virtiofs, xz=xz, store=store)
     return _install_scripts(cache / "vng-host" / _digest(scripts), scripts, "vng's stand-ins")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fakes import Answer, Call, FakeRunner
 
-from harness import proc, vm
+from harness import paths, proc, vm
 from harness.errors import (
     CommandStalledError,
     CommandTimeoutError,
@@ -26,6 +26,7 @@ from harness.errors import (
     VmStalledError,
     VmTimeoutError,
 )
+from harness.kernels import cache as kernel_cache
 from harness.kernels.model import Kernel, KernelEntry
 from harness.proc import Completed
 
@@ -520,7 +521,10 @@ def test_vng_gets_a_decompressed_copy_of_each_xz_module_made_once(
     assert shims is not None
 
     first = vng_modules(shims, monkeypatch, ["fs-9p"])
-    made = cache / vm.MODULE_STORE / str(packed)[1:].removesuffix(".xz")
+    # Where kernels.prune looks for a kernel's copies.
+    made = kernel_cache.module_copies(cache, tmp_path / "kernels") / packed.relative_to(
+        tmp_path / "kernels"
+    ).with_suffix("")
     assert first == [str(made), str(linked / "virtio.ko")]
     assert made.read_bytes() == b"\x7fELF 9p module"
     stamp = made.stat().st_mtime_ns
@@ -541,7 +545,7 @@ def test_a_module_that_does_not_decompress_is_named_as_it_is(
     assert shims is not None
 
     assert vng_modules(shims, monkeypatch, ["fs-9p"]) == [str(broken)]
-    assert [p for p in (cache / vm.MODULE_STORE).rglob("*") if p.is_file()] == []
+    assert [p for p in (cache / paths.MODULE_COPIES).rglob("*") if p.is_file()] == []
 
 
 def test_without_a_real_modprobe_there_is_no_stand_in(tmp_path: Path) -> None:

@@ -44,11 +44,11 @@ from harness.bpf import elf
 from harness.build import (
     BPF_CFLAGS,
     BTF_CFLAGS,
-    STATIC,
     USER_CFLAGS,
     BuildOutput,
     SampleBuild,
     check_programs,
+    guest_link_options,
     run_step,
 )
 from harness.errors import CommandError, HarnessError, SampleError
@@ -288,10 +288,23 @@ def kern_argv(
     ]
 
 
+#: What the release's libbpf, built from its source, is linked with in turn.
+LIBBPF_NEEDS = ("pkg-config:libelf", "pkg-config:zlib")
+
+
 def user_argv(
-    cc: str, tree: SourceTree, headers: Path, include: Path, name: str, library: Path, output: Path
+    cc: str,
+    tree: SourceTree,
+    headers: Path,
+    include: Path,
+    name: str,
+    library: Path,
+    output: Path,
+    link: Sequence[str],
 ) -> list[str]:
-    """The user program, against the release's UAPI and libbpf headers, libbpf linked in."""
+    """The user program, against the release's UAPI and libbpf headers, libbpf linked in,
+    then ``link``: :data:`LIBBPF_NEEDS` linked as the harness's own programs are
+    (:func:`harness.build.guest_link_options`)."""
     return [
         cc,
         *USER_CFLAGS,
@@ -302,9 +315,7 @@ def user_argv(
         "-o",
         str(output),
         str(library),
-        STATIC,  # as the harness's own programs (harness.build.guest_link_options)
-        "-lelf",
-        "-lz",
+        *link,
     ]
 
 
@@ -418,6 +429,7 @@ def _build(
     for header in sorted(tree.path("tools/lib/bpf").glob("*.h")):
         shutil.copyfile(header, include / "bpf" / header.name)
     shim = uapi_shim(work / "shim", entry.headers)
+    link = guest_link_options(LIBBPF_NEEDS, runner)
     objects: dict[str, Path] = {}
     programs: dict[str, Path] = {}
     broken: dict[str, str] = {}
@@ -446,7 +458,7 @@ def _build(
         if library is None or f"{name}/own" in broken:
             continue
         try:
-            step(user_argv(cc, tree, entry.headers, include, name, library, Path(name)))
+            step(user_argv(cc, tree, entry.headers, include, name, library, Path(name), link))
         except CommandError as exc:
             broken[f"{name}/own"] = failure(
                 f"building {tree.package}'s samples/bpf/{name}_user.c", exc

@@ -286,17 +286,16 @@ def test_the_build_commands(tmp_path: Path) -> None:
     ]
     assert kern[-4:] == ["-c", f"{t.root}/samples/bpf/sockex2_kern.c", "-o", "sockex2_kern.o"]
     assert kern.index("-idirafter") > kern.index(order[-1])
+    link = ["-static", "-lelf", "-lz"]
     user = upstream.user_argv(
-        "cc", t, headers, include, "sockex2", Path("/b/libbpf.a"), Path("sockex2")
+        "cc", t, headers, include, "sockex2", Path("/b/libbpf.a"), Path("sockex2"), link
     )
     assert user[-7:] == [
         f"{t.root}/samples/bpf/sockex2_user.c",
         "-o",
         "sockex2",
         "/b/libbpf.a",
-        "-static",
-        "-lelf",
-        "-lz",
+        *link,
     ]
     lib = upstream.libbpf_argv("cc", t, t.root / "tools/lib/bpf/btf.c", Path("btf.o"))
     assert (

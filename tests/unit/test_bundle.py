@@ -312,6 +312,15 @@ assert inspect.signature(Undocumented).parameters["size"].annotation is int
 from traceback import format_exception_only  # a from-import runs it too
 
 assert format_exception_only(ValueError("x")) == ["ValueError: x\\n"]
+# pyelftools' ELFFile took its DWARF reader's names without running the reader's module.
+from elftools.elf import elffile
+assert "not yet imported" in repr(elffile.DwarfConfig)
+assert not {"elftools.dwarf.constants", "elftools.dwarf.lineprogram"} & set(sys.modules)
+config = elffile.DwarfConfig(little_endian=True, machine_arch="x64", default_address_size=8)
+dwarfinfo = sys.modules["elftools.dwarf.dwarfinfo"]
+assert type(dwarfinfo).__name__ == "module" and type(config) is dwarfinfo.DwarfConfig
+assert config.default_address_size == 8 and "elftools.dwarf.constants" in sys.modules
+assert type(dwarfinfo.DWARFInfo) is type  # the module's own names, now that it ran
 print("ok")
 """
 

@@ -56,6 +56,7 @@ from harness.errors import (
     VmStalledError,
     VmTimeoutError,
 )
+from harness.guest import kernel_log
 from harness.kernels.model import KernelEntry
 from harness.proc import Runner, Stall, SubprocessRunner
 
@@ -637,6 +638,7 @@ def vng_argv(
     vng: str = "vng",
     shims: Path | None = None,
     quiet: bool = True,
+    tsc_khz: int | None = None,
 ) -> list[str]:
     """The ``vng`` command that boots ``entry`` and runs ``guest_argv`` in it.
 
@@ -646,6 +648,7 @@ def vng_argv(
     can write only in ``results_dir``. ``shims``, a directory from
     :func:`install_init_shims`, skips the guest's udev and tmpfiles and, unless not
     ``quiet``, keeps the kernel's own boot off the console (:data:`QUIET_BOOT`).
+    ``tsc_khz`` (under TCG) spares the kernel measuring the TSC (:func:`remembered_tsc`).
     """
     if accel not in ACCELS:
         raise ConfigError(f"unknown accelerator {accel!r}; use one of {', '.join(ACCELS)}")
@@ -658,7 +661,10 @@ def vng_argv(
         argv.append("--force-9p")
     argv += ["--memory", memory, "--cpus", str(cpus)]
     argv += [f"--rwdir={results_dir}", f"--cwd={cwd}"]
-    options = [*BASE_APPEND, *(QUIET_BOOT if shims is not None and quiet else ()), *append]
+    options = [*BASE_APPEND, *(QUIET_BOOT if shims is not None and quiet else ())]
+    if tsc_khz is not None and accel == "tcg":
+        options.append(f"tsc_early_khz={tsc_khz}")
+    options += append
     if shims is not None:
         options.append(shims_path(shims))
     for option in options:
@@ -684,6 +690,7 @@ def run_vm(
     runner: Runner | None = None,
     lean_init: bool = True,
     cache: Path | None = None,
+    boot_id_path: Path = BOOT_ID_PATH,
 ) -> VmResult:
     """Boot ``entry``, run ``guest_argv`` in it and wait for the files ``expect``.
 
@@ -693,7 +700,8 @@ def run_vm(
     wrote none of the ``expect`` files; see the module's docstring. ``lean_init``
     skips the guest's udev and tmpfiles through stand-ins kept under ``cache``; vng
     finds the kernel's release, and the modules of its initramfs, through ones kept
-    there too (:func:`host_shims`).
+    there too (:func:`host_shims`). Under TCG, the TSC's rate a boot measured is kept
+    there for the later boots of this host boot (:func:`remembered_tsc`).
     """
     runner = runner or SubprocessRunner()
     limit = timeout if timeout is not None else DEFAULT_TIMEOUTS[accel]
@@ -713,6 +721,8 @@ def run_vm(
             xz=shutil.which("xz"),
         )
     )
+    tsc_memo = _memo_path(cache, boot_id_path, "tsc") if accel == "tcg" else None
+    tsc_khz = remembered_tsc(tsc_memo)
     stall = Stall(min(STALL_SECONDS[accel], limit), _INIT_MARKERS)
     stalled: list[Path] = []
     for attempt in range(1, BOOT_ATTEMPTS + 1):
@@ -721,7 +731,7 @@ def run_vm(
         argv = vng_argv(
             entry, guest_argv, accel=accel, results_dir=results_dir, memory=memory,
             cpus=cpus, virtiofs=virtiofs, append=append, shims=shims,
-            quiet=not stalled,
+            quiet=not stalled, tsc_khz=tsc_khz,
         )  # fmt: skip
         log.info("booting %s (%s): %s", entry.release, accel, shlex.join(argv))
         started = time.monotonic()
@@ -782,6 +792,8 @@ def run_vm(
         break
     seconds = time.monotonic() - started
     found = [name for name in expect if (results_dir / name).is_file()]
+    if tsc_memo is not None and tsc_khz is None:
+        remember_tsc(tsc_memo, results_dir / kernel_log.NAME)
     if found:
         return VmResult(accel, seconds, done.returncode, log_path, results_dir, tuple(stalled))
     raise _no_result_error(entry, accel, done.returncode, verdict, log_path, stalled)
@@ -940,7 +952,7 @@ def probe_accel(
             f"unknown accelerator {requested!r}; use kvm, tcg or auto (probe for KVM)"
         )
     runner = runner or SubprocessRunner()
-    memo = _memo_path(cache or paths.cache_dir(), boot_id_path)
+    memo = _memo_path(cache or paths.cache_dir(), boot_id_path, "accel")
     if memo is not None:
         try:
             remembered = memo.read_text(encoding="utf-8").strip()
@@ -958,12 +970,62 @@ def probe_accel(
     return accel
 
 
-def _memo_path(cache: Path, boot_id_path: Path) -> Path | None:
+def _memo_path(cache: Path, boot_id_path: Path, what: str) -> Path | None:
+    """Where ``what`` is remembered for this host boot (None: the boot has no id)."""
     try:
         boot_id = boot_id_path.read_text(encoding="ascii").strip()
     except OSError:
         return None
-    return cache / "accel" / boot_id if boot_id else None
+    return cache / what / boot_id if boot_id else None
+
+
+# --- the TSC's rate, measured once per host boot ----------------------------------------
+#
+# Early in its boot an x86 kernel measures the TSC's rate against the PIT. Under TCG
+# that quick measurement fails in about one boot in four (126 of 478 kernel logs of the
+# harness's 6.1 boots here: "Fast TSC calibration failed"), and the kernel then measures
+# again later, against the PIT in three rounds and the HPET, with its clock standing
+# still: 0.31 and 0.35 s in two of eight boots, timed from the host against the console,
+# against 0.02-0.05 s in the others and in eight boots given the rate by
+# ``tsc_early_khz``. A TCG guest's TSC is the host's own (qemu reads the host's counter
+# for the guest's ``rdtsc``), so the rate one boot measured holds for every boot until
+# the host reboots: the first boot's kernel log gives it (its quick measurement, when
+# that worked), and later boots pass it on the command line. Nothing a run checks
+# depends on it; the kernel's clock runs on the HPET under TCG either way (the TSC is
+# marked unstable there).
+
+#: The kernel's lines for a quick measurement of the TSC that worked, and its result.
+_TSC_MEASURED = "tsc: Fast TSC calibration using PIT"
+_TSC_RATE = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz processor")
+
+
+def tsc_khz_of(kernel_log: str) -> int | None:
+    """The TSC's rate (kHz) a boot's kernel measured quickly against the PIT, or None."""
+    if _TSC_MEASURED not in kernel_log:
+        return None
+    rate = _TSC_RATE.search(kernel_log)
+    return int(rate.group(1)) * 1000 + int(rate.group(2)) if rate else None
+
+
+def remembered_tsc(memo: Path | None) -> int | None:
+    """The TSC's rate (kHz) a TCG boot of this host boot measured, if one was kept."""
+    if memo is None:
+        return None
+    try:
+        text = memo.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def remember_tsc(memo: Path, kernel_log_path: Path) -> None:
+    """Keep the TSC's rate the boot that wrote ``kernel_log_path`` measured, if it did."""
+    try:
+        khz = tsc_khz_of(kernel_log_path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return  # no log (a guest that failed early, a plan without it): next boot
+    if khz is not None:
+        _write_atomically(memo, f"{khz}\n")
 
 
 def _kvm_runs(kvm_device: Path, image: KernelEntry | None, runner: Runner) -> bool:
@@ -1012,5 +1074,5 @@ def _write_atomically(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_atomic(path, text)
     except OSError as exc:
-        # Not remembering only costs another probe next time.
-        log.warning("could not remember the accelerator in %s: %s", path, exc)
+        # Not remembering only costs another probe (or measurement) next time.
+        log.warning("could not write %s: %s", path, exc)

@@ -1021,3 +1021,74 @@ def test_run_vm_does_not_boot_again_after_a_panic_once_the_init_ran(tmp_path: Pa
     with pytest.raises(KernelPanicError):
         vm.run_vm(entry(tmp_path), ["true"], results, accel="tcg", expect=["c.json"], runner=runner)
     assert len(runner.calls) == 1  # a panic of the run's own: the verdict, not bad luck
+
+
+# --- the TSC's rate, measured once per host boot ------------------------------------------
+
+#: The lines of a 6.1 kernel log under TCG around its TSC's measurement.
+_TSC_MEASURED = (
+    "[    0.000000] tsc: Fast TSC calibration using PIT\n"
+    "[    0.000000] tsc: Detected 2596.131 MHz processor\n"
+)
+_TSC_FELL_BACK = (
+    "[    0.000000] tsc: Fast TSC calibration failed\n"
+    "[    0.020000] tsc: Unable to calibrate against PIT\n"
+    "[    0.020000] tsc: using HPET reference calibration\n"
+    "[    0.020000] tsc: Detected 2594.352 MHz processor\n"
+)
+
+
+def test_tsc_khz_of_takes_only_a_quick_measurement_that_worked() -> None:
+    assert vm.tsc_khz_of("[    0.000000] Linux version 6.1.0\n" + _TSC_MEASURED) == 2596131
+    assert vm.tsc_khz_of(_TSC_FELL_BACK) is None  # measured the slow way: not kept
+    assert vm.tsc_khz_of("[    0.000000] Linux version 6.1.0\n") is None
+
+
+def test_vng_argv_gives_the_tsc_rate_under_tcg_only_and_before_the_callers_options(
+    tmp_path: Path,
+) -> None:
+    kernel = entry(tmp_path)
+    tcg = vm.vng_argv(
+        kernel, ["true"], accel="tcg", results_dir=tmp_path, tsc_khz=2596131,
+        append=["tsc_early_khz=1000000"],
+    )  # fmt: skip
+    kvm = vm.vng_argv(kernel, ["true"], accel="kvm", results_dir=tmp_path, tsc_khz=2596131)
+    assert [o for o in appended(tcg) if o.startswith("tsc_early_khz=")] == [
+        "tsc_early_khz=2596131",
+        "tsc_early_khz=1000000",  # the caller's, later on the line, wins
+    ]
+    assert not [o for o in appended(kvm) if o.startswith("tsc_early_khz=")]
+
+
+def test_run_vm_passes_on_the_tsc_rate_a_boot_of_this_host_boot_measured(tmp_path: Path) -> None:
+    cache, boot_id = tmp_path / "cache", tmp_path / "boot_id"
+    boot_id.write_text("0f3c-boot-1\n")
+    ok = recorded("ok-6.1.log")
+    writes = {"r.json": "{}", "kernel.log": "[    0.000000] Linux version 6.1.0\n" + _TSC_MEASURED}
+    runner = FakeRunner(answers=[vm_exits(0, ok, writes) for _ in range(4)])
+
+    def boot(accel: str = "tcg") -> list[str]:
+        vm.run_vm(
+            entry(tmp_path), ["true"], tmp_path / "r", accel=accel, expect=["r.json"],
+            runner=runner, cache=cache, boot_id_path=boot_id,
+        )  # fmt: skip
+        return [o for o in appended(list(runner.calls[-1].argv)) if o.startswith("tsc_early")]
+
+    assert boot() == []  # the first boot measures it
+    assert (cache / "tsc" / "0f3c-boot-1").read_text() == "2596131\n"
+    assert boot() == ["tsc_early_khz=2596131"]
+    assert boot("kvm") == []
+    boot_id.write_text("0f3c-boot-2\n")  # the host rebooted: measured again
+    assert boot() == []
+
+
+def test_run_vm_keeps_no_tsc_rate_the_kernel_measured_the_slow_way(tmp_path: Path) -> None:
+    cache, boot_id = tmp_path / "cache", tmp_path / "boot_id"
+    boot_id.write_text("0f3c-boot-1\n")
+    writes = {"r.json": "{}", "kernel.log": _TSC_FELL_BACK}
+    runner = FakeRunner(answers=[vm_exits(0, recorded("ok-6.1.log"), writes)])
+    vm.run_vm(
+        entry(tmp_path), ["true"], tmp_path / "r", accel="tcg", expect=["r.json"],
+        runner=runner, cache=cache, boot_id_path=boot_id,
+    )  # fmt: skip
+    assert not (cache / "tsc").exists()

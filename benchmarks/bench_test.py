@@ -112,6 +112,31 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   both runs, which the change does not touch).
   Not tried: ``logging`` itself (the guest's modules each make a logger at import, and
   ``harness.proc`` logs every program it starts).
+* kept, pyelftools' DWARF and ARM unwinding readers deferred by name (harness/guest/
+  entry.py ``DEFERRED_CALLABLES``): ``elftools.elf.elffile`` imports ``DWARFInfo``,
+  ``DebugSectionDescriptor``, ``DwarfConfig`` and ``EHABIInfo`` at its top and calls
+  them only when asked for DWARF or unwinding tables; a from-import of one now gets a
+  stand-in (``entry.Later``) that runs the module when called. ``-X importtime`` in the
+  guest put the DWARF reader with its constants, line programs, location lists and call
+  frames at 0.18 s of the Python loader's 0.54 s of imports. In one 6.1 boot (6
+  alternations) the interpreter's start with the guest's and the loader's imports took
+  1.07-1.88 s against 1.19-2.08 s (0.02-0.2 s less at each rank), and this script's
+  "loader import, beside the cases" went from 0.59-0.70 s to 0.39 s. The other
+  loader's case (0.5-0.6 s) is now the longer of the two branches that run side by side.
+* kept, on the host: the checkout compiled by ``.ci/install`` (``compileall``), as pip
+  compiles a package it installs. This machine sets ``PYTHONDONTWRITEBYTECODE``, so an
+  editable install's modules were compiled from source by every ``invoke`` (about 70
+  of them): the imports of a run took 0.53-0.58 s before, 0.28-0.33 s after (3 each).
+* kept, the TSC's rate a TCG boot measured passed to the later boots of the host boot
+  (``tsc_early_khz``, harness/vm.py ``remembered_tsc``): the kernel's quick measurement
+  against the PIT fails in about one boot in four under TCG (126 of 478 kernel logs
+  here), and the slow one after it stood the kernel's clock still for 0.31 and 0.35 s
+  in two of eight boots timed from the host (0.02-0.05 s in the others and in all eight
+  boots given the rate).
+* measured and not done, the C loader run from a copy in ``tmpfs``: exec'd from the 9p
+  root it printed its usage in 0.06-0.09 s (three times in one boot), against 0.01-0.04 s
+  from ``tmpfs`` before; reading the 1 MB program over 9p and writing the copy takes
+  part of the difference back, for some 0.04 s a case at most.
 * kept, the programs the guest runs linked statically (harness/build.py
   ``guest_link_options``): the classic loader printed its usage in 0.09-0.16 s linked
   against libelf, libz and libc (the dynamic linker and each library read over the

@@ -31,7 +31,9 @@ what each cut saves and what did not help.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -624,6 +626,44 @@ def vng_env(shims: Path | None) -> dict[str, str] | None:
     return {"PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
 
 
+#: How much of its command line an x86 kernel keeps (``COMMAND_LINE_SIZE``); the rest is
+#: cut off without a word, and the boot then fails in ways that do not say why.
+COMMAND_LINE_SIZE = 2048
+
+#: Bytes vng (1.42) writes on the kernel's command line that no option of the harness
+#: sets: the hostname, ``nr_open``, its eight overlays, the console's options,
+#: ``panic=-1``, ``virtme_root_user=1``, ``loglevel=7`` and ``init=`` with the path vng is
+#: installed at (80 bytes of it for a vng under ``/root/.pyenv/versions/3.11.7``).
+#: Checked against ``vng --dry-run`` for three runs (934 to 1522 bytes in all): the
+#: estimate of :func:`command_line_bytes` was off by at most one byte.
+VNG_OWN_BYTES = 435
+
+
+def command_line_bytes(argv: Sequence[str], entry: KernelEntry) -> int:
+    """About how long the kernel command line of the vng command ``argv`` is.
+
+    What the harness's options put there is counted exactly (each ``--append``, the
+    guest's command base64-encoded, the read-write directory and the working directory
+    relative to the root, the modules' directory), the rest as :data:`VNG_OWN_BYTES`.
+    """
+    total = VNG_OWN_BYTES
+    if entry.modules is not None:
+        total += len(f" virtme_link_mods={entry.modules}")
+    for option, value in itertools.pairwise(argv):
+        if option == "--append":
+            total += 1 + len(value)
+        elif option == "--exec":
+            total += len(" virtme.exec=``") + len(base64.b64encode(value.encode()))
+    for option in argv:
+        if option.startswith("--rwdir="):
+            guest = option.removeprefix("--rwdir=").lstrip("/")
+            total += len(f" virtme_initmount0={guest}")
+            total += len(" virtme_initmount0_fstype=9p virtme_initmount0_access=rw")
+        elif option.startswith("--cwd="):
+            total += len(f" virtme_chdir={option.removeprefix('--cwd=').lstrip('/')}")
+    return total
+
+
 def vng_argv(
     entry: KernelEntry,
     guest_argv: Sequence[str],
@@ -733,6 +773,7 @@ def run_vm(
             cpus=cpus, virtiofs=virtiofs, append=append, shims=shims,
             quiet=not stalled, tsc_khz=tsc_khz,
         )  # fmt: skip
+        _check_command_line(argv, entry, results_dir)
         log.info("booting %s (%s): %s", entry.release, accel, shlex.join(argv))
         started = time.monotonic()
         try:
@@ -797,6 +838,22 @@ def run_vm(
     if found:
         return VmResult(accel, seconds, done.returncode, log_path, results_dir, tuple(stalled))
     raise _no_result_error(entry, accel, done.returncode, verdict, log_path, stalled)
+
+
+def _check_command_line(argv: Sequence[str], entry: KernelEntry, results_dir: Path) -> None:
+    """A :class:`ConfigError` when the kernel would not keep the whole command line."""
+    length = command_line_bytes(argv, entry)
+    if length > COMMAND_LINE_SIZE:
+        raise ConfigError(
+            f"the kernel command line of this boot would be about {length} bytes, more "
+            f"than the {COMMAND_LINE_SIZE} a kernel keeps, and a cut line fails the boot: "
+            "vng writes on it the guest's command (base64-encoded; its paths are under "
+            f"the build directory {paths.build_dir()}), the results directory "
+            f"({results_dir}), the working directory (the checkout, {paths.PROJECT_ROOT}), "
+            f"the kernel's modules ({entry.modules}) and the boot options given; set "
+            "HARNESS_BUILD_DIR and HARNESS_CACHE_DIR to shorter directories, run from a "
+            "checkout at a shorter path, or give fewer boot options"
+        )
 
 
 def _keep(log_path: Path, why: str, attempt: int) -> Path:

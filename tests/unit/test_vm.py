@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import lzma
 import os
 import re
@@ -1092,3 +1093,34 @@ def test_run_vm_keeps_no_tsc_rate_the_kernel_measured_the_slow_way(tmp_path: Pat
         runner=runner, cache=cache, boot_id_path=boot_id,
     )  # fmt: skip
     assert not (cache / "tsc").exists()
+
+
+# --- the kernel's command line, kept whole -------------------------------------------------
+
+
+def test_command_line_bytes_counts_what_the_harness_puts_on_the_line(tmp_path: Path) -> None:
+    kernel = entry(tmp_path)
+    short = vm.vng_argv(kernel, ["true"], accel="tcg", results_dir=tmp_path / "r")
+    longer = vm.vng_argv(kernel, ["true", "x" * 300], accel="tcg", results_dir=tmp_path / "r")
+    appended = vm.vng_argv(
+        kernel, ["true"], accel="tcg", results_dir=tmp_path / "r", append=["loglevel=8"]
+    )
+    base = vm.command_line_bytes(short, kernel)
+    assert base > vm.VNG_OWN_BYTES + len(" ".join(vm.BASE_APPEND))
+    # The guest's command goes on the line base64-encoded.
+    grown = len(base64.b64encode(shlex.join(["true", "x" * 300]).encode())) - len("dHJ1ZQ==")
+    assert vm.command_line_bytes(longer, kernel) - base == grown
+    assert vm.command_line_bytes(appended, kernel) - base == len(" loglevel=8")
+
+
+def test_run_vm_refuses_a_boot_whose_command_line_the_kernel_would_cut(tmp_path: Path) -> None:
+    runner = FakeRunner(answers=[vm_exits(0, recorded("ok-6.1.log"), {"r.json": "{}"})])
+    with pytest.raises(ConfigError) as refused:
+        vm.run_vm(
+            entry(tmp_path), ["python3", "x" * 1500], tmp_path / "r", accel="tcg",
+            expect=["r.json"], runner=runner, cache=tmp_path / "cache",
+        )  # fmt: skip
+    message = str(refused.value)
+    assert f"more than the {vm.COMMAND_LINE_SIZE} a kernel keeps" in message
+    assert "HARNESS_BUILD_DIR" in message and str(paths.PROJECT_ROOT) in message
+    assert runner.calls == []  # nothing booted

@@ -231,6 +231,36 @@ def test_changed_kernel_headers_rebuild(tmp_path: Path) -> None:
     assert again.output.rebuilt and len(runner.calls) == 2
 
 
+def test_a_later_run_takes_the_header_trees_digest_from_the_build_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = fake_headers(tmp_path)
+    sample = tiny(tmp_path)
+    runner = recording()
+    build.build_sample(sample, RELEASE, headers, build_root=tmp_path / "b", runner=runner)
+    (kept,) = (tmp_path / "b" / build.HEADER_DIGESTS).iterdir()
+    # A later run (this process forgets what it read): the tree's files are not read
+    # again while their paths, sizes and times are the ones the digest was kept for.
+    monkeypatch.setattr(build, "_header_digests", {})
+    header = headers / "linux" / "bpf.h"
+    before = header.stat()
+    text = header.read_text()
+    end = text.rindex("*/")  # the comment after the last #endif: another word, same size
+    header.write_text(text[: end - 4] + text[end - 4 : end].swapcase() + text[end:])
+    assert header.stat().st_size == before.st_size and header.read_text() != text
+    os.utime(header, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    again = build.build_sample(sample, RELEASE, headers, build_root=tmp_path / "b", runner=runner)
+
+    assert not again.output.rebuilt and len(runner.calls) == 1
+    assert kept.read_text().strip() in build._header_digests.values()
+    # A header with another time is read again, and the sample rebuilt.
+    os.utime(header, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    monkeypatch.setattr(build, "_header_digests", {})
+    third = build.build_sample(sample, RELEASE, headers, build_root=tmp_path / "b", runner=runner)
+    assert third.output.rebuilt and len(runner.calls) == 2
+
+
 def test_changed_flags_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = tiny(tmp_path)
     runner = recording()

@@ -128,24 +128,33 @@ def program_argv(
     ]
 
 
+#: pkg-config's answers in this process, by (pkg-config, static, package): the samples'
+#: programs and the loaders of a run link the same few libraries, and each question
+#: was a program started (with its watchdog, :class:`harness.proc.Watchdog`).
+_pkg_config_answers: dict[tuple[str, bool, str], list[str]] = {}
+
+
 def link_options(libraries: Sequence[str], runner: Runner, *, static: bool = False) -> list[str]:
     """``-l`` options, with ``pkg-config:NAME`` asked of pkg-config (``static``: with
-    what the library's archive needs in turn, ``pkg-config --static``)."""
+    what the library's archive needs in turn, ``pkg-config --static``), once a process."""
     out: list[str] = []
     for library in libraries:
         if library.startswith("pkg-config:"):
             package = library.split(":", 1)[1]
             pkg_config = require("pkg-config", "pkg-config")
-            try:
-                done = runner.run(
-                    [pkg_config, *(["--static"] if static else []), "--libs", package]
-                )
-            except CommandError as exc:
-                raise BuildError(
-                    f"pkg-config knows no {package}: install its development package "
-                    f"(e.g. apt-get install {package}-dev)"
-                ) from exc
-            out += shlex.split(done.stdout)
+            key = (pkg_config, static, package)
+            if key not in _pkg_config_answers:
+                try:
+                    done = runner.run(
+                        [pkg_config, *(["--static"] if static else []), "--libs", package]
+                    )
+                except CommandError as exc:
+                    raise BuildError(
+                        f"pkg-config knows no {package}: install its development package "
+                        f"(e.g. apt-get install {package}-dev)"
+                    ) from exc
+                _pkg_config_answers[key] = shlex.split(done.stdout)
+            out += _pkg_config_answers[key]
         else:
             out.append(library)
     return out

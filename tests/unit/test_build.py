@@ -509,3 +509,32 @@ def test_a_descriptor_that_imports_its_traffic_from_harness_samples_still_loads(
     loaded = samples.load(folder)
 
     assert [type(step).__name__ for step in loaded.traffic] == ["Tcp"]
+
+
+def test_pkg_config_is_asked_once_a_process_for_each_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(build, "_pkg_config_answers", {})
+    runner = FakeRunner({"pkg-config": lambda call: f"-l{call.argv[-1]} -lz\n"})
+
+    first = build.guest_link_options(["pkg-config:elf"], runner)
+    again = build.guest_link_options(["pkg-config:elf", "-lm"], runner)
+    dynamic = build.link_options(["pkg-config:elf"], runner)
+
+    assert first == [build.STATIC, "-lelf", "-lz"]
+    assert again == [build.STATIC, "-lelf", "-lz", "-lm"]
+    assert dynamic == ["-lelf", "-lz"]
+    assert [c.argv[1:] for c in runner.calls] == [("--static", "--libs", "elf"), ("--libs", "elf")]
+
+
+def test_a_package_pkg_config_does_not_know_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(build, "_pkg_config_answers", {})
+    runner = FakeRunner({"pkg-config": lambda call: Completed(call.argv, 1, "", "no", None)})
+
+    for _ in range(2):
+        with pytest.raises(BuildError, match="pkg-config knows no nosuch"):
+            build.link_options(["pkg-config:nosuch"], runner)
+
+    assert len(runner.calls) == 2

@@ -633,7 +633,7 @@ COMMAND_LINE_SIZE = 2048
 #: Bytes vng (1.42) writes on the kernel's command line that no option of the harness
 #: sets: the hostname, ``nr_open``, its eight overlays, the console's options,
 #: ``panic=-1``, ``virtme_root_user=1``, ``loglevel=7`` and ``init=`` with the path vng is
-#: installed at (80 bytes of it for a vng under ``/root/.pyenv/versions/3.11.7``).
+#: installed at (80 bytes of it for a vng in a pyenv Python's ``site-packages``).
 #: Checked against ``vng --dry-run`` for three runs (934 to 1522 bytes in all): the
 #: estimate of :func:`command_line_bytes` was off by at most one byte.
 VNG_OWN_BYTES = 435

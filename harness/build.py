@@ -369,7 +369,8 @@ def _build_unit(
     Each argv names its output by a bare file name, so the commands logged are the
     ones a user can rerun in the build directory.
     """
-    directory = (build_root or paths.build_dir()) / release / name
+    root = build_root or paths.build_dir()
+    directory = root / release / name
     outputs = {key: directory / argv[argv.index("-o") + 1] for key, argv in steps}
     output = BuildOutput(
         name=name,
@@ -382,8 +383,9 @@ def _build_unit(
     )
     tools = sorted({argv[0] for _, argv in steps})
     argvs = [argv for _, argv in steps]
-    known = (build_root or paths.build_dir()) / HEADER_DIGESTS
-    stamp = _stamp(inputs, headers, argvs, [_identity(t) for t in tools], known=known)
+    stamp = _stamp(
+        inputs, headers, argvs, [_identity(t) for t in tools], known=root / HEADER_DIGESTS
+    )
     directory.mkdir(parents=True, exist_ok=True)
     # Two runs building for the same kernel (invoke build beside invoke test) take turns.
     with files.locked(directory / LOCK_NAME):

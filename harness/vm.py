@@ -844,13 +844,14 @@ def _check_command_line(argv: Sequence[str], entry: KernelEntry, results_dir: Pa
     """A :class:`ConfigError` when the kernel would not keep the whole command line."""
     length = command_line_bytes(argv, entry)
     if length > COMMAND_LINE_SIZE:
+        modules = f"the kernel's modules ({entry.modules}), " if entry.modules else ""
         raise ConfigError(
             f"the kernel command line of this boot would be about {length} bytes, more "
             f"than the {COMMAND_LINE_SIZE} a kernel keeps, and a cut line fails the boot: "
             "vng writes on it the guest's command (base64-encoded; its paths are under "
             f"the build directory {paths.build_dir()}), the results directory "
             f"({results_dir}), the working directory (the checkout, {paths.PROJECT_ROOT}), "
-            f"the kernel's modules ({entry.modules}) and the boot options given; set "
+            f"{modules}and the boot options given; set "
             "HARNESS_BUILD_DIR and HARNESS_CACHE_DIR to shorter directories, run from a "
             "checkout at a shorter path, or give fewer boot options"
         )

@@ -137,6 +137,12 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   here), and the slow one after it stood the kernel's clock still for 0.31 and 0.35 s
   in two of eight boots timed from the host (0.02-0.05 s in the others and in all eight
   boots given the rate).
+* not kept, the kernel's log read while the guest only waits for the child's cases
+  (the boot's 440 records, 0.05-0.08 s under TCG, then the few since after them):
+  ``invoke test --kernel 6.1 --sample sockex1``'s guest command took 2.39-3.20 s
+  against 2.29-3.07 s without it (6 alternations of two checkouts), the exit phase
+  0.07-0.10 s against 0.07-0.12 s: on a 2-core host the read shares the cores with
+  the child's case.
 * measured and not done, the C loader run from a copy in ``tmpfs``: exec'd from the 9p
   root it printed its usage in 0.06-0.09 s (three times in one boot), against 0.01-0.04 s
   from ``tmpfs`` before; reading the 1 MB program over 9p and writing the copy takes

@@ -354,8 +354,7 @@ def boot(
     for case in plan.cases:
         case.result.unlink(missing_ok=True)
     write_plan(plan_path, Plan(plan.cases, kernel_log=True))  # the boot's phases
-    made, busybox = bundle.ensure_bundle(), shutil.which("busybox")
-    guest = bundle.guest_argv(plan_path, made, busybox)
+    guest = bundle.guest_argv(plan_path, bundle.ensure_bundle(), shutil.which("busybox"))
     started = time.monotonic()
     # A cache entry is kept from `invoke kernels.prune` (of another run) while it boots.
     hold = cache.in_use(entry) if entry.kernel.origin != "local" else contextlib.nullcontext()
@@ -378,7 +377,6 @@ def boot(
                 cpus=options.cpus,
                 append=list(options.append),
                 console_log=console_log,
-                early=bundle.guest_early(made, busybox),
             )
     except HarnessError as exc:
         log_path = getattr(exc, "log_path", None)

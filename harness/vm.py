@@ -339,8 +339,7 @@ def have_virtiofsd() -> bool:
 #   the guest's writable overlay of ``/usr`` (the host is untouched), so the init
 #   logs "unable to find udevd, skip udev.", and makes the ``virtio-ports`` links the
 #   way udev's rule would. Should the delete fail, udev runs as before. It also sets
-#   the console's level back after the quiet kernel boot (:data:`QUIET_BOOT`). First of
-#   all it starts, in the background, the guest's early work (:data:`EARLY_VARIABLE`).
+#   the console's level back after the quiet kernel boot (:data:`QUIET_BOOT`).
 # * ``ip`` does ``link set dev lo up`` with busybox's applet and hands anything else
 #   (the guest command's own calls) to the real ``ip``.
 #
@@ -359,24 +358,6 @@ def have_virtiofsd() -> bool:
 
 #: The guest's view of the root it links and deletes in; tests point it elsewhere.
 _SHIM_ROOT = "${HARNESS_SHIM_ROOT:-}"
-
-#: Names, from the kernel's command line (the kernel hands an unknown ``NAME=value``
-#: without a dot to init's environment, as it does ``PATH``), a script the
-#: ``systemd-tmpfiles`` stand-in starts under busybox's shell in the background, its
-#: first step: the guest's own work that can go on while the init finishes (see
-#: :func:`harness.guest.runtime.early_script`). From the stand-in to the guest's
-#: command the init takes 0.25-0.35 s under TCG (its ports' links, ``lo`` up, the
-#: read-write mount, the files it writes), mostly on one vCPU of two.
-EARLY_VARIABLE = "HARNESS_GUEST_EARLY"
-
-
-def _early_shim(busybox: str) -> str:
-    """The stand-in's first line under ``busybox``: the :data:`EARLY_VARIABLE` script,
-    if named, in the background, its output nowhere (the init reads the stand-in's
-    output until every copy of it is closed)."""
-    variable = f"${{{EARLY_VARIABLE}:-}}"
-    return f'[ -n "{variable}" ] && {busybox} sh "{variable}" </dev/null >/dev/null 2>&1 &\n'
-
 
 _TMPFILES_SHIM = f"""\
 # harness.vm: stands in for systemd-tmpfiles in virtme-ng-init (see harness/vm.py).
@@ -418,7 +399,7 @@ def init_shims(busybox: str | None) -> dict[str, str]:
         return {"systemd-tmpfiles": "#!/bin/sh\n" + _TMPFILES_SHIM}
     shebang = f"#!{busybox} sh\n"
     return {
-        "systemd-tmpfiles": shebang + _early_shim(busybox) + _TMPFILES_SHIM,
+        "systemd-tmpfiles": shebang + _TMPFILES_SHIM,
         "ip": shebang + _IP_SHIM.format(busybox=busybox),
     }
 
@@ -698,7 +679,6 @@ def vng_argv(
     shims: Path | None = None,
     quiet: bool = True,
     tsc_khz: int | None = None,
-    early: Path | None = None,
 ) -> list[str]:
     """The ``vng`` command that boots ``entry`` and runs ``guest_argv`` in it.
 
@@ -709,9 +689,6 @@ def vng_argv(
     :func:`install_init_shims`, skips the guest's udev and tmpfiles and, unless not
     ``quiet``, keeps the kernel's own boot off the console (:data:`QUIET_BOOT`).
     ``tsc_khz`` (under TCG) spares the kernel measuring the TSC (:func:`remembered_tsc`).
-    ``early``, a script the stand-ins start while the init finishes
-    (:data:`EARLY_VARIABLE`), is named only with ``shims`` and a path the kernel's
-    command line keeps whole.
     """
     if accel not in ACCELS:
         raise ConfigError(f"unknown accelerator {accel!r}; use one of {', '.join(ACCELS)}")
@@ -730,8 +707,6 @@ def vng_argv(
     options += append
     if shims is not None:
         options.append(shims_path(shims))
-        if early is not None and _CMDLINE_SAFE.match(str(early)):
-            options.append(f"{EARLY_VARIABLE}={early}")
     for option in options:
         argv += ["--append", option]
     # --exec takes one shell command line; quoting it here keeps every argument whole
@@ -756,7 +731,6 @@ def run_vm(
     lean_init: bool = True,
     cache: Path | None = None,
     boot_id_path: Path = BOOT_ID_PATH,
-    early: Path | None = None,
 ) -> VmResult:
     """Boot ``entry``, run ``guest_argv`` in it and wait for the files ``expect``.
 
@@ -767,8 +741,7 @@ def run_vm(
     skips the guest's udev and tmpfiles through stand-ins kept under ``cache``; vng
     finds the kernel's release, and the modules of its initramfs, through ones kept
     there too (:func:`host_shims`). Under TCG, the TSC's rate a boot measured is kept
-    there for the later boots of this host boot (:func:`remembered_tsc`). The init's
-    stand-ins start ``early`` (a script) in the background (:data:`EARLY_VARIABLE`).
+    there for the later boots of this host boot (:func:`remembered_tsc`).
     """
     runner = runner or SubprocessRunner()
     limit = timeout if timeout is not None else DEFAULT_TIMEOUTS[accel]
@@ -798,7 +771,7 @@ def run_vm(
         argv = vng_argv(
             entry, guest_argv, accel=accel, results_dir=results_dir, memory=memory,
             cpus=cpus, virtiofs=virtiofs, append=append, shims=shims,
-            quiet=not stalled, tsc_khz=tsc_khz, early=early,
+            quiet=not stalled, tsc_khz=tsc_khz,
         )  # fmt: skip
         _check_command_line(argv, entry, results_dir)
         log.info("booting %s (%s): %s", entry.release, accel, shlex.join(argv))

@@ -178,16 +178,6 @@ def guest_argv(
     return runtime.command(bundle.runtime, busybox, argv, unpack_in)
 
 
-def guest_early(
-    bundle: Bundle | None, busybox: str | None = None, unpack_in: str = runtime.GUEST_DIR
-) -> Path | None:
-    """The script the guest's init starts early for :func:`guest_argv`'s command (the
-    runtime tar unpacked while the init finishes), or None when there is none to run."""
-    if bundle is None or bundle.runtime is None or busybox is None:
-        return None
-    return runtime.early_script(bundle.runtime, busybox, unpack_in)
-
-
 def ensure_bundle(directory: Path | None = None, runner: Runner | None = None) -> Bundle | None:
     """An up-to-date bundle in ``directory`` (default ``<build>/guest``); None if none can be made.
 
@@ -479,7 +469,7 @@ def _prune(directory: Path, *, keep: Collection[Path]) -> None:
     cutoff = time.time() - KEEP_SECONDS
     # An unpacking script pruned while still in use is written again by the next
     # command that names it (runtime.unpack_script).
-    olds = ("guest-*", "runtime-*.tar", "unpack-*.sh", "early-*.sh")
+    olds = ("guest-*", "runtime-*.tar", "unpack-*.sh")
     for old in [path for pattern in olds for path in directory.glob(pattern)]:
         try:
             if old not in keep and old.stat().st_mtime < cutoff:

@@ -45,7 +45,6 @@ import hashlib
 import io
 import logging
 import os
-import shlex
 import shutil
 import tarfile
 import tempfile
@@ -71,35 +70,15 @@ HOME = "home"
 STRIP_TIMEOUT = 120.0
 
 #: Run by busybox's shell in the guest (from a file, :func:`unpack_script`): $1
-#: busybox, $2 the directory, $3 the tar, then the interpreter's command. Without a
-#: command it is the early run (:func:`early_script`), which the init's stand-in starts
-#: in the background before the guest's command: whichever run makes the claim (a
-#: FIFO, made or refused at once) unpacks and leaves a mark; the command that finds the
-#: claim made waits for the mark (reads that time out on the FIFO, 30 s at most).
+#: busybox, $2 the directory, $3 the tar, then the interpreter's command.
 _UNPACK = f"""\
 busybox=$1 dir=$2 archive=$3
 shift 3
-if "$busybox" mkfifo "$dir.claim" 2>/dev/null; then
-  if "$busybox" mkdir -p "$dir" && "$busybox" tar -xf "$archive" -C "$dir"; then
-    : > "$dir.unpacked"
-  else
-    : > "$dir.failed"
-  fi
-elif [ "$#" -gt 0 ]; then
-  waits=0
-  while [ ! -e "$dir.unpacked" ] && [ ! -e "$dir.failed" ] && [ "$waits" -lt 3000 ]; do
-    read -t 0.01 _ <> "$dir.claim"
-    waits=$((waits + 1))
-  done
-fi
-[ "$#" -gt 0 ] || exit 0
-if [ -e "$dir.unpacked" ]; then
+if "$busybox" mkdir -p "$dir" && "$busybox" tar -xf "$archive" -C "$dir"; then
   export LD_LIBRARY_PATH="$dir/lib" {RUNTIME_VARIABLE}="$dir"
   if [ -d "$dir/{HOME}" ]; then export PYTHONHOME="$dir/{HOME}"; fi
-elif [ -e "$dir.failed" ]; then
-  echo "harness: could not unpack $archive into $dir; the interpreter's libraries load over 9p" >&2
 else
-  echo "harness: $archive still unpacking into $dir after 30 s; libraries load over 9p" >&2
+  echo "harness: could not unpack $archive into $dir; the interpreter's libraries load over 9p" >&2
 fi
 exec "$@"
 """
@@ -123,38 +102,14 @@ def command(
     return [busybox, "sh", str(script), busybox, directory, str(runtime), *argv]
 
 
-def early_script(runtime: Path, busybox: str, directory: str = GUEST_DIR) -> Path | None:
-    """A script that unpacks ``runtime`` early, for the init's stand-in to start
-    (:data:`harness.vm.EARLY_VARIABLE`) while the init finishes; None if it cannot be
-    written. The guest's command (:func:`command`, same ``directory``) then finds the
-    tar unpacked, or waits for it.
-
-    Measured (6.1 under TCG, 2 boots each, guest clock): from the init's "starting
-    script" to the end of the guest's imports took 1.23-1.40 s with the early run and
-    1.64-1.69 s without; the unpacking (0.2 s of 9p reads and tmpfs writes) moved to the
-    other vCPU while the init made its links, mounts and files.
-    """
-    try:
-        script = unpack_script(runtime.parent)
-        argv = [busybox, "sh", str(script), busybox, directory, str(runtime)]
-        return _written(runtime.parent, "early", f"exec {shlex.join(argv)}\n")
-    except OSError as exc:
-        log.warning("could not write the guest's early unpack script beside %s: %s", runtime, exc)
-        return None
-
-
 def unpack_script(directory: Path) -> Path:
     """The script that unpacks the tar in the guest, in ``directory``, written once per
     content; its time is renewed on each use, so a bundle's pruning keeps it."""
-    return _written(directory, "unpack", _UNPACK)
-
-
-def _written(directory: Path, kind: str, text: str) -> Path:
-    path = directory / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.sh"
+    path = directory / f"unpack-{hashlib.sha256(_UNPACK.encode()).hexdigest()[:16]}.sh"
     try:
         os.utime(path)
     except FileNotFoundError:
-        files.write_atomic(path, text)
+        files.write_atomic(path, _UNPACK)
     return path
 
 

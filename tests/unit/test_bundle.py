@@ -6,7 +6,6 @@ import json
 import logging
 import marshal
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -117,13 +116,6 @@ def test_without_a_bundle_the_guest_runs_the_package_and_says_why(
     assert "tar -xf" in script.read_text()
     assert not [arg for arg in staged if "tar -xf" in arg]  # no script text in the argv
     assert staged[-10:] == ["/bin/busybox", "/run/x", str(tmp_path / "r.tar"), *unbundled]
-    # The init starts the same unpacking early, only with a tar and a busybox.
-    assert bundle.guest_early(None, "/bin/busybox") is None
-    assert bundle.guest_early(code, "/bin/busybox") is None
-    assert bundle.guest_early(with_tar, None) is None
-    early = bundle.guest_early(with_tar, "/bin/busybox", "/run/x")
-    assert early is not None and early.parent == tmp_path
-    assert early.read_text() == f"exec {shlex.join(staged[:6])}\n"
 
 
 def test_the_bundle_runs_the_guest_from_its_table_without_site(tmp_path: Path) -> None:
@@ -353,16 +345,12 @@ def test_a_rebuild_prunes_old_unpacking_scripts_and_keeps_the_one_in_use(tmp_pat
     bundle.ensure_bundle(tmp_path, runner)
     tar = tmp_path / "runtime-0.tar"
     in_use = runtime.unpack_script(tmp_path)
-    early = runtime.early_script(tar, "/bin/busybox")
     stale = tmp_path / "unpack-0000000000000000.sh"
-    stale_early = tmp_path / "early-0000000000000000.sh"
-    assert early is not None
+    stale.write_text("")
     old = time.time() - bundle.KEEP_SECONDS - 60
-    for path in (in_use, early, stale, stale_early):
-        path.touch()
+    for path in (in_use, stale):
         os.utime(path, (old, old))
     assert runtime.command(tar, "/bin/busybox", ["true"])[2] == str(in_use)  # used again
-    assert runtime.early_script(tar, "/bin/busybox") == early
     manifest_path = tmp_path / bundle.MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     manifest["files"][str(STDLIB)] = [0, 0]  # a rebuild, which prunes
@@ -370,5 +358,5 @@ def test_a_rebuild_prunes_old_unpacking_scripts_and_keeps_the_one_in_use(tmp_pat
 
     bundle.ensure_bundle(tmp_path, runner)
 
-    assert in_use.is_file() and early.is_file()
-    assert not stale.exists() and not stale_early.exists()
+    assert in_use.is_file()
+    assert not stale.exists()

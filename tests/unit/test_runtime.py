@@ -6,14 +6,11 @@ the guest runs, unpacking into a temporary directory instead of the guest's /run
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import marshal
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tarfile
@@ -231,83 +228,3 @@ def test_an_interpreter_that_does_not_start_from_the_home_gets_a_tar_without_one
         names = archive.getnames()
     assert names and not [n for n in names if n.startswith(f"{runtime.HOME}/")]
     assert any(n.startswith("lib/") for n in names)  # the shared objects are there still
-
-
-def small_tar(path: Path) -> Path:
-    """A tar with one library-like file, as the runtime tar lays it out."""
-    with tarfile.open(path, "w") as archive:
-        info = tarfile.TarInfo("lib/libmarker.so.1")
-        data = b"marker"
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return path
-
-
-@needs_busybox
-def test_an_early_run_unpacks_and_the_command_then_uses_it_as_it_is(tmp_path: Path) -> None:
-    assert BUSYBOX is not None
-    tar = small_tar(tmp_path / "runtime.tar")
-    unpacked = tmp_path / "u"
-    early = runtime.early_script(tar, BUSYBOX, str(unpacked))
-    assert early is not None
-
-    SubprocessRunner().run([BUSYBOX, "sh", str(early)])
-
-    assert (unpacked / "lib/libmarker.so.1").read_bytes() == b"marker"
-    tar.unlink()  # the command must not unpack it again
-    done = SubprocessRunner().run(
-        runtime.command(tar, BUSYBOX, [sys.executable, "-S", "-c", _MAPS], str(unpacked))
-    )
-    seen = json.loads(done.stdout)
-    assert seen["ld"] == f"{unpacked}/lib" and seen["runtime"] == str(unpacked)
-    assert done.stderr == ""
-
-
-@needs_busybox
-def test_the_command_waits_for_an_early_run_still_unpacking(tmp_path: Path) -> None:
-    assert BUSYBOX is not None
-    tar = tmp_path / "runtime.tar"  # never read: the claim is taken
-    unpacked = tmp_path / "u"
-    os.mkfifo(f"{unpacked}.claim")  # an early run has it
-    argv = runtime.command(tar, BUSYBOX, [sys.executable, "-S", "-c", _MAPS], str(unpacked))
-
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as cmd:
-        # Waiting, it cannot have finished (a command that does not wait may, under
-        # load, still be running here: then this passes without proving anything).
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            cmd.wait(timeout=0.3)
-        assert cmd.returncode is None, cmd.stderr.read() if cmd.stderr else ""
-        (unpacked / "lib").mkdir(parents=True)
-        Path(f"{unpacked}.unpacked").touch()  # the early run is done
-        out, err = cmd.communicate(timeout=60)
-
-    seen = json.loads(out)
-    assert seen["ld"] == f"{unpacked}/lib" and err == ""
-
-
-@needs_busybox
-def test_an_early_run_that_failed_is_said_and_the_command_runs_anyway(tmp_path: Path) -> None:
-    assert BUSYBOX is not None
-    missing = tmp_path / "missing.tar"
-    unpacked = tmp_path / "u"
-    early = runtime.early_script(missing, BUSYBOX, str(unpacked))
-    assert early is not None
-
-    SubprocessRunner().run([BUSYBOX, "sh", str(early)])
-    done = SubprocessRunner().run(
-        runtime.command(missing, BUSYBOX, [sys.executable, "-S", "-c", _MAPS], str(unpacked))
-    )
-
-    assert f"could not unpack {missing}" in done.stderr
-    assert json.loads(done.stdout)["ld"] is None
-
-
-def test_the_early_script_runs_the_commands_unpacking_with_the_same_places(
-    tmp_path: Path,
-) -> None:
-    tar = tmp_path / "runtime-1.tar"
-    early = runtime.early_script(tar, "/bin/busybox", "/run/x")
-    assert early is not None and early.parent == tmp_path
-    command = runtime.command(tar, "/bin/busybox", ["python3"], "/run/x")
-    assert early.read_text() == f"exec {shlex.join(command[:-1])}\n"  # less the command
-    assert runtime.early_script(tar, "/bin/busybox", "/run/x") == early  # once per content

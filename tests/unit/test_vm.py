@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,22 +186,6 @@ def test_vng_argv_without_stand_ins_leaves_the_guests_path_alone(tmp_path: Path)
     assert not [o for o in appended(argv) if o.startswith("PATH=")]
 
 
-def test_vng_argv_names_the_early_script_for_the_stand_ins_to_start(tmp_path: Path) -> None:
-    early = tmp_path / "early-1.sh"
-    shims = tmp_path / "shims"
-
-    def named(shims: Path | None, early: Path | None) -> list[str]:
-        argv = vm.vng_argv(
-            entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, shims=shims, early=early
-        )
-        return [o for o in appended(argv) if o.startswith(f"{vm.EARLY_VARIABLE}=")]
-
-    assert named(shims, early) == [f"{vm.EARLY_VARIABLE}={early}"]
-    assert named(None, early) == []  # no stand-in to start it
-    assert named(shims, tmp_path / "my early.sh") == []  # the command line would split it
-    assert named(shims, None) == []
-
-
 # --- the guest's init stand-ins ---------------------------------------------------------
 
 
@@ -301,54 +284,6 @@ def test_the_ip_stand_in_hands_other_commands_to_the_real_ip(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "iproute2" in done.stdout + done.stderr
     assert not (tmp_path / "busybox-calls").exists()
-
-
-@pytest.mark.skipif(shutil.which("busybox") is None, reason="no busybox on this host")
-def test_the_tmpfiles_stand_in_starts_the_early_script_without_waiting_for_it(
-    tmp_path: Path,
-) -> None:
-    busybox = shutil.which("busybox")
-    assert busybox is not None
-    shims = vm.install_init_shims(tmp_path / "cache", busybox)
-    assert shims is not None
-    root = tmp_path / "guest"
-    fake_guest(root, {"vport1p1": "virtme.stdin"})
-    gate, mark = tmp_path / "gate", tmp_path / "early-ran"
-    os.mkfifo(gate)
-    early = tmp_path / "early.sh"
-    # Blocks until the test opens the gate: the stand-in must be done before that.
-    early.write_text(f'read -r word < {gate}\necho "$word" > {mark}\n')
-    env = {**os.environ, "HARNESS_SHIM_ROOT": str(root), vm.EARLY_VARIABLE: str(early)}
-
-    done = subprocess.run(
-        [str(shims / "systemd-tmpfiles")], env=env, capture_output=True, text=True, timeout=30
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert os.readlink(root / "dev/virtio-ports/virtme.stdin") == "../vport1p1"
-    assert not mark.exists()
-    assert open_gate(gate, b"early\n"), "the early script never read its gate"
-    for _ in range(3000):
-        if mark.exists() and mark.read_text():
-            break
-        time.sleep(0.01)
-    assert mark.read_text() == "early\n"
-
-
-def open_gate(fifo: Path, data: bytes, tries: int = 3000) -> bool:
-    """Write ``data`` to ``fifo`` once a reader has it open (False: none came in time)."""
-    for _ in range(tries):
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader yet
-            time.sleep(0.01)
-            continue
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        return True
-    return False
 
 
 def test_without_busybox_only_tmpfiles_is_replaced_under_sh() -> None:

@@ -103,3 +103,41 @@ def test_write_atomic_writes_through_a_pipe_instead_of_replacing_it(tmp_path: Pa
 
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert received == b"through"
+
+
+def supports_holes(directory: Path) -> bool:
+    """Whether the filesystem of ``directory`` keeps a skipped block as a hole."""
+    probe = directory / "hole-probe"
+    with probe.open("wb") as stream:
+        stream.seek(1 << 20)
+        stream.write(b"x")
+    blocks = os.stat(probe).st_blocks
+    probe.unlink()
+    return blocks * 512 < 1 << 20
+
+
+@pytest.mark.parametrize("tail", [b"", b"\0" * 100, b"end", bytes(files.HOLE_BLOCK)])
+def test_write_atomic_with_holes_gives_the_same_bytes(tmp_path: Path, tail: bytes) -> None:
+    block = files.HOLE_BLOCK
+    data = b"head" + bytes(3 * block) + b"\1" * block + bytes(block - 1) + b"\2" + bytes(2 * block)
+    data += tail
+    path = tmp_path / "sparse"
+
+    files.write_atomic(path, data, holes=True)
+
+    assert path.read_bytes() == data
+    assert os.listdir(tmp_path) == ["sparse"]
+
+
+def test_write_atomic_leaves_zero_blocks_as_holes(tmp_path: Path) -> None:
+    if not supports_holes(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} keeps no holes")
+    block = files.HOLE_BLOCK
+    data = b"\1" * block + bytes(64 * block) + b"\2" * block
+    dense, sparse = tmp_path / "dense", tmp_path / "sparse"
+
+    files.write_atomic(dense, data)
+    files.write_atomic(sparse, data, holes=True)
+
+    assert sparse.read_bytes() == dense.read_bytes() == data
+    assert os.stat(sparse).st_blocks * 512 <= 16 * block < os.stat(dense).st_blocks * 512

@@ -230,7 +230,7 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   29-44 s with one (3 alternating pairs): four vCPU threads on a 2-core host.
 * measured, the first Python process in the guest pays for qemu translating the
   interpreter's code: importing ``harness.guest.__main__`` (``-h``) took 1.25 s the
-  first time in one boot and 0.78-0.89 s the next two; ``python3 -S -c pass`` 1.22 s,
+  first time in one boot and 0.78-0.89 s the next two; ``python3 -I -S -c pass`` 1.22 s,
   then 0.30 s. Translated blocks are found again by physical address, so the
   libraries unpacked in ``tmpfs`` are translated once a boot.
 * the clock source: under TCG the kernel runs on ``hpet`` (the TSC is marked unstable

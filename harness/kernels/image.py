@@ -259,11 +259,17 @@ def has_pvh_entry(vmlinux: Path) -> bool:
         raise NotAKernelError(f"cannot read {vmlinux}: {exc.strerror}") from exc
 
 
-def write_atomic(dest: Path, data: bytes, *, holes: bool = False) -> None:
-    """Write ``dest`` through a temporary file beside it, so it is whole or absent
-    (``holes``: its zero blocks left as holes, :func:`harness.files.write_atomic`)."""
+def write_atomic(dest: Path, data: bytes) -> None:
+    """Write the image ``dest`` through a temporary file beside it, so it is whole or
+    absent, its zero blocks left as holes (:func:`harness.files.write_atomic`).
+
+    Half of a vmlinux is zeros (its .bss and the alignment between its segments: 34 of
+    65 MB for Debian's 6.1): as holes they take no disk space, and qemu, which reads
+    every loaded segment at each boot, reads them without the disk. A cold read of the
+    whole file took 10.3 s on a machine whose page cache is reclaimed.
+    """
     try:
-        files.write_atomic(dest, data, holes=holes)
+        files.write_atomic(dest, data, holes=True)
     except OSError as exc:
         raise KernelError(
             f"cannot write {dest}: {exc.strerror}; free some space or choose another "
@@ -313,11 +319,7 @@ def extract_vmlinux(image: Path, dest: Path, *, runner: Runner | None = None) ->
         extent = _elf_extent(elf)
     except ELFError as exc:
         raise NotAKernelError(f"the kernel inside {image} is a damaged ELF ({exc})") from exc
-    # Half of a vmlinux is zeros (its .bss and the alignment between its segments:
-    # 34 of 65 MB for Debian's 6.1): as holes they take no disk space, and qemu, which
-    # reads every loaded segment at each boot, reads them without the disk. A cold
-    # read of the whole file took 10.3 s on a machine whose page cache is reclaimed.
-    write_atomic(dest, raw[:extent], holes=True)
+    write_atomic(dest, raw[:extent])
     return True
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,3 +140,14 @@ def recorded_apt_cache(series: str | None = None) -> Answer:
 def _recorded_apt(series: str) -> dict[str, str]:
     recorded: dict[str, str] = json.loads((DATA / "apt" / f"{series}.json").read_text())
     return recorded
+
+
+def supports_holes(directory: Path) -> bool:
+    """Whether the filesystem of ``directory`` keeps a skipped block as a hole."""
+    probe = directory / "hole-probe"
+    with probe.open("wb") as stream:
+        stream.seek(1 << 20)
+        stream.write(b"x")
+    blocks = os.stat(probe).st_blocks
+    probe.unlink()
+    return blocks * 512 < 1 << 20

@@ -111,12 +111,15 @@ def vmlinux(
     pvh: bool = True,
     machine: int = EM_X86_64,
     ikconfig: str | None = None,
+    zeros: int = 0,
 ) -> bytes:
-    """An ELF that looks to the harness like a kernel's vmlinux."""
+    """An ELF that looks to the harness like a kernel's vmlinux (``zeros``: that many
+    zero bytes after its text, as a kernel's .bss and padding are)."""
     text = b"\x90" * 64 + f"Linux version {release} (builder@host) (gcc 12) #1 SMP\n".encode()
     text += b"Linux version %s (%s)\0"  # a format string that must not be taken for the banner
     if ikconfig is not None:
         text += b"IKCFG_ST" + gzip.compress(ikconfig.encode()) + b"IKCFG_ED"
+    text += bytes(zeros)
     notes = note("Linux", 256, b"6.1\0") + note("Xen", XEN_ENTRY, struct.pack("<Q", 0x1000))
     if pvh:
         notes += note("Xen", XEN_PHYS32_ENTRY, struct.pack("<I", 0x1000))

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from fakes import supports_holes
 
 from harness import files
 
@@ -103,17 +104,6 @@ def test_write_atomic_writes_through_a_pipe_instead_of_replacing_it(tmp_path: Pa
 
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert received == b"through"
-
-
-def supports_holes(directory: Path) -> bool:
-    """Whether the filesystem of ``directory`` keeps a skipped block as a hole."""
-    probe = directory / "hole-probe"
-    with probe.open("wb") as stream:
-        stream.seek(1 << 20)
-        stream.write(b"x")
-    blocks = os.stat(probe).st_blocks
-    probe.unlink()
-    return blocks * 512 < 1 << 20
 
 
 @pytest.mark.parametrize("tail", [b"", b"\0" * 100, b"end", bytes(files.HOLE_BLOCK)])

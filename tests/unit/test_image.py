@@ -9,6 +9,7 @@ from pathlib import Path
 
 import kernel_fixtures as fx
 import pytest
+from fakes import supports_holes
 
 from harness.errors import KernelError, NotAKernelError
 from harness.kernels import image
@@ -39,6 +40,19 @@ def test_extract_writes_the_elf_without_the_relocations(tmp_path: Path, method: 
     assert dest.read_bytes() == elf
     assert has_pvh_entry(dest)
     assert os.listdir(dest.parent) == ["vmlinux"]
+
+
+def test_extract_leaves_the_kernels_zero_blocks_as_holes(tmp_path: Path) -> None:
+    if not supports_holes(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} keeps no holes")
+    elf = fx.vmlinux(zeros=64 * 4096)
+    bz = write(tmp_path / "vmlinuz", fx.bzimage(elf))
+    dest = tmp_path / "vmlinux"
+
+    assert extract_vmlinux(bz, dest)
+
+    assert dest.read_bytes() == elf
+    assert os.stat(dest).st_blocks * 512 < len(elf) // 2
 
 
 def test_extract_without_pvh_writes_nothing(tmp_path: Path) -> None:

@@ -194,12 +194,13 @@ def newest_entry(found: Sequence[tuple[Path, Manifest]]) -> tuple[Path, Manifest
 
 
 def disk_usage(path: Path) -> int:
-    """Bytes of the regular files under ``path``."""
+    """Bytes the regular files under ``path`` take on disk: their allocated blocks, as
+    ``du`` counts them (the holes of a sparse ``vmlinux`` take none)."""
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += (Path(dirpath) / name).lstat().st_size
+                total += (Path(dirpath) / name).lstat().st_blocks * 512
     return total
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import Call, FakeRunner
+from fakes import Call, FakeRunner, supports_holes
 
 from harness.errors import CacheError, KernelError
-from harness.files import locked
+from harness.files import locked, write_atomic
 from harness.kernels import cache
 from harness.kernels.catalog import load_catalog
 from harness.kernels.model import Kernel, KernelEntry, Package
@@ -408,3 +408,16 @@ def test_a_fetch_in_progress_keeps_its_work_directory(
         pruned = cache.prune(tmp_path / "cache", ["6.1", "6.12"])
     assert [r.path for r in pruned.in_use] == [cache_tree["leftover"]]
     assert cache_tree["leftover"].exists()
+
+
+def test_disk_usage_counts_what_the_files_take_on_disk(tmp_path: Path) -> None:
+    if not supports_holes(tmp_path):
+        pytest.skip(f"the filesystem of {tmp_path} keeps no holes")
+    (tmp_path / "boot").mkdir()
+    write_atomic(tmp_path / "boot" / "vmlinux", b"\1" + bytes(1 << 20), holes=True)
+    write_atomic(tmp_path / "config", b"x" * 10_000)
+
+    used = cache.disk_usage(tmp_path)
+
+    # The sparse image's megabyte of zeros takes no disk space; the text file its blocks.
+    assert 10_000 <= used < 100_000

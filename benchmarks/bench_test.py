@@ -237,6 +237,26 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   first time in one boot and 0.78-0.89 s the next two; ``python3 -I -S -c pass`` 1.22 s,
   then 0.30 s. Translated blocks are found again by physical address, so the
   libraries unpacked in ``tmpfs`` are translated once a boot.
+* kept, ERMS off in the guest's CPU under TCG (harness/vm.py ``TCG_QEMU_OPTIONS``,
+  ``-global max-x86_64-cpu.erms=off``): the kernel then clears pages with ``rep stosq``
+  instead of ``rep stosb``, which qemu 7.2 runs one byte per step. Two runs of
+  alternating pairs of ``invoke test --kernel 6.1 --sample sockex1`` (as
+  ``--qemu-opts=-cpu max,-erms,-fsrm``): per-pair medians 0.89 (6 pairs) and 0.95 (12
+  pairs; medians 6.63 against 6.94 s, the guest's start-up and imports 1.33 against
+  1.46 s). Five ``python3 -I -S -c pass`` in one boot did not move (1.86-1.95 s): the
+  bare interpreter makes few new pages; a 64 MB ``bytearray`` did (0.23-0.30 s against
+  0.37-0.45 s).
+* not kept, AVX off as well (``-avx,-avx2,-fma,-f16c,-vaes``): 1.14 per pair (8 pairs).
+* not kept, ``-accel tcg,thread=single`` (the two vCPUs on one host thread): 0.99 per
+  pair (8 pairs): the Python start-up gained 0.16 s, but the loader's import beside the
+  cases then shares the thread with them (attach 0.60 against 0.29 s).
+* not kept, ``-machine pc`` instead of vng's ``q35``: the initramfs took 1.94 s instead
+  of about 0.5 s (one boot).
+* measured, one vCPU (``--vm-cpus 1``) for a single kernel: 0.92 and 0.94 per pair (6
+  and 10 pairs; each phase a little shorter, the loader imported in line). Not the
+  default: the VM keeps two CPUs, so that what runs in it (per-CPU state, a tail call
+  chain keeping its record per CPU) runs on an SMP kernel, as on the machines the
+  samples are for. ``-j 2`` already gives each VM one.
 * the clock source: under TCG the kernel runs on ``hpet`` (the TSC is marked unstable
   and cannot be chosen at run time); a clock read from Python costs about 5 us, too
   little to matter. ``tsc=reliable`` is in ``boot_phases.py``'s list.

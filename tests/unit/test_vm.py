@@ -122,6 +122,19 @@ def test_vng_argv_under_kvm_keeps_kvm_and_uses_virtiofs_when_present(tmp_path: P
     assert "--force-9p" not in argv
 
 
+def qemu_options(argv: list[str]) -> list[str]:
+    """What vng is asked to hand qemu: each ``--qemu-opts`` split as vng splits it."""
+    prefix = "--qemu-opts="
+    return [word for arg in argv if arg.startswith(prefix) for word in arg[len(prefix) :].split()]
+
+
+def test_vng_argv_switches_off_erms_of_tcgs_max_cpu_and_nothing_under_kvm(tmp_path: Path) -> None:
+    tcg = vm.vng_argv(entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path)
+    assert qemu_options(tcg) == ["-global", "max-x86_64-cpu.erms=off"]
+    kvm = vm.vng_argv(entry(tmp_path), ["true"], accel="kvm", results_dir=tmp_path)
+    assert qemu_options(kvm) == []
+
+
 def test_vng_argv_appends_kernel_options_after_panic_reboot(tmp_path: Path) -> None:
     argv = vm.vng_argv(
         entry(tmp_path), ["true"], accel="tcg", results_dir=tmp_path, append=["oops=panic"]

@@ -214,8 +214,11 @@ boot unless said otherwise; the machine was shared, load average 3 to 7):
   harness and pytest, then frozen and on again (tasks.py): from the process's start to
   vng's ``exec`` (``perf trace`` of the process events) a median 48 ms less over 10
   alternating pairs of checkouts, 579 against 613 ms (per pair -218 to +118 ms).
-* kept, on the host: python-debian's ``deb822`` imported only where apt text is read
-  (40 ms of every run's imports, ``-X importtime``; a run of cached kernels reads none).
+* kept, on the host: python-debian's ``deb822`` imported only where deb822 text is read
+  (40 ms of a run's imports, ``-X importtime``). A run of cached kernels reads none
+  unless the host's apt sources are deb822 ``.sources`` files; Debian 12's
+  ``debian.sources`` is one, so there every run still pays it. Not done: a memo of the
+  host's mirrors by what its source files were, for 0.6 % of a run.
 * left as they are, the per-case waits: the quiet wait (0.1 s without a frame, about
   0.12 s a case) is what lets the last control packets reach both the capture and the
   map before either is read; shorter, a capture that misses a frame the map counted

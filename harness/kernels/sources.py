@@ -109,8 +109,9 @@ def parse_stanzas(text: str) -> list[Deb822]:
     Field names are looked up without regard to case, as apt does; a value that
     continues over several lines keeps its line breaks; ``#`` comment lines are skipped.
     """
-    # Here, not at the top: python-debian costs 40 ms to import, and a run of cached
-    # kernels reads no apt text.
+    # Here, not at the top: python-debian costs 40 ms to import, paid only by a run that
+    # reads deb822 text. A run of cached kernels reads none unless the host's own apt
+    # sources are deb822 ``.sources`` files (Debian 12's are: such a host pays it).
     from debian.deb822 import Deb822
 
     return list(Deb822.iter_paragraphs(text.splitlines(), use_apt_pkg=False))

@@ -722,10 +722,10 @@ def vng_argv(
         options.append(shims_path(shims))
     for option in options:
         argv += ["--append", option]
-    # --exec takes one shell command line; quoting it here keeps every argument whole
-    # (positional arguments would be re-joined by vng and "O=..." taken for itself).
     if accel == "tcg":
         argv.append(f"--qemu-opts={' '.join(TCG_QEMU_OPTIONS)}")
+    # --exec takes one shell command line; quoting it here keeps every argument whole
+    # (positional arguments would be re-joined by vng and "O=..." taken for itself).
     argv += ["--exec", shlex.join(guest_argv)]
     return argv
 

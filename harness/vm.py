@@ -177,10 +177,10 @@ CONSOLE_LEVEL = 7
 #: Without the flag the kernel takes ``rep stosq``/``movsq`` (eight bytes a step), and
 #: glibc its vector loops. In a 6.1 guest: 64 MB written to ``tmpfs`` in 0.29-0.30 s
 #: against 0.48-0.65 s, a 64 MB ``bytearray`` made in 0.23-0.30 s against 0.37-0.45 s
-#: (two boots each); ``invoke test --kernel 6.1 --sample sockex1`` a median 0.95 x per
-#: pair (12 alternating pairs; medians 6.63 against 6.94 s), the guest's Python start-up
-#: 1.33 against 1.46 s. The property is the ``max`` model's own, so a CPU model other
-#: than vng's ``max`` is left as it is.
+#: (two boots each); a run of 6.1 with two cases a median 0.95 x per pair (12
+#: alternating pairs; medians 6.63 against 6.94 s), the guest's Python start-up 1.33
+#: against 1.46 s (``benchmarks/bench_test.py`` has the runs). The property is the
+#: ``max`` model's own, so a CPU model other than vng's ``max`` is left as it is.
 TCG_QEMU_OPTIONS = ("-global", "max-x86_64-cpu.erms=off")
 
 #: Exit status vng gives when the VM itself failed (qemu died, the kernel panicked,

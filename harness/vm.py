@@ -231,7 +231,9 @@ class ConsoleVerdict:
 
     ``panic`` is the panic line (``Kernel panic - not syncing: ...``) or "";
     ``oopses`` are kernel oops/BUG lines; ``reached_init`` is True once virtme-ng's
-    init ran in the guest (the root filesystem was mounted).
+    init ran in the guest (the root filesystem was mounted); ``qemu_said`` is qemu's
+    own first message (a line it starts with its name: an option it refused, a device
+    it could not make) or "".
     """
 
     panic: str
@@ -239,6 +241,7 @@ class ConsoleVerdict:
     reached_init: bool
     root_mount_failed: bool
     tail: str
+    qemu_said: str = ""
 
     @property
     def panicked(self) -> bool:
@@ -259,8 +262,11 @@ def parse_console(text: str, *, tail_lines: int = TAIL_LINES) -> ConsoleVerdict:
     oopses: list[str] = []
     reached_init = False
     root_mount_failed = False
+    qemu_said = ""
     lines = text.splitlines()
     for raw in lines:
+        if not qemu_said and raw.startswith(f"{QEMU}: "):
+            qemu_said = raw.strip()
         line = _TIMESTAMP.sub("", raw.rstrip("\r"))
         if not panic:
             found = _PANIC.search(line)
@@ -274,7 +280,7 @@ def parse_console(text: str, *, tail_lines: int = TAIL_LINES) -> ConsoleVerdict:
         if _ROOT_MOUNT_FAILED in line:
             root_mount_failed = True
     tail = "\n".join(lines[-tail_lines:])
-    return ConsoleVerdict(panic, tuple(oopses), reached_init, root_mount_failed, tail)
+    return ConsoleVerdict(panic, tuple(oopses), reached_init, root_mount_failed, tail, qemu_said)
 
 
 @dataclass(frozen=True)
@@ -954,6 +960,8 @@ def _stage(verdict: ConsoleVerdict) -> str:
         return "the guest could not mount the host's root filesystem (no 9p/virtiofs?)"
     if verdict.reached_init:
         return "the guest's init had started"
+    if verdict.qemu_said:
+        return f"the guest never reached its init ({verdict.qemu_said})"
     return "the guest never reached its init"
 
 

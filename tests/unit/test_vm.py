@@ -801,6 +801,30 @@ def test_run_vm_reports_a_lost_vm(tmp_path: Path) -> None:
     assert str(results / "console.log") in str(caught.value)
 
 
+def test_run_vm_quotes_what_qemu_said_when_it_would_not_start(tmp_path: Path) -> None:
+    said = (
+        "qemu-system-x86_64: can't apply global max-x86_64-cpu.nosuch=off: "
+        "Property 'max-x86_64-cpu.nosuch' not found"
+    )
+    runner = FakeRunner(answers=[vm_exits(VNG_FAILED, said + "\n")])
+    with pytest.raises(VmLostError) as caught:
+        vm.run_vm(
+            entry(tmp_path), ["true"], tmp_path / "results", accel="tcg", expect=[], runner=runner
+        )
+    assert f"never reached its init ({said})" in str(caught.value)
+
+
+def test_parse_console_takes_qemus_first_line_not_the_guests_words() -> None:
+    text = (
+        "[    0.000000] Linux version 6.1.0-57-amd64\n"
+        "[    1.500000] guest: qemu-system-x86_64: quoted by the guest\n"
+        "qemu-system-x86_64: terminating on signal 15\n"
+        "qemu-system-x86_64: a second line\n"
+    )
+    assert vm.parse_console(text).qemu_said == "qemu-system-x86_64: terminating on signal 15"
+    assert vm.parse_console("[    0.1] booting\n").qemu_said == ""
+
+
 def test_run_vm_reports_a_timeout_with_the_console_tail(tmp_path: Path) -> None:
     results = tmp_path / "results"
     runner = FakeRunner(answers=[vm_hangs(recorded("timeout-6.1.log"))])

@@ -54,18 +54,18 @@ def test_vng_hands_the_tcg_options_to_qemu_whose_cpu_is_max(tmp_path: Path) -> N
     assert starts, f"{options} not in: {shlex.join(words)}"
 
 
+def paused_qemu(*options: str) -> subprocess.CompletedProcess[str]:
+    """qemu with vng's TCG machine and CPU model and ``options``, started paused and quit."""
+    argv = [vm.QEMU, "-machine", "q35", "-accel", "tcg", "-cpu", "max", *options]
+    argv += ["-display", "none", "-nodefaults", "-monitor", "stdio", "-S"]
+    return subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=60)
+
+
 def test_qemu_accepts_the_tcg_options() -> None:
-    argv = [vm.QEMU, "-machine", "q35", "-accel", "tcg", "-cpu", "max"]
-    argv += [*vm.TCG_QEMU_OPTIONS, "-display", "none", "-nodefaults"]
-    argv += ["-monitor", "stdio", "-S"]
-    done = subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=60)
+    done = paused_qemu(*vm.TCG_QEMU_OPTIONS)
     assert done.returncode == 0, done.stderr
 
 
 def test_qemu_refuses_a_cpu_property_it_does_not_know() -> None:
     # What the test above relies on: a misspelt feature is an error, not ignored.
-    argv = [vm.QEMU, "-machine", "q35", "-accel", "tcg", "-cpu", "max"]
-    argv += ["-global", "max-x86_64-cpu.no-such-feature=off", "-display", "none"]
-    argv += ["-nodefaults", "-monitor", "stdio", "-S"]
-    done = subprocess.run(argv, input="quit\n", capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
+    assert paused_qemu("-global", "max-x86_64-cpu.no-such-feature=off").returncode != 0
